@@ -1,0 +1,104 @@
+"""Deterministic split of a campaign into jobs.
+
+Job ``i`` covers events ``[first_event, first_event + n_events)`` and gets a seed derived
+from (campaign seed, i), so a retry of job ``i`` regenerates exactly the same events.
+
+>>> from smartbkg_prod.spec import Campaign
+>>> c = Campaign(name="demo", process="bbbar_mixed", events=2500, events_per_job=1000)
+>>> [(j.index, j.first_event, j.n_events) for j in plan_jobs(c)]
+[(0, 0, 1000), (1, 1000, 1000), (2, 2000, 500)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from smartbkg_prod.spec import Campaign, safe_component
+
+# Pythia's Random:seed accepts 0..900_000_000 (0 = time based, which we never use).
+PYTHIA_MAX_SEED = 900_000_000
+
+
+def job_seed(campaign_seed: int, index: int) -> int:
+    """Seed for job ``index``: a hash, so neighbouring jobs get unrelated streams."""
+    digest = hashlib.sha256(f"smartbkg:{campaign_seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (PYTHIA_MAX_SEED - 1) + 1
+
+
+class Job(BaseModel):
+    """One unit of work: a contiguous event range of one campaign."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    campaign_id: str
+    index: int = Field(ge=0)
+    first_event: int = Field(ge=0)
+    n_events: int = Field(gt=0)
+    seed: int = Field(ge=1, le=PYTHIA_MAX_SEED)
+
+    @property
+    def name(self) -> str:
+        return f"{self.campaign_id}.job{self.index:06d}"
+
+    @property
+    def last_event(self) -> int:
+        """One past the last event of the range."""
+        return self.first_event + self.n_events
+
+
+class JobInput(BaseModel):
+    """What the worker reads: the job, its campaign, the attempt and where to write.
+
+    This is the ``--job JOB.json`` file; every backend writes the same content.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Job
+    campaign: Campaign
+    attempt: int = Field(default=1, ge=1)
+    output_dir: str
+    backend: str = "local"
+    site: str = "local"
+
+    @property
+    def output_file(self) -> Path:
+        return Path(self.output_dir) / f"{safe_component(self.job.name)}.root"
+
+    @property
+    def report_file(self) -> Path:
+        return Path(self.output_dir) / f"{safe_component(self.job.name)}.attempt{self.attempt}.report.json"
+
+
+def iter_jobs(campaign: Campaign) -> Iterator[Job]:
+    """Yield the campaign's jobs lazily (a 100k-job campaign needs no big list)."""
+    campaign_id = campaign.campaign_id
+    for index in range(campaign.n_jobs):
+        first = index * campaign.events_per_job
+        yield Job(
+            campaign_id=campaign_id,
+            index=index,
+            first_event=first,
+            n_events=min(campaign.events_per_job, campaign.events - first),
+            seed=job_seed(campaign.seed, index),
+        )
+
+
+def plan_jobs(campaign: Campaign) -> list[Job]:
+    return list(iter_jobs(campaign))
+
+
+def campaign_output_dir(campaign: Campaign, base: str | Path | None = None) -> Path:
+    """Directory for a campaign's outputs: ``outputs.directory/campaign_id``.
+
+    Relative ``outputs.directory`` is taken from ``base`` (the spec file's folder's
+    working directory by default); the campaign id keeps campaigns apart.
+    """
+    root = Path(campaign.outputs.directory)
+    if not root.is_absolute() and base is not None:
+        root = Path(base) / root
+    return (root / safe_component(campaign.campaign_id)).resolve()

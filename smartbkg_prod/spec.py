@@ -1,0 +1,311 @@
+"""Campaign specs: Pydantic models for the YAML files in ``job_specs/``.
+
+A campaign is generate -> NN filter -> simulate -> skim, split into jobs by
+:mod:`smartbkg_prod.plan`. :func:`load_campaign` turns a YAML file into a validated
+:class:`Campaign` or raises :class:`~smartbkg_prod.errors.SpecError` whose lines read
+``SPEC: field.path: what is wrong (allowed: ...)``.
+
+>>> c = Campaign(name="demo", process="bbbar_mixed", events=2000, events_per_job=500)
+>>> c.n_jobs
+4
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from smartbkg_prod.errors import SpecError
+
+Process = Literal[
+    "bbbar_mixed",  # Y(4S) -> B0 anti-B0
+    "bbbar_charged",  # Y(4S) -> B+ B-
+    "bbbar_generic",  # Y(4S) with its natural 51.4% / 48.6% charged / mixed split
+    "continuum_uds",  # e+e- -> q qbar, q = u, d, s
+    "continuum_cc",  # e+e- -> c cbar
+]
+PROCESSES: tuple[str, ...] = get_args(Process)
+
+FilterMode = Literal["off", "cut", "sample"]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# Job and campaign names become file and dataset names: keep them to a portable alphabet.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class SpecModel(BaseModel):
+    """Base for every spec section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FilterConfig(SpecModel):
+    """The NN filter stage applied between generation and simulation."""
+
+    mode: FilterMode = "off"
+    model: str | None = Field(
+        default=None, description="path to a model artifact (.pt) made by `smartbkg-prod train`"
+    )
+    threshold: Fraction = Field(default=0.5, description="cut mode: keep events with score > threshold")
+    p_min: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.05, description="sample mode: smallest keep probability (weights are at most 1/p_min)"
+    )
+    batch_size: PositiveInt = 4096
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off_is_false(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as boolean False; users mean the mode "off".
+        return "off" if value is False else value
+
+    @model_validator(mode="after")
+    def _model_needed_when_filtering(self) -> FilterConfig:
+        if self.mode != "off" and not self.model:
+            raise ValueError(
+                f"filter mode '{self.mode}' needs filter.model (path to a trained model), "
+                "or set filter.mode: off"
+            )
+        return self
+
+
+class SimulationConfig(SpecModel):
+    """Fast parametric detector simulation (Belle II-like)."""
+
+    theta_min_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 17.0
+    theta_max_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 150.0
+    track_pt_min: Annotated[float, Field(ge=0.0)] = 0.05
+    track_efficiency: Fraction = 0.95
+    pt_resolution_a: Annotated[float, Field(ge=0.0)] = 0.0011  # sigma_pt/pt = a*pt (+) b/beta
+    pt_resolution_b: Annotated[float, Field(ge=0.0)] = 0.0025
+    photon_energy_min: Annotated[float, Field(ge=0.0)] = 0.05
+    photon_efficiency: Fraction = 0.95
+    photon_resolution_stochastic: Annotated[float, Field(ge=0.0)] = 0.02  # sigma_E/E = s/E^(1/4) (+) c
+    photon_resolution_constant: Annotated[float, Field(ge=0.0)] = 0.016
+    kaon_id_efficiency: Fraction = 0.90
+    pion_to_kaon_misid: Fraction = 0.05
+    vertex_resolution_mm: Annotated[float, Field(ge=0.0)] = 0.02
+
+    @model_validator(mode="after")
+    def _theta_range(self) -> SimulationConfig:
+        if self.theta_min_deg >= self.theta_max_deg:
+            raise ValueError("theta_min_deg must be smaller than theta_max_deg")
+        return self
+
+
+class SkimConfig(SpecModel):
+    """Hadronic B-tag skim on the simulated objects."""
+
+    name: Literal["hadronic_btag"] = "hadronic_btag"
+    mbc_min: Annotated[float, Field(gt=0.0)] = 5.27
+    delta_e_max: Annotated[float, Field(gt=0.0)] = 0.05
+    d_mass_window: Annotated[float, Field(gt=0.0)] = 0.02
+    dstar_delta_m_window: Annotated[float, Field(gt=0.0)] = 0.003
+    pi0_mass_window: Annotated[float, Field(gt=0.0)] = 0.015
+
+
+class Resources(SpecModel):
+    """What one job asks of a batch slot."""
+
+    cores: PositiveInt = 1
+    memory_mb: PositiveInt = 2000
+    walltime_s: PositiveInt = 3600
+    gpus: NonNegativeInt = 0
+    disk_mb: PositiveInt = 2000
+
+
+class ContainerConfig(SpecModel):
+    """Where the worker runs: a bare process, or a container image."""
+
+    image: str | None = None
+    runtime: Literal["process", "docker"] = "process"
+
+    @model_validator(mode="after")
+    def _docker_needs_image(self) -> ContainerConfig:
+        if self.runtime == "docker" and not self.image:
+            raise ValueError("container.runtime 'docker' needs container.image")
+        return self
+
+
+class SitePolicy(SpecModel):
+    """Site selection for grid backends; ignored by the local backend."""
+
+    allowed: list[str] = Field(default_factory=list)
+    excluded: list[str] = Field(default_factory=list)
+    overrides: dict[str, Resources] = Field(default_factory=dict)
+
+
+class BackendConfig(SpecModel):
+    name: Literal["local", "slurm", "htcondor", "panda"] = "local"
+    max_parallel: PositiveInt | None = Field(
+        default=None, description="jobs in flight at once (local default: resources.cores of the machine)"
+    )
+    queue: str | None = None
+    sites: SitePolicy = Field(default_factory=SitePolicy)
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class RetryPolicy(SpecModel):
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+
+
+class Outputs(SpecModel):
+    directory: str = "output"
+    format: Literal["root"] = "root"
+    keep_mc_particles: bool = True
+
+    @field_validator("directory")
+    @classmethod
+    def _directory_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("outputs.directory must not be empty")
+        return value
+
+
+class Campaign(SpecModel):
+    """One production campaign."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    process: Process
+    events: PositiveInt
+    events_per_job: PositiveInt
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 12345
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    skim: SkimConfig = Field(default_factory=SkimConfig)
+    resources: Resources = Field(default_factory=Resources)
+    container: ContainerConfig = Field(default_factory=ContainerConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    outputs: Outputs = Field(default_factory=Outputs)
+
+    @model_validator(mode="after")
+    def _job_size_fits(self) -> Campaign:
+        if self.events_per_job > self.events:
+            raise ValueError(
+                f"events_per_job ({self.events_per_job}) is larger than events ({self.events}); "
+                "lower events_per_job or raise events"
+            )
+        return self
+
+    @property
+    def n_jobs(self) -> int:
+        return -(-self.events // self.events_per_job)
+
+    def normalized(self) -> dict[str, Any]:
+        """The spec with every default filled in, as plain JSON-able data."""
+        return self.model_dump(mode="json")
+
+    @property
+    def campaign_id(self) -> str:
+        """Identity: hash of the normalized spec. Description and output directory do not
+        change which events are produced, so they do not change the identity."""
+        identity = self.normalized()
+        identity.pop("description")
+        identity["outputs"].pop("directory")
+        identity["backend"] = {}
+        identity["resources"] = {}
+        identity["retry"] = {}
+        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One readable line for one pydantic error, with what is allowed where we know it."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key '{error['loc'][-1]}' (remove it or check its spelling)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"'{value}' is not allowed (allowed: {ctx.get('expected', '')})"
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        bound = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        limit = next(iter(ctx.values()))
+        return f"{value!r} is out of range (allowed: {bound} {limit})"
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} is not a valid name (allowed: letters, digits, '.', '_', '-'; up to 100 characters)"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        expected = kind.removesuffix("_type").removesuffix("_parsing")
+        return f"{value!r} has the wrong type (allowed: {expected})"
+    message = error["msg"].removeprefix("Value error, ")
+    return message
+
+
+def validation_problems(error: ValidationError) -> list[str]:
+    """Pydantic errors as ``field.path: what is wrong`` lines."""
+    problems = []
+    for item in error.errors():
+        # Model-level validators report at their section's path; name the section.
+        problems.append(f"{_field_path(item['loc'])}: {_describe(item)}")
+    return problems
+
+
+def parse_campaign(data: Any, source: str = "<spec>") -> Campaign:
+    """Validate already-parsed YAML/JSON data; raise SpecError naming ``source``."""
+    if data is None:
+        raise SpecError(source, ["(top level): the file is empty (expected a mapping with name, process, events, ...)"])
+    if not isinstance(data, dict):
+        raise SpecError(
+            source,
+            [f"(top level): expected a mapping of fields, got {type(data).__name__} (allowed: a YAML mapping)"],
+        )
+    try:
+        return Campaign.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(source, validation_problems(error)) from None
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign YAML file.
+
+    Raises :class:`SpecError` for an unreadable, non-YAML, empty or invalid file.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(source, ["(file): no such file (check the path)"]) from None
+    except IsADirectoryError:
+        raise SpecError(source, ["(file): is a directory, not a YAML file"]) from None
+    except UnicodeDecodeError:
+        raise SpecError(source, ["(file): not a text file (expected UTF-8 YAML)"]) from None
+    except OSError as error:
+        raise SpecError(source, [f"(file): cannot be read: {error.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise SpecError(source, [f"(file): not valid YAML{where}: {problem}"]) from None
+    return parse_campaign(data, source)
+
+
+def dump_campaign(campaign: Campaign) -> str:
+    """YAML text of a campaign (every default written out)."""
+    return yaml.safe_dump(campaign.normalized(), sort_keys=False)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_component(name: str) -> str:
+    """A name usable as one path component; never '..' or a separator."""
+    cleaned = _SAFE.sub("_", name).strip(".") or "_"
+    return cleaned
