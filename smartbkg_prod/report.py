@@ -1,0 +1,115 @@
+"""The machine-readable job report every worker attempt writes (JSON).
+
+The report is the one record the monitor trusts: event counts, timings, resources,
+exit code and outputs of one attempt of one job. Its key names are stable (schema
+version 1); new keys may be added, none renamed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from smartbkg_prod.errors import SmartBkgError
+
+SCHEMA_VERSION = 1
+
+
+class OutputFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    size_bytes: int = Field(ge=0)
+    sha256: str
+    events: int = Field(ge=0)
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: str
+    spec_sha256: str
+    model_sha256: str | None = None
+    image: str | None = None
+    image_digest: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+class JobReport(BaseModel):
+    """One attempt of one job, as seen by the worker (or by a backend for a lost worker)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    campaign_id: str
+    campaign_name: str
+    job_index: int = Field(ge=0)
+    attempt: int = Field(ge=1)
+    first_event: int = Field(ge=0)
+    n_events: int = Field(gt=0)
+    seed: int
+    backend: str = "local"
+    backend_job_id: str | None = None
+    site: str = "local"
+    host: str = ""
+    started_at: float = Field(description="unix time")
+    finished_at: float = Field(description="unix time")
+    wall_seconds: float = Field(ge=0)
+    cpu_seconds: float = Field(ge=0)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    events_generated: int = Field(default=0, ge=0)
+    events_kept: int = Field(default=0, ge=0)
+    events_simulated: int = Field(default=0, ge=0)
+    events_skimmed: int = Field(default=0, ge=0)
+    sum_weights_kept: float = 0.0
+    sum_weights_skimmed: float = 0.0
+    filter_mode: str = "off"
+    peak_rss_mb: float = Field(default=0.0, ge=0)
+    memory_requested_mb: int | None = None
+    walltime_requested_s: int | None = None
+    gpu: str | None = None
+    exit_code: int
+    error_class: str
+    error_message: str = ""
+    log_tail: list[str] = Field(default_factory=list)
+    outputs: list[OutputFile] = Field(default_factory=list)
+    provenance: Provenance | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0
+
+    def write(self, path: Path) -> None:
+        """Write atomically: a reader never sees half a report."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.replace(path)
+
+
+class ReportError(SmartBkgError):
+    pass
+
+
+def read_report(path: Path) -> JobReport:
+    """Read and validate one report file; a clear error names the file and the field."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such report file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReportError(f"{path}: not a readable JSON report ({error})") from None
+    return parse_report(data, str(path))
+
+
+def parse_report(data: object, source: str) -> JobReport:
+    try:
+        return JobReport.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ReportError(
+            f"{source}: {where}: {first['msg']} ({error.error_count()} problem(s) in the report)"
+        ) from None

@@ -1,0 +1,518 @@
+"""The job database (SQLAlchemy 2): campaigns, jobs, attempts and reports.
+
+SQLite file by default (``--db URL`` or ``SMARTBKG_DB``), PostgreSQL by URL
+(``postgresql+psycopg://user@host/db``). A job's events are counted once, from its one
+successful attempt; a report delivered twice is stored once.
+
+>>> store = Store("sqlite://")
+>>> store.campaign_ids()
+[]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from smartbkg_prod.errors import StoreError
+from smartbkg_prod.plan import Job
+from smartbkg_prod.report import JobReport
+from smartbkg_prod.spec import Campaign
+
+DEFAULT_DB = "sqlite:///smartbkg-prod.db"
+
+# Job states. A job is "done" once one attempt succeeded; "failed" once its attempts are
+# exhausted; "running" while an attempt is in flight; "pending" before the first attempt.
+PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+JOB_STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
+
+
+def default_db_url() -> str:
+    return os.environ.get("SMARTBKG_DB") or DEFAULT_DB
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every table of the project (monitor and recovery too)."""
+
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class CampaignRow(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    spec: Mapped[dict] = mapped_column(JSON)
+    spec_path: Mapped[str] = mapped_column(Text, default="")
+    output_dir: Mapped[str] = mapped_column(Text)
+    n_jobs: Mapped[int] = mapped_column(Integer)
+    events_requested: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(32))
+    provenance: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("campaign_id", "job_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    job_index: Mapped[int] = mapped_column(Integer)
+    first_event: Mapped[int] = mapped_column(Integer)
+    n_events: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class AttemptRow(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("job_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(32))
+    backend_job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    site: Mapped[str] = mapped_column(String(128), default="local")
+    state: Mapped[str] = mapped_column(String(16), default=RUNNING)
+    submitted_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_class: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    native_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    walltime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ReportRow(Base):
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("campaign_id", "job_index", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(128), index=True)
+    job_index: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    site: Mapped[str] = mapped_column(String(128), default="local")
+    host: Mapped[str] = mapped_column(String(256), default="")
+    exit_code: Mapped[int] = mapped_column(Integer)
+    error_class: Mapped[str] = mapped_column(String(64))
+    events_generated: Mapped[int] = mapped_column(Integer, default=0)
+    events_kept: Mapped[int] = mapped_column(Integer, default=0)
+    events_simulated: Mapped[int] = mapped_column(Integer, default=0)
+    events_skimmed: Mapped[int] = mapped_column(Integer, default=0)
+    sum_weights_skimmed: Mapped[float] = mapped_column(Float, default=0.0)
+    wall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    peak_rss_mb: Mapped[float] = mapped_column(Float, default=0.0)
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float] = mapped_column(Float, index=True)
+    body: Mapped[dict] = mapped_column(JSON)
+
+
+class CampaignStatus(BaseModel):
+    """Figures for ``smartbkg-prod status``. Keys are stable (documented in README)."""
+
+    campaign_id: str
+    name: str
+    backend: str
+    jobs_total: int
+    jobs_by_state: dict[str, int]
+    events_requested: int
+    events_generated: int
+    events_kept: int
+    events_simulated: int
+    events_skimmed: int
+    sum_weights_skimmed: float
+    retention: float | None
+    retention_error: float | None
+    throughput_events_per_s: float | None
+    wall_seconds: float
+    cpu_seconds: float
+    failed_attempts: int
+    complete: bool
+
+
+class Store:
+    """Access to the job database; every method opens and closes its own transaction."""
+
+    def __init__(self, url: str | None = None):
+        self.url = url or default_db_url()
+        try:
+            self.engine = create_engine(self.url, future=True)
+        except (SQLAlchemyError, ImportError, ValueError) as error:
+            raise StoreError(f"database URL {self.url!r} is not usable: {error}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._import_extension_tables()
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as error:
+            raise StoreError(f"cannot open database {self.url!r}: {error.orig}") from None
+
+    @staticmethod
+    def _import_extension_tables() -> None:
+        # Monitor and recovery define their own tables on the same Base.
+        import importlib
+
+        for module in ("smartbkg_prod.recovery.records", "smartbkg_prod.monitor.records"):
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as error:
+                if error.name != module:
+                    raise
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # -- campaigns and jobs -------------------------------------------------------
+    def register_campaign(
+        self,
+        campaign: Campaign,
+        jobs: Iterable[Job],
+        output_dir: Path,
+        spec_path: str = "",
+        provenance: dict | None = None,
+    ) -> bool:
+        """Record a campaign and its planned jobs. Returns False if it already existed."""
+        now = time.time()
+        with self.session() as session:
+            if session.get(CampaignRow, campaign.campaign_id) is not None:
+                return False
+            session.add(
+                CampaignRow(
+                    id=campaign.campaign_id,
+                    name=campaign.name,
+                    spec=campaign.normalized(),
+                    spec_path=spec_path,
+                    output_dir=str(output_dir),
+                    n_jobs=campaign.n_jobs,
+                    events_requested=campaign.events,
+                    backend=campaign.backend.name,
+                    provenance=provenance or {},
+                    created_at=now,
+                )
+            )
+            session.flush()
+            rows = [
+                {
+                    "campaign_id": job.campaign_id,
+                    "job_index": job.index,
+                    "first_event": job.first_event,
+                    "n_events": job.n_events,
+                    "seed": job.seed,
+                    "state": PENDING,
+                    "attempts": 0,
+                    "updated_at": now,
+                }
+                for job in jobs
+            ]
+            if rows:
+                session.execute(JobRow.__table__.insert(), rows)
+        return True
+
+    def campaign(self, campaign_id: str) -> CampaignRow | None:
+        with self.session() as session:
+            return session.get(CampaignRow, campaign_id)
+
+    def campaign_ids(self) -> list[str]:
+        with self.session() as session:
+            return list(session.scalars(select(CampaignRow.id).order_by(CampaignRow.created_at)))
+
+    def find_campaigns(self, key: str) -> list[str]:
+        """Campaign ids matching an id or a name."""
+        with self.session() as session:
+            ids = session.scalars(
+                select(CampaignRow.id)
+                .where((CampaignRow.id == key) | (CampaignRow.name == key))
+                .order_by(CampaignRow.created_at)
+            )
+            return list(ids)
+
+    def update_provenance(self, campaign_id: str, values: dict) -> None:
+        with self.session() as session:
+            row = session.get(CampaignRow, campaign_id)
+            row.provenance = {**(row.provenance or {}), **values}
+
+    def job_states(self, campaign_id: str) -> dict[int, str]:
+        with self.session() as session:
+            rows = session.execute(
+                select(JobRow.job_index, JobRow.state).where(JobRow.campaign_id == campaign_id)
+            )
+            return dict(rows.tuples())
+
+    def job_attempts(self, campaign_id: str) -> dict[int, int]:
+        with self.session() as session:
+            rows = session.execute(
+                select(JobRow.job_index, JobRow.attempts).where(JobRow.campaign_id == campaign_id)
+            )
+            return dict(rows.tuples())
+
+    # -- attempts and reports -----------------------------------------------------
+    def start_attempt(
+        self,
+        job: Job,
+        backend: str,
+        site: str = "local",
+        backend_job_id: str | None = None,
+        memory_mb: int | None = None,
+        walltime_s: int | None = None,
+    ) -> int:
+        """Open the next attempt of a job; returns its number (1, 2, ...)."""
+        now = time.time()
+        with self.session() as session:
+            row = self._job_row(session, job.campaign_id, job.index)
+            row.attempts += 1
+            row.state = RUNNING
+            row.updated_at = now
+            session.add(
+                AttemptRow(
+                    job_id=row.id,
+                    attempt=row.attempts,
+                    backend=backend,
+                    backend_job_id=backend_job_id,
+                    site=site,
+                    state=RUNNING,
+                    submitted_at=now,
+                    memory_mb=memory_mb,
+                    walltime_s=walltime_s,
+                )
+            )
+            return row.attempts
+
+    def set_backend_job_id(self, campaign_id: str, job_index: int, attempt: int, backend_job_id: str) -> None:
+        with self.session() as session:
+            attempt_row = self._attempt_row(session, campaign_id, job_index, attempt)
+            attempt_row.backend_job_id = backend_job_id
+
+    def finish_attempt(
+        self,
+        campaign_id: str,
+        job_index: int,
+        attempt: int,
+        exit_code: int,
+        error_class: str,
+        final: bool,
+        native_code: str | None = None,
+    ) -> None:
+        """Close an attempt that produced no report (lost, killed, crashed)."""
+        with self.session() as session:
+            attempt_row = self._attempt_row(session, campaign_id, job_index, attempt)
+            if attempt_row.state != RUNNING:
+                return
+            attempt_row.state = DONE if exit_code == 0 else FAILED
+            attempt_row.exit_code = exit_code
+            attempt_row.error_class = error_class
+            attempt_row.native_code = native_code
+            attempt_row.finished_at = time.time()
+            job_row = self._job_row(session, campaign_id, job_index)
+            if job_row.state != DONE:
+                job_row.state = DONE if exit_code == 0 else (FAILED if final else PENDING)
+                job_row.updated_at = time.time()
+
+    def record_report(self, report: JobReport, final: bool = False) -> bool:
+        """Store a report and move its job's state. Idempotent: returns False for a duplicate.
+
+        ``final`` marks a failed attempt as the job's last (retries exhausted).
+        """
+        body = report.model_dump(mode="json")
+        try:
+            with self.session() as session:
+                duplicate = session.scalar(
+                    select(ReportRow.id).where(
+                        ReportRow.campaign_id == report.campaign_id,
+                        ReportRow.job_index == report.job_index,
+                        ReportRow.attempt == report.attempt,
+                    )
+                )
+                if duplicate is not None:
+                    return False
+                session.add(_report_row(report, body))
+                job_row = self._job_row(session, report.campaign_id, report.job_index)
+                attempt_row = session.scalar(
+                    select(AttemptRow).where(
+                        AttemptRow.job_id == job_row.id, AttemptRow.attempt == report.attempt
+                    )
+                )
+                if attempt_row is None:  # report of an attempt this store did not launch
+                    attempt_row = AttemptRow(
+                        job_id=job_row.id,
+                        attempt=report.attempt,
+                        backend=report.backend,
+                        site=report.site,
+                        submitted_at=report.started_at,
+                    )
+                    session.add(attempt_row)
+                    job_row.attempts = max(job_row.attempts, report.attempt)
+                attempt_row.state = DONE if report.succeeded else FAILED
+                attempt_row.exit_code = report.exit_code
+                attempt_row.error_class = report.error_class
+                attempt_row.finished_at = report.finished_at
+                attempt_row.site = report.site
+                if report.backend_job_id:
+                    attempt_row.backend_job_id = report.backend_job_id
+                if job_row.state != DONE:
+                    if report.succeeded:
+                        job_row.state = DONE
+                    else:
+                        job_row.state = FAILED if final else PENDING
+                job_row.updated_at = time.time()
+        except IntegrityError:
+            # A concurrent writer stored the same report first.
+            return False
+        return True
+
+    def reports(self, campaign_id: str, successful_only: bool = False) -> list[JobReport]:
+        with self.session() as session:
+            query = select(ReportRow.body).where(ReportRow.campaign_id == campaign_id)
+            if successful_only:
+                query = query.where(ReportRow.exit_code == 0)
+            return [JobReport.model_validate(body) for body in session.scalars(query.order_by(ReportRow.id))]
+
+    # -- figures --------------------------------------------------------------------
+    def status(self, campaign_id: str) -> CampaignStatus:
+        with self.session() as session:
+            campaign = session.get(CampaignRow, campaign_id)
+            if campaign is None:
+                raise StoreError(f"no campaign {campaign_id!r} in {self.url}")
+            by_state = dict.fromkeys(JOB_STATES, 0)
+            for state, count in session.execute(
+                select(JobRow.state, func.count()).where(JobRow.campaign_id == campaign_id).group_by(JobRow.state)
+            ):
+                by_state[state] = count
+            # One successful attempt per job counts; a job done twice (a late duplicate
+            # attempt) must not double its events, so take the first success per job.
+            first_success = (
+                select(func.min(ReportRow.id))
+                .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
+                .group_by(ReportRow.job_index)
+            )
+            totals = session.execute(
+                select(
+                    func.coalesce(func.sum(ReportRow.events_generated), 0),
+                    func.coalesce(func.sum(ReportRow.events_kept), 0),
+                    func.coalesce(func.sum(ReportRow.events_simulated), 0),
+                    func.coalesce(func.sum(ReportRow.events_skimmed), 0),
+                    func.coalesce(func.sum(ReportRow.sum_weights_skimmed), 0.0),
+                ).where(ReportRow.id.in_(first_success))
+            ).one()
+            span = session.execute(
+                select(
+                    func.min(ReportRow.started_at),
+                    func.max(ReportRow.finished_at),
+                    func.coalesce(func.sum(ReportRow.cpu_seconds), 0.0),
+                ).where(ReportRow.campaign_id == campaign_id)
+            ).one()
+            failed_attempts = session.scalar(
+                select(func.count())
+                .select_from(AttemptRow)
+                .join(JobRow, AttemptRow.job_id == JobRow.id)
+                .where(JobRow.campaign_id == campaign_id, AttemptRow.state == FAILED)
+            )
+        generated, kept, simulated, skimmed, weights = totals
+        start, end, cpu = span
+        wall = (end - start) if start is not None and end is not None else 0.0
+        retention = skimmed / simulated if simulated else None
+        retention_error = (retention * (1 - retention) / simulated) ** 0.5 if simulated else None
+        return CampaignStatus(
+            campaign_id=campaign.id,
+            name=campaign.name,
+            backend=campaign.backend,
+            jobs_total=campaign.n_jobs,
+            jobs_by_state=by_state,
+            events_requested=campaign.events_requested,
+            events_generated=int(generated),
+            events_kept=int(kept),
+            events_simulated=int(simulated),
+            events_skimmed=int(skimmed),
+            sum_weights_skimmed=float(weights),
+            retention=retention,
+            retention_error=retention_error,
+            throughput_events_per_s=(generated / wall) if wall > 0 else None,
+            wall_seconds=wall,
+            cpu_seconds=float(cpu),
+            failed_attempts=int(failed_attempts or 0),
+            complete=by_state[DONE] == campaign.n_jobs,
+        )
+
+    # -- helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _job_row(session: Session, campaign_id: str, job_index: int) -> JobRow:
+        row = session.scalar(
+            select(JobRow).where(JobRow.campaign_id == campaign_id, JobRow.job_index == job_index)
+        )
+        if row is None:
+            raise StoreError(f"campaign {campaign_id!r} has no job {job_index}")
+        return row
+
+    def _attempt_row(self, session: Session, campaign_id: str, job_index: int, attempt: int) -> AttemptRow:
+        job_row = self._job_row(session, campaign_id, job_index)
+        row = session.scalar(
+            select(AttemptRow).where(AttemptRow.job_id == job_row.id, AttemptRow.attempt == attempt)
+        )
+        if row is None:
+            raise StoreError(f"job {job_index} of {campaign_id!r} has no attempt {attempt}")
+        return row
+
+
+def _report_row(report: JobReport, body: dict) -> ReportRow:
+    return ReportRow(
+        campaign_id=report.campaign_id,
+        job_index=report.job_index,
+        attempt=report.attempt,
+        site=report.site,
+        host=report.host,
+        exit_code=report.exit_code,
+        error_class=report.error_class,
+        events_generated=report.events_generated,
+        events_kept=report.events_kept,
+        events_simulated=report.events_simulated,
+        events_skimmed=report.events_skimmed,
+        sum_weights_skimmed=report.sum_weights_skimmed,
+        wall_seconds=report.wall_seconds,
+        cpu_seconds=report.cpu_seconds,
+        peak_rss_mb=report.peak_rss_mb,
+        started_at=report.started_at,
+        finished_at=report.finished_at,
+        body=body,
+    )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers (status, monitor) work while the submitter writes; the busy
+    # timeout turns a concurrent writer's lock into a short wait instead of an error.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def status_json(status: CampaignStatus) -> str:
+    return json.dumps(status.model_dump(mode="json"), indent=2)
