@@ -39,6 +39,14 @@ class Job(BaseModel):
     first_event: int = Field(ge=0)
     n_events: int = Field(gt=0)
     seed: int = Field(ge=1, le=PYTHIA_MAX_SEED)
+    # Event number at which this job's random stream starts. Equal to first_event except
+    # for a job split by recovery: its parts share the parent's stream and skip ahead,
+    # so they regenerate exactly the parent's events.
+    stream_start: int | None = Field(default=None, ge=0)
+
+    @property
+    def events_to_skip(self) -> int:
+        return 0 if self.stream_start is None else self.first_event - self.stream_start
 
     @property
     def name(self) -> str:

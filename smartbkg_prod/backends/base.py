@@ -1,0 +1,123 @@
+"""The one small interface every engine implements.
+
+``submit(campaign, jobs) -> handles``, ``poll(handles) -> states``, ``cancel(handles)``,
+``retry(job, changes)`` and ``render(campaign, jobs) -> native files``. Shared logic
+(job input files, worker command line, resource resolution per site) lives here so an
+engine module only adds what is native to it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from smartbkg_prod.plan import Job, JobInput
+from smartbkg_prod.spec import Campaign, Resources
+
+
+class RetryChanges(BaseModel):
+    """What a recovery action changes for the next attempt of a job.
+
+    Event range and seed never change, except through ``split_into``, which replaces the
+    job's range by that many contiguous sub-ranges covering exactly the same events.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: int | None = Field(default=None, gt=0)
+    walltime_s: int | None = Field(default=None, gt=0)
+    exclude_sites: list[str] = Field(default_factory=list)
+    split_into: int | None = Field(default=None, ge=2)
+
+
+class JobHandle(BaseModel):
+    """A submitted attempt as the engine knows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: str
+    job_index: int
+    attempt: int
+    backend: str
+    backend_job_id: str
+    site: str | None = None
+
+
+class JobState(BaseModel):
+    """An attempt's state as polled from the engine, with the engine's own code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    handle: JobHandle
+    state: str  # pending | running | done | failed | cancelled | held
+    exit_code: int | None = None
+    native_code: str | None = None  # e.g. "HoldReasonCode=34/102", "slurm:OUT_OF_MEMORY"
+    native_reason: str = ""
+    site: str | None = None
+
+
+class Backend(ABC):
+    """Base class for engines. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def submit(self, campaign: Campaign, jobs: Sequence[JobInput]) -> list[JobHandle]: ...
+
+    @abstractmethod
+    def poll(self, handles: Sequence[JobHandle]) -> list[JobState]: ...
+
+    @abstractmethod
+    def cancel(self, handles: Sequence[JobHandle]) -> None: ...
+
+    def render(self, campaign: Campaign, jobs: Sequence[JobInput], directory: Path) -> list[Path]:
+        """Write the native submission files into ``directory`` for review (dry run)."""
+        raise NotImplementedError(f"backend {self.name!r} has no dry-run rendering")
+
+    def retry(self, campaign: Campaign, job: JobInput, changes: RetryChanges) -> list[JobHandle]:
+        """Submit the next attempt of ``job`` with ``changes`` applied to its resources."""
+        resources = apply_changes(campaign.resources, changes)
+        changed = campaign.model_copy(update={"resources": resources})
+        return self.submit(changed, [job])
+
+
+def apply_changes(resources: Resources, changes: RetryChanges) -> Resources:
+    update = {}
+    if changes.memory_mb is not None:
+        update["memory_mb"] = changes.memory_mb
+    if changes.walltime_s is not None:
+        update["walltime_s"] = changes.walltime_s
+    return resources.model_copy(update=update)
+
+
+def split_job(job: Job, parts: int) -> list[Job]:
+    """Split a job's event range into ``parts`` contiguous ranges covering the same events.
+
+    Sub-jobs keep the parent's seed offset scheme: the worker skips to ``first_event``
+    within the parent's random stream, so no event is lost or produced twice.
+    """
+    parts = max(1, min(parts, job.n_events))
+    base, extra = divmod(job.n_events, parts)
+    stream_start = job.first_event if job.stream_start is None else job.stream_start
+    jobs, first = [], job.first_event
+    for part in range(parts):
+        size = base + (1 if part < extra else 0)
+        jobs.append(
+            job.model_copy(update={"first_event": first, "n_events": size, "stream_start": stream_start})
+        )
+        first += size
+    return jobs
+
+
+def worker_command(job_file: str, python: str | None = None) -> list[str]:
+    """The worker's command line, identical for every backend."""
+    return [python or sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", job_file]
+
+
+def worker_shell_command(job_file: str, python: str = "python3") -> str:
+    return shlex.join(worker_command(job_file, python))
