@@ -79,7 +79,10 @@ class JobInput(BaseModel):
 
     @property
     def report_file(self) -> Path:
-        return Path(self.output_dir) / f"{safe_component(self.job.name)}.attempt{self.attempt}.report.json"
+        return (
+            Path(self.output_dir)
+            / f"{safe_component(self.job.name)}.attempt{self.attempt}.report.json"
+        )
 
 
 def iter_jobs(campaign: Campaign) -> Iterator[Job]:

@@ -53,9 +53,12 @@ class FilterConfig(SpecModel):
     model: str | None = Field(
         default=None, description="path to a model artifact (.pt) made by `smartbkg-prod train`"
     )
-    threshold: Fraction = Field(default=0.5, description="cut mode: keep events with score > threshold")
+    threshold: Fraction = Field(
+        default=0.5, description="cut mode: keep events with score > threshold"
+    )
     p_min: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
-        default=0.05, description="sample mode: smallest keep probability (weights are at most 1/p_min)"
+        default=0.05,
+        description="sample mode: smallest keep probability (weights are at most 1/p_min)",
     )
     batch_size: PositiveInt = 4096
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -87,7 +90,9 @@ class SimulationConfig(SpecModel):
     pt_resolution_b: Annotated[float, Field(ge=0.0)] = 0.0025
     photon_energy_min: Annotated[float, Field(ge=0.0)] = 0.05
     photon_efficiency: Fraction = 0.95
-    photon_resolution_stochastic: Annotated[float, Field(ge=0.0)] = 0.02  # sigma_E/E = s/E^(1/4) (+) c
+    photon_resolution_stochastic: Annotated[float, Field(ge=0.0)] = (
+        0.02  # sigma_E/E = s/E^(1/4) (+) c
+    )
     photon_resolution_constant: Annotated[float, Field(ge=0.0)] = 0.016
     kaon_id_efficiency: Fraction = 0.90
     pion_to_kaon_misid: Fraction = 0.05
@@ -145,7 +150,8 @@ class SitePolicy(SpecModel):
 class BackendConfig(SpecModel):
     name: Literal["local", "slurm", "htcondor", "panda"] = "local"
     max_parallel: PositiveInt | None = Field(
-        default=None, description="jobs in flight at once (local default: resources.cores of the machine)"
+        default=None,
+        description="jobs in flight at once (local default: resources.cores of the machine)",
     )
     queue: str | None = None
     sites: SitePolicy = Field(default_factory=SitePolicy)
@@ -234,7 +240,12 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "literal_error":
         return f"'{value}' is not allowed (allowed: {ctx.get('expected', '')})"
     if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
-        bound = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[kind]
         limit = next(iter(ctx.values()))
         return f"{value!r} is out of range (allowed: {bound} {limit})"
     if kind == "string_pattern_mismatch":
@@ -258,11 +269,16 @@ def validation_problems(error: ValidationError) -> list[str]:
 def parse_campaign(data: Any, source: str = "<spec>") -> Campaign:
     """Validate already-parsed YAML/JSON data; raise SpecError naming ``source``."""
     if data is None:
-        raise SpecError(source, ["(top level): the file is empty (expected a mapping with name, process, events, ...)"])
+        raise SpecError(
+            source,
+            ["(top level): the file is empty (expected a mapping with name, process, events, ...)"],
+        )
     if not isinstance(data, dict):
         raise SpecError(
             source,
-            [f"(top level): expected a mapping of fields, got {type(data).__name__} (allowed: a YAML mapping)"],
+            [
+                f"(top level): expected a mapping of fields, got {type(data).__name__} (allowed: a YAML mapping)"
+            ],
         )
     try:
         return Campaign.model_validate(data)

@@ -274,6 +274,19 @@ class Store:
             )
             return dict(rows.tuples())
 
+    def running_attempts(self, campaign_id: str) -> dict[int, list[int]]:
+        """Attempts still marked running, by job index."""
+        with self.session() as session:
+            rows = session.execute(
+                select(JobRow.job_index, AttemptRow.attempt)
+                .join(JobRow, AttemptRow.job_id == JobRow.id)
+                .where(JobRow.campaign_id == campaign_id, AttemptRow.state == RUNNING)
+            )
+            running: dict[int, list[int]] = {}
+            for job_index, attempt in rows:
+                running.setdefault(job_index, []).append(attempt)
+            return running
+
     # -- attempts and reports -----------------------------------------------------
     def start_attempt(
         self,
@@ -306,7 +319,9 @@ class Store:
             )
             return row.attempts
 
-    def set_backend_job_id(self, campaign_id: str, job_index: int, attempt: int, backend_job_id: str) -> None:
+    def set_backend_job_id(
+        self, campaign_id: str, job_index: int, attempt: int, backend_job_id: str
+    ) -> None:
         with self.session() as session:
             attempt_row = self._attempt_row(session, campaign_id, job_index, attempt)
             attempt_row.backend_job_id = backend_job_id
@@ -393,7 +408,10 @@ class Store:
             query = select(ReportRow.body).where(ReportRow.campaign_id == campaign_id)
             if successful_only:
                 query = query.where(ReportRow.exit_code == 0)
-            return [JobReport.model_validate(body) for body in session.scalars(query.order_by(ReportRow.id))]
+            return [
+                JobReport.model_validate(body)
+                for body in session.scalars(query.order_by(ReportRow.id))
+            ]
 
     # -- figures --------------------------------------------------------------------
     def status(self, campaign_id: str) -> CampaignStatus:
@@ -403,7 +421,9 @@ class Store:
                 raise StoreError(f"no campaign {campaign_id!r} in {self.url}")
             by_state = dict.fromkeys(JOB_STATES, 0)
             for state, count in session.execute(
-                select(JobRow.state, func.count()).where(JobRow.campaign_id == campaign_id).group_by(JobRow.state)
+                select(JobRow.state, func.count())
+                .where(JobRow.campaign_id == campaign_id)
+                .group_by(JobRow.state)
             ):
                 by_state[state] = count
             # One successful attempt per job counts; a job done twice (a late duplicate
@@ -471,7 +491,9 @@ class Store:
             raise StoreError(f"campaign {campaign_id!r} has no job {job_index}")
         return row
 
-    def _attempt_row(self, session: Session, campaign_id: str, job_index: int, attempt: int) -> AttemptRow:
+    def _attempt_row(
+        self, session: Session, campaign_id: str, job_index: int, attempt: int
+    ) -> AttemptRow:
         job_row = self._job_row(session, campaign_id, job_index)
         row = session.scalar(
             select(AttemptRow).where(AttemptRow.job_id == job_row.id, AttemptRow.attempt == attempt)

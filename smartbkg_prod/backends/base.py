@@ -66,6 +66,11 @@ class Backend(ABC):
 
     name: str = "base"
 
+    @classmethod
+    def from_campaign(cls, campaign: Campaign) -> Backend:
+        """An instance configured from ``campaign.backend`` (engines override)."""
+        return cls()
+
     @abstractmethod
     def submit(self, campaign: Campaign, jobs: Sequence[JobInput]) -> list[JobHandle]: ...
 
@@ -108,10 +113,28 @@ def split_job(job: Job, parts: int) -> list[Job]:
     for part in range(parts):
         size = base + (1 if part < extra else 0)
         jobs.append(
-            job.model_copy(update={"first_event": first, "n_events": size, "stream_start": stream_start})
+            job.model_copy(
+                update={"first_event": first, "n_events": size, "stream_start": stream_start}
+            )
         )
         first += size
     return jobs
+
+
+def job_file_path(job_input: JobInput, directory: Path | None = None) -> Path:
+    """Where an attempt's job file lives: ``<output_dir>/jobs/<job>.attemptN.json``."""
+    directory = Path(job_input.output_dir) / "jobs" if directory is None else Path(directory)
+    return directory / f"{job_input.job.name}.attempt{job_input.attempt}.json"
+
+
+def write_job_file(job_input: JobInput, directory: Path | None = None) -> Path:
+    """Write the worker's input file atomically and return its path."""
+    path = job_file_path(job_input, directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(job_input.model_dump_json(indent=1))
+    tmp.replace(path)
+    return path
 
 
 def worker_command(job_file: str, python: str | None = None) -> list[str]:

@@ -1,0 +1,209 @@
+"""The ``smartbkg-prod`` command line: a thin click layer over the library.
+
+Every command calls one library function and formats what it returns. Errors of the
+library's own types become one line on stderr and a non-zero exit (2 for bad input);
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from smartbkg_prod import __version__
+from smartbkg_prod.errors import SmartBkgError, SpecError
+from smartbkg_prod.store import Store, default_db_url
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    default=None,
+    envvar="SMARTBKG_DB",
+    help=f"Database URL (default {default_db_url()}; env SMARTBKG_DB).",
+)
+
+
+class _Group(click.Group):
+    """Turns library errors into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SmartBkgError as error:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            for line in str(error).splitlines():
+                click.echo(line if isinstance(error, SpecError) else f"error: {line}", err=True)
+            ctx.exit(EXIT_BAD_INPUT if isinstance(error, SpecError) else EXIT_FAILED)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="smartbkg-prod")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """smartbkg-prod: NN-filtered simulated-event campaigns."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=True))
+def validate(specs: tuple[str, ...]) -> None:
+    """Validate campaign SPEC files (exit 2 with one line per problem)."""
+    from smartbkg_prod.spec import load_campaign
+
+    bad = False
+    for path in specs:
+        try:
+            campaign = load_campaign(path)
+        except SpecError as error:
+            click.echo(str(error), err=True)
+            bad = True
+            continue
+        click.echo(
+            f"{path}: ok ({campaign.campaign_id}, {campaign.n_jobs} jobs, {campaign.events} events)"
+        )
+    if bad:
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document with every job.")
+def plan(spec: str, as_json: bool) -> None:
+    """Show the jobs a campaign SPEC splits into."""
+    from smartbkg_prod.plan import campaign_output_dir, iter_jobs
+    from smartbkg_prod.spec import load_campaign
+
+    campaign = load_campaign(spec)
+    if as_json:
+        document = {
+            "campaign_id": campaign.campaign_id,
+            "output_dir": str(campaign_output_dir(campaign)),
+            "jobs": [job.model_dump() for job in iter_jobs(campaign)],
+        }
+        click.echo(json.dumps(document, indent=1))
+        return
+    click.echo(f"campaign {campaign.campaign_id}: {campaign.n_jobs} jobs, {campaign.events} events")
+    click.echo(f"{'job':>6} {'first_event':>12} {'n_events':>9} {'seed':>10}")
+    for job in iter_jobs(campaign):
+        click.echo(f"{job.index:>6} {job.first_event:>12} {job.n_events:>9} {job.seed:>10}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@db_option
+@click.option(
+    "--backend", default=None, help="Override the spec's backend (local, slurm, htcondor, panda)."
+)
+@click.option(
+    "--max-parallel", type=click.IntRange(min=1), default=None, help="Jobs in flight at once."
+)
+@click.option(
+    "--dry-run",
+    "dry_run",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the native submission files into this directory instead of submitting.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: when stderr is a terminal).",
+)
+def submit(
+    spec: str,
+    db_url: str | None,
+    backend: str | None,
+    max_parallel: int | None,
+    dry_run: str | None,
+    progress: bool | None,
+) -> None:
+    """Run (or resume) the campaign SPEC; prints its status at the end."""
+    from smartbkg_prod.spec import load_campaign
+    from smartbkg_prod.submit import render_campaign, submit_campaign
+
+    campaign = load_campaign(spec)
+    if dry_run:
+        for path in render_campaign(campaign, Path(dry_run), backend=backend):
+            click.echo(str(path))
+        return
+    status = submit_campaign(
+        campaign,
+        spec_path=str(Path(spec).resolve()),
+        db_url=db_url,
+        backend=backend,
+        max_parallel=max_parallel,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    click.echo(format_status(status))
+    if not status.complete:
+        click.echo(
+            f"campaign incomplete: {status.jobs_by_state['failed']} job(s) failed after all attempts; "
+            "re-run submit to retry them",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+
+
+def format_status(status) -> str:
+    retention = (
+        f"{100 * status.retention:.2f} ± {100 * status.retention_error:.2f} %"
+        if status.retention is not None
+        else "-"
+    )
+    rate = (
+        f"{status.throughput_events_per_s:,.0f} events/s" if status.throughput_events_per_s else "-"
+    )
+    states = ", ".join(f"{k} {v}" for k, v in status.jobs_by_state.items() if v)
+    return "\n".join(
+        [
+            f"campaign   {status.campaign_id} ({status.backend})",
+            f"jobs       {status.jobs_total} total: {states}",
+            f"events     requested {status.events_requested:,}  generated {status.events_generated:,}  "
+            f"kept {status.events_kept:,}  simulated {status.events_simulated:,}  skimmed {status.events_skimmed:,}",
+            f"retention  {retention}",
+            f"throughput {rate}  (wall {status.wall_seconds:.1f} s, cpu {status.cpu_seconds:.1f} s, "
+            f"failed attempts {status.failed_attempts})",
+        ]
+    )
+
+
+@main.command()
+@click.argument("campaign", required=False)
+@db_option
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable output (keys documented in README)."
+)
+def status(campaign: str | None, db_url: str | None, as_json: bool) -> None:
+    """Status of CAMPAIGN (id or name), or of every campaign."""
+    from smartbkg_prod.errors import StoreError
+
+    store = Store(db_url)
+    ids = store.find_campaigns(campaign) if campaign else store.campaign_ids()
+    if campaign and not ids:
+        raise StoreError(f"no campaign named or with id {campaign!r} in {store.url}")
+    statuses = [store.status(campaign_id) for campaign_id in ids]
+    if as_json:
+        click.echo(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
+        return
+    if not statuses:
+        click.echo(f"no campaigns in {store.url}")
+    click.echo("\n\n".join(format_status(s) for s in statuses))
+
+
+@main.command()
+@click.option(
+    "--job", "job_file", required=True, type=click.Path(dir_okay=False), help="Job input JSON file."
+)
+def worker(job_file: str) -> None:
+    """Run one attempt of one job (what backends and containers execute)."""
+    from smartbkg_prod.worker import run_worker
+
+    sys.exit(run_worker(Path(job_file)))

@@ -1,0 +1,3 @@
+from smartbkg_prod.cli import main
+
+main()

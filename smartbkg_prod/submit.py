@@ -1,0 +1,292 @@
+"""Run a campaign to completion on a backend, with retries, resume and exact accounting.
+
+The driver is engine-agnostic: it asks a :class:`~smartbkg_prod.backends.base.Backend` to
+submit attempts and polls them; the worker's report (a file in the campaign's output
+directory) is the source of truth for what an attempt produced. Re-running on the same
+spec resumes: done jobs are kept, everything else runs again with the same seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smartbkg_prod.backends import get_backend
+from smartbkg_prod.backends.base import Backend, JobHandle, JobState
+from smartbkg_prod.errors import SubmitError
+from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.plan import Job, JobInput, campaign_output_dir, plan_jobs
+from smartbkg_prod.report import JobReport, ReportError, read_report
+from smartbkg_prod.spec import Campaign
+from smartbkg_prod.store import DONE, CampaignStatus, Store
+from smartbkg_prod.worker import sha256_file
+
+log = logging.getLogger("smartbkg_prod.submit")
+
+
+@dataclass
+class _Progress:
+    """A one-line progress bar on stderr with events/s (tqdm when interactive)."""
+
+    total: int
+    enabled: bool
+    done: int = 0
+    started: float = field(default_factory=time.time)
+    _bar: object = None
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total, unit="ev", unit_scale=True, file=sys.stderr, dynamic_ncols=True
+            )
+
+    def advance(self, events: int, failed: int) -> None:
+        self.done += events
+        if self._bar is not None:
+            self._bar.update(events)
+            self._bar.set_postfix(failed=failed, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def max_parallel_jobs(campaign: Campaign) -> int:
+    if campaign.backend.max_parallel:
+        return campaign.backend.max_parallel
+    return max(1, (os.cpu_count() or 1) // campaign.resources.cores)
+
+
+def validate_report(report: JobReport, job: Job) -> str | None:
+    """Why a 'successful' report cannot be trusted, or None if it can."""
+    if (
+        report.job_index != job.index
+        or report.first_event != job.first_event
+        or report.n_events != job.n_events
+    ):
+        return "report describes another job or event range"
+    if report.events_generated != job.n_events:
+        return f"report says {report.events_generated} events generated, job has {job.n_events}"
+    for output in report.outputs:
+        path = Path(output.path)
+        if not path.is_file():
+            return f"output {path} is missing"
+        if sha256_file(path) != output.sha256:
+            return f"output {path} fails its checksum"
+    return None
+
+
+class CampaignRunner:
+    """Drives one campaign on one backend until every job is done or out of attempts."""
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        store: Store,
+        backend: Backend,
+        output_dir: Path,
+        max_parallel: int | None = None,
+        progress: bool = False,
+        poll_interval: float = 0.2,
+    ):
+        self.campaign = campaign
+        self.store = store
+        self.backend = backend
+        self.output_dir = output_dir
+        self.max_parallel = max_parallel or max_parallel_jobs(campaign)
+        self.progress = progress
+        self.poll_interval = poll_interval
+        self.jobs = {job.index: job for job in plan_jobs(campaign)}
+        self.tries: Counter[int] = Counter()
+        self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
+
+    def run(self) -> CampaignStatus:
+        campaign_id = self.campaign.campaign_id
+        self._close_stale_attempts()
+        states = self.store.job_states(campaign_id)
+        todo = deque(index for index in sorted(self.jobs) if states.get(index) != DONE)
+        done_events = sum(
+            self.jobs[i].n_events for i, s in states.items() if s == DONE and i in self.jobs
+        )
+        bar = _Progress(total=self.campaign.events, enabled=self.progress)
+        bar.advance(done_events, 0)
+        failed = 0
+        try:
+            while todo or self.inflight:
+                while todo and len(self.inflight) < self.max_parallel:
+                    self._launch(self.jobs[todo.popleft()])
+                if not self.inflight:
+                    break
+                time.sleep(self.poll_interval)
+                for state in self.backend.poll([handle for _, handle in self.inflight.values()]):
+                    if state.state not in {"done", "failed", "cancelled"}:
+                        continue
+                    index = state.handle.job_index
+                    succeeded = self._finish(index, state)
+                    if succeeded:
+                        bar.advance(self.jobs[index].n_events, failed)
+                        continue
+                    failed += 1
+                    bar.advance(0, failed)
+                    if self.tries[index] < self.campaign.retry.max_attempts:
+                        log.warning("job %d attempt failed; retrying with the same seed", index)
+                        todo.append(index)
+        except BaseException:
+            # Interrupted (Ctrl-C, submitter killed politely): stop workers, leave the
+            # attempts open so the next `submit` closes them and resumes.
+            self.backend.cancel([handle for _, handle in self.inflight.values()])
+            raise
+        finally:
+            bar.close()
+        return self.store.status(campaign_id)
+
+    def _launch(self, job: Job) -> None:
+        resources = self.campaign.resources
+        attempt = self.store.start_attempt(
+            job, self.backend.name, memory_mb=resources.memory_mb, walltime_s=resources.walltime_s
+        )
+        self.tries[job.index] += 1
+        job_input = JobInput(
+            job=job,
+            campaign=self.campaign,
+            attempt=attempt,
+            output_dir=str(self.output_dir),
+            backend=self.backend.name,
+        )
+        try:
+            handle = self.backend.submit(self.campaign, [job_input])[0]
+        except SubmitError:
+            self.store.finish_attempt(
+                job.campaign_id,
+                job.index,
+                attempt,
+                int(ExitCode.UNEXPECTED),
+                "submit_error",
+                final=True,
+            )
+            raise
+        self.store.set_backend_job_id(job.campaign_id, job.index, attempt, handle.backend_job_id)
+        self.inflight[job.index] = (job_input, handle)
+
+    def _finish(self, index: int, state: JobState) -> bool:
+        """Ingest a finished attempt; True if the job is now done."""
+        job_input, _handle = self.inflight.pop(index)
+        job = self.jobs[index]
+        final = self.tries[index] >= self.campaign.retry.max_attempts
+        report = self._read_report(job_input)
+        if report is not None:
+            problem = validate_report(report, job) if report.succeeded else None
+            if problem is None:
+                self.store.record_report(report, final=final)
+                return report.succeeded
+            log.warning("job %d attempt %d: %s", index, job_input.attempt, problem)
+            code, error_class = int(ExitCode.OUTPUT_VALIDATION), "output_validation"
+        else:
+            code = state.exit_code if state.exit_code not in (None, 0) else int(ExitCode.UNEXPECTED)
+            error_class = "lost_report" if state.exit_code in (None, 0) else _error_class(code)
+        self.store.finish_attempt(
+            job.campaign_id,
+            index,
+            job_input.attempt,
+            code,
+            error_class,
+            final=final,
+            native_code=state.native_code,
+        )
+        return False
+
+    @staticmethod
+    def _read_report(job_input: JobInput) -> JobReport | None:
+        try:
+            return read_report(job_input.report_file)
+        except ReportError as error:
+            if job_input.report_file.exists():
+                log.warning("%s", error)
+            return None
+
+    def _close_stale_attempts(self) -> None:
+        """Attempts left running by an earlier submitter that died: ingest or close them."""
+        campaign_id = self.campaign.campaign_id
+        for index, attempts in self.store.running_attempts(campaign_id).items():
+            for attempt in attempts:
+                job_input = JobInput(
+                    job=self.jobs[index],
+                    campaign=self.campaign,
+                    attempt=attempt,
+                    output_dir=str(self.output_dir),
+                    backend=self.backend.name,
+                )
+                report = self._read_report(job_input)
+                if report is not None and validate_report(report, self.jobs[index]) is None:
+                    self.store.record_report(report)
+                else:
+                    self.store.finish_attempt(
+                        campaign_id, index, attempt, int(ExitCode.UNEXPECTED), "lost", final=False
+                    )
+
+
+def _error_class(code: int) -> str:
+    if code > 128:
+        return f"signal_{code - 128}"
+    try:
+        return ExitCode(code).name.lower()
+    except ValueError:
+        return f"exit_{code}"
+
+
+def submit_campaign(
+    campaign: Campaign,
+    *,
+    spec_path: str = "",
+    db_url: str | None = None,
+    store: Store | None = None,
+    backend: Backend | str | None = None,
+    max_parallel: int | None = None,
+    progress: bool = False,
+    base_dir: Path | None = None,
+    poll_interval: float = 0.2,
+) -> CampaignStatus:
+    """Register ``campaign`` (idempotent) and run whatever of it is not done yet.
+
+    >>> # status = submit_campaign(load_campaign("job_specs/demo.yaml"), progress=True)
+    """
+    store = store or Store(db_url)
+    if not isinstance(backend, Backend):
+        backend = get_backend(backend or campaign.backend.name, campaign)
+    existing = store.campaign(campaign.campaign_id)
+    # A resumed campaign keeps the output directory it was registered with.
+    output_dir = Path(existing.output_dir) if existing else campaign_output_dir(campaign, base_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    store.register_campaign(campaign, plan_jobs(campaign), output_dir, spec_path=spec_path)
+    runner = CampaignRunner(
+        campaign,
+        store,
+        backend,
+        output_dir,
+        max_parallel=max_parallel,
+        progress=progress,
+        poll_interval=poll_interval,
+    )
+    return runner.run()
+
+
+def render_campaign(
+    campaign: Campaign, directory: Path, backend: Backend | str | None = None
+) -> list[Path]:
+    """Write the native submission of every job (attempt 1) into ``directory`` for review."""
+    if not isinstance(backend, Backend):
+        backend = get_backend(backend or campaign.backend.name, campaign)
+    output_dir = campaign_output_dir(campaign)
+    job_inputs = [
+        JobInput(job=job, campaign=campaign, output_dir=str(output_dir), backend=backend.name)
+        for job in plan_jobs(campaign)
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    return backend.render(campaign, job_inputs, directory)

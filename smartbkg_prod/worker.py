@@ -1,0 +1,335 @@
+"""What runs for one attempt of one job: generate -> filter -> simulate -> skim -> write.
+
+The worker reads a :class:`~smartbkg_prod.plan.JobInput` JSON file, writes its ROOT output
+under a temporary name, validates it by reading it back, moves it into place, and writes
+a :class:`~smartbkg_prod.report.JobReport`. Its exit code comes from
+:class:`~smartbkg_prod.exitcodes.ExitCode`, and the same code is in the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from smartbkg_prod import __version__
+from smartbkg_prod.errors import WorkerError
+from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.faults import maybe_inject
+from smartbkg_prod.plan import JobInput
+from smartbkg_prod.report import JobReport, OutputFile, Provenance
+
+log = logging.getLogger("smartbkg_prod.worker")
+
+# Environment a container runtime or a site sets to describe where the worker runs.
+ENV_IMAGE, ENV_IMAGE_DIGEST, ENV_SITE = "SMARTBKG_IMAGE", "SMARTBKG_IMAGE_DIGEST", "SMARTBKG_SITE"
+ENV_BACKEND_JOB_ID = "SMARTBKG_BACKEND_JOB_ID"
+
+
+class _WalltimeExceeded(Exception):
+    pass
+
+
+class _Terminated(Exception):
+    pass
+
+
+@dataclass
+class _Stages:
+    """Wall time per stage; the memory check runs after each stage."""
+
+    memory_limit_mb: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str, job_index: int, attempt: int):
+        start = time.perf_counter()
+        maybe_inject(name, job_index, attempt)
+        try:
+            yield
+        except MemoryError:
+            raise WorkerError(ExitCode.OUT_OF_MEMORY, f"out of memory during {name}") from None
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        rss = peak_rss_mb()
+        if rss > self.memory_limit_mb:
+            raise WorkerError(
+                ExitCode.OUT_OF_MEMORY,
+                f"peak memory {rss:.0f} MB after {name} exceeds the requested {self.memory_limit_mb} MB "
+                "(raise resources.memory_mb or lower events_per_job)",
+            )
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    versions = {"smartbkg-prod": __version__, "python": sys.version.split()[0]}
+    for package in ("pythia8mc", "numpy", "awkward", "uproot", "torch"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return versions
+
+
+def spec_sha256(job_input: JobInput) -> str:
+    blob = json.dumps(job_input.campaign.normalized(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _LogTail(logging.Handler):
+    """Keeps the last log lines for the report."""
+
+    def __init__(self, size: int = 20):
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def read_job_input(path: Path) -> JobInput:
+    try:
+        return JobInput.model_validate_json(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise WorkerError(ExitCode.INPUT, f"{path}: job file not found") from None
+    except OSError as error:
+        raise WorkerError(
+            ExitCode.INPUT, f"{path}: job file unreadable: {error.strerror}"
+        ) from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise WorkerError(ExitCode.CONFIG, f"{path}: {where}: {first['msg']}") from None
+
+
+def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[OutputFile]:
+    """The physics chain of one job. Fills ``counts`` as stages complete."""
+    # Imported here: `smartbkg-prod validate` and friends should not pay for Pythia.
+    from smartbkg_prod.physics.detector import simulate
+    from smartbkg_prod.physics.generate import generate_events
+    from smartbkg_prod.physics.rootio import read_output, write_output
+    from smartbkg_prod.physics.skim import skim
+
+    job, campaign, attempt = job_input.job, job_input.campaign, job_input.attempt
+    with stages.stage("generate", job.index, attempt):
+        skip = job.events_to_skip
+        particles = generate_events(
+            campaign.process, skip + job.n_events, job.seed, first_event=job.first_event - skip
+        )
+        if skip:
+            particles = particles.select(np.arange(particles.n_events) >= skip)
+        counts["events_generated"] = particles.n_events
+    log.info("generated %d events of %s", particles.n_events, campaign.process)
+
+    with stages.stage("filter", job.index, attempt):
+        if campaign.filter.mode == "off":
+            weights = np.ones(particles.n_events)
+            scores = None
+        else:
+            from smartbkg_prod.filter.apply import run_filter
+
+            decision = run_filter(particles, campaign.filter, job.seed)
+            counts["model_sha256"] = decision.model_sha256
+            counts["gpu"] = decision.device if decision.device.startswith("cuda") else None
+            particles = particles.select(decision.keep)
+            weights = np.asarray(decision.weights)[decision.keep]
+            scores = np.asarray(decision.scores, dtype=np.float32)[decision.keep]
+        counts["events_kept"] = particles.n_events
+        counts["sum_weights_kept"] = float(weights.sum())
+    log.info("filter mode %s kept %d events", campaign.filter.mode, particles.n_events)
+
+    with stages.stage("simulate", job.index, attempt):
+        reco = simulate(particles, campaign.simulation, job.seed)
+        counts["events_simulated"] = particles.n_events
+
+    with stages.stage("skim", job.index, attempt):
+        skim_result = skim(reco, campaign.skim)
+        counts["events_skimmed"] = int(np.count_nonzero(skim_result.passed))
+        counts["sum_weights_skimmed"] = float(weights[skim_result.passed].sum())
+    log.info("skim kept %d of %d events", counts["events_skimmed"], particles.n_events)
+
+    with stages.stage("write", job.index, attempt):
+        final = job_input.output_file
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.attempt{attempt}.tmp")
+        try:
+            write_output(
+                tmp,
+                particles=particles,
+                weights=weights,
+                scores=scores,
+                skim=skim_result,
+                keep_mc_particles=campaign.outputs.keep_mc_particles,
+            )
+            maybe_inject("write", job.index, attempt)
+            _fsync(tmp)
+            contents = read_output(tmp)
+            if not np.array_equal(np.asarray(contents.event_number), particles.event_number):
+                raise WorkerError(
+                    ExitCode.OUTPUT_VALIDATION,
+                    f"{tmp}: read-back event numbers differ from what was written",
+                )
+            checksum = sha256_file(tmp)
+            os.replace(tmp, final)
+        except OSError as error:
+            raise WorkerError(
+                ExitCode.STAGE_OUT, f"cannot write {final}: {error.strerror or error}"
+            ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return [
+        OutputFile(
+            path=str(final),
+            size_bytes=final.stat().st_size,
+            sha256=checksum,
+            events=particles.n_events,
+        )
+    ]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def run_worker(job_file: Path) -> int:
+    """Run one attempt; always returns an exit code, and writes a report when it can."""
+    tail = _LogTail()
+    tail.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("smartbkg_prod").addHandler(tail)
+    logging.getLogger("smartbkg_prod").setLevel(logging.INFO)
+    started_at, cpu_start = time.time(), time.process_time()
+
+    try:
+        job_input = read_job_input(job_file)
+    except WorkerError as error:
+        # Without a valid job file there is no report location: say it and exit.
+        print(f"smartbkg-prod worker: {error}", file=sys.stderr)
+        return int(error.exit_code)
+
+    campaign, job = job_input.campaign, job_input.job
+    stages = _Stages(memory_limit_mb=campaign.resources.memory_mb)
+    counts: dict = {}
+    outputs: list[OutputFile] = []
+    exit_code, message = ExitCode.SUCCESS, ""
+    previous_alarm = signal.signal(signal.SIGALRM, _raise_walltime)
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.alarm(campaign.resources.walltime_s)
+    try:
+        outputs = process_job(job_input, stages, counts)
+    except WorkerError as error:
+        exit_code, message = error.exit_code, str(error)
+    except _WalltimeExceeded:
+        exit_code = ExitCode.WALLTIME
+        message = f"walltime {campaign.resources.walltime_s} s reached (raise resources.walltime_s or split the job)"
+    except _Terminated:
+        exit_code, message = (
+            ExitCode.WALLTIME,
+            "terminated by SIGTERM (batch system limit or operator)",
+        )
+    except MemoryError:
+        exit_code, message = ExitCode.OUT_OF_MEMORY, "out of memory"
+    except Exception as error:  # noqa: BLE001 - the report must say what happened
+        exit_code, message = ExitCode.UNEXPECTED, f"{type(error).__name__}: {error}"
+        log.exception("unexpected error")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous_alarm)
+        signal.signal(signal.SIGTERM, previous_term)
+    if message:
+        log.error("%s", message)
+
+    report = JobReport(
+        campaign_id=job.campaign_id,
+        campaign_name=campaign.name,
+        job_index=job.index,
+        attempt=job_input.attempt,
+        first_event=job.first_event,
+        n_events=job.n_events,
+        seed=job.seed,
+        backend=job_input.backend,
+        backend_job_id=os.environ.get(ENV_BACKEND_JOB_ID),
+        site=os.environ.get(ENV_SITE, job_input.site),
+        host=socket.gethostname(),
+        started_at=started_at,
+        finished_at=time.time(),
+        wall_seconds=time.time() - started_at,
+        cpu_seconds=time.process_time() - cpu_start,
+        stage_seconds=stages.seconds,
+        events_generated=counts.get("events_generated", 0),
+        events_kept=counts.get("events_kept", 0),
+        events_simulated=counts.get("events_simulated", 0),
+        events_skimmed=counts.get("events_skimmed", 0),
+        sum_weights_kept=counts.get("sum_weights_kept", 0.0),
+        sum_weights_skimmed=counts.get("sum_weights_skimmed", 0.0),
+        filter_mode=campaign.filter.mode,
+        peak_rss_mb=peak_rss_mb(),
+        memory_requested_mb=campaign.resources.memory_mb,
+        walltime_requested_s=campaign.resources.walltime_s,
+        gpu=counts.get("gpu"),
+        exit_code=int(exit_code),
+        error_class=exit_code.name.lower(),
+        error_message=message,
+        log_tail=list(tail.lines),
+        outputs=outputs,
+        provenance=Provenance(
+            campaign_id=job.campaign_id,
+            spec_sha256=spec_sha256(job_input),
+            model_sha256=counts.get("model_sha256"),
+            image=os.environ.get(ENV_IMAGE),
+            image_digest=os.environ.get(ENV_IMAGE_DIGEST),
+            versions=_versions(),
+        ),
+    )
+    if exit_code != ExitCode.SUCCESS:
+        # A failed attempt keeps no counts: its events are produced by a later attempt.
+        report = report.model_copy(update={"outputs": []})
+    try:
+        maybe_inject("report", job.index, job_input.attempt)
+        report_path = job_input.report_file
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report.write(report_path)
+    except OSError as error:
+        print(
+            f"smartbkg-prod worker: cannot write report {job_input.report_file}: {error}",
+            file=sys.stderr,
+        )
+        return int(ExitCode.STAGE_OUT)
+    except WorkerError as error:
+        return int(error.exit_code)
+    return int(exit_code)
+
+
+def _raise_walltime(_signum, _frame) -> None:
+    raise _WalltimeExceeded()
+
+
+def _raise_terminated(_signum, _frame) -> None:
+    raise _Terminated()
