@@ -265,14 +265,14 @@ class Store:
             rows = session.execute(
                 select(JobRow.job_index, JobRow.state).where(JobRow.campaign_id == campaign_id)
             )
-            return dict(rows.tuples())
+            return {index: value for index, value in rows}
 
     def job_attempts(self, campaign_id: str) -> dict[int, int]:
         with self.session() as session:
             rows = session.execute(
                 select(JobRow.job_index, JobRow.attempts).where(JobRow.campaign_id == campaign_id)
             )
-            return dict(rows.tuples())
+            return {index: value for index, value in rows}
 
     def running_attempts(self, campaign_id: str) -> dict[int, list[int]]:
         """Attempts still marked running, by job index."""
