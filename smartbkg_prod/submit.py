@@ -120,8 +120,11 @@ class CampaignRunner:
         failed = 0
         try:
             while todo or self.inflight:
-                while todo and len(self.inflight) < self.max_parallel:
-                    self._launch(self.jobs[todo.popleft()])
+                batch = []
+                while todo and len(self.inflight) + len(batch) < self.max_parallel:
+                    batch.append(self.jobs[todo.popleft()])
+                if batch:
+                    self._launch(batch)
                 if not self.inflight:
                     break
                 time.sleep(self.poll_interval)
@@ -147,33 +150,48 @@ class CampaignRunner:
             bar.close()
         return self.store.status(campaign_id)
 
-    def _launch(self, job: Job) -> None:
+    def _launch(self, jobs: list[Job]) -> None:
+        """Open an attempt for each job and submit them together (one array on grid engines)."""
         resources = self.campaign.resources
-        attempt = self.store.start_attempt(
-            job, self.backend.name, memory_mb=resources.memory_mb, walltime_s=resources.walltime_s
-        )
-        self.tries[job.index] += 1
-        job_input = JobInput(
-            job=job,
-            campaign=self.campaign,
-            attempt=attempt,
-            output_dir=str(self.output_dir),
-            backend=self.backend.name,
-        )
-        try:
-            handle = self.backend.submit(self.campaign, [job_input])[0]
-        except SubmitError:
-            self.store.finish_attempt(
-                job.campaign_id,
-                job.index,
-                attempt,
-                int(ExitCode.UNEXPECTED),
-                "submit_error",
-                final=True,
+        job_inputs = []
+        for job in jobs:
+            attempt = self.store.start_attempt(
+                job,
+                self.backend.name,
+                memory_mb=resources.memory_mb,
+                walltime_s=resources.walltime_s,
             )
+            self.tries[job.index] += 1
+            job_inputs.append(
+                JobInput(
+                    job=job,
+                    campaign=self.campaign,
+                    attempt=attempt,
+                    output_dir=str(self.output_dir),
+                    backend=self.backend.name,
+                )
+            )
+        try:
+            handles = self.backend.submit(self.campaign, job_inputs)
+        except SubmitError:
+            for job_input in job_inputs:
+                self.store.finish_attempt(
+                    self.campaign.campaign_id,
+                    job_input.job.index,
+                    job_input.attempt,
+                    int(ExitCode.UNEXPECTED),
+                    "submit_error",
+                    final=True,
+                )
             raise
-        self.store.set_backend_job_id(job.campaign_id, job.index, attempt, handle.backend_job_id)
-        self.inflight[job.index] = (job_input, handle)
+        for job_input, handle in zip(job_inputs, handles, strict=True):
+            self.store.set_backend_job_id(
+                self.campaign.campaign_id,
+                job_input.job.index,
+                job_input.attempt,
+                handle.backend_job_id,
+            )
+            self.inflight[job_input.job.index] = (job_input, handle)
 
     def _finish(self, index: int, state: JobState) -> bool:
         """Ingest a finished attempt; True if the job is now done."""
