@@ -1,0 +1,203 @@
+"""Features of failed jobs: the record itself, its job's history, and its campaign's picture.
+
+For each job whose last attempt failed, :func:`failure_features` returns one flat
+``{name: value}`` mapping (stored with the recommendation, so a decision can later be
+replayed as a training example exactly as the model saw it). Three groups:
+
+- the attempt: code / category / source indicators, transient flag, attempt number,
+  memory and walltime used over requested, progress and projected need, log keywords;
+- the job's history: failed attempts, distinct sites, repeats of the same code;
+- the campaign (the CMS recovery panel's code x site matrix, reduced to what generalises
+  to sites never seen in training): the site's failure rate, failures of this code at this
+  site, its share of the code's failures, the code's rate at the other sites, the number of
+  sites and the fraction of jobs the code touches.
+
+Site names are deliberately not features: a site that is broken in one campaign is healthy
+in the next, and the rates above carry what the name would.
+
+All campaign counts are computed with numpy group-bys over every record at once.
+
+>>> records = [FailureRecord(campaign_id="c", job_index=i, site="A", exit_code=60 if i else 0)
+...            for i in range(3)]
+>>> rows = failure_features(records)
+>>> len(rows), rows[0]["site_failure_rate"]
+(2, 0.6666666666666666)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from smartbkg_prod.recovery.failures import FailureRecord, latest_failures
+
+# Keyword groups looked for in the last log lines (lower-cased substring match).
+LOG_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "memory": ("out of memory", "memoryerror", "bad_alloc", "oom", "rss"),
+    "time": ("time limit", "walltime", "timeout", "timed out", "sigxcpu"),
+    "storage": (
+        "no space",
+        "stage-out",
+        "stageout",
+        "checksum",
+        "permission denied",
+        "i/o error",
+        "xrootd",
+    ),
+    "gpu": ("cuda", "gpu", "nvidia", "ecc"),
+    "input": ("corrupt", "no such file", "cannot open", "truncated", "replica"),
+    "crash": ("segmentation", "traceback", "core dumped", "abort", "exception"),
+    "site": ("drain", "preempt", "node failure", "connection", "shutdown", "proxy"),
+}
+
+NUMERIC_FEATURES: tuple[str, ...] = (
+    "attempt",
+    "transient",
+    "memory_ratio",
+    "walltime_ratio",
+    "progress",
+    "projected_memory_ratio",
+    "projected_walltime_ratio",
+    "log10_events",
+    "job_failed_attempts",
+    "job_sites",
+    "job_same_code",
+    "site_attempts",
+    "site_failure_rate",
+    "site_code_failures",
+    "site_code_share",
+    "other_sites_code_rate",
+    "code_sites",
+    "code_job_fraction",
+    "category_job_fraction",
+    "campaign_failure_rate",
+)
+
+
+def _ids(values: Sequence[object]) -> np.ndarray:
+    """Integer ids for arbitrary hashable values (strings, tuples)."""
+    return np.unique(np.asarray([str(v) for v in values]), return_inverse=True)[1].astype(np.int64)
+
+
+def _group(*columns: np.ndarray) -> np.ndarray:
+    """One integer id per distinct combination of the integer columns."""
+    stacked = np.stack(columns, axis=1)
+    return np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _count(group: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For every record: how many masked records share its group."""
+    counts = np.bincount(group, weights=mask.astype(float), minlength=group.max() + 1)
+    return counts[group]
+
+
+def _distinct(group: np.ndarray, value: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For every record: how many distinct ``value`` the masked records of its group have."""
+    pairs = np.unique(np.stack([group[mask], value[mask]], axis=1), axis=0)
+    per_group = (
+        np.bincount(pairs[:, 0], minlength=group.max() + 1)
+        if len(pairs)
+        else np.zeros(group.max() + 1)
+    )
+    return per_group[group].astype(float)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(
+        numerator, denominator, out=np.zeros_like(numerator, dtype=float), where=denominator > 0
+    )
+
+
+def _optional(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], dtype=float)
+
+
+def keyword_groups(lines: Sequence[str]) -> list[str]:
+    text = "\n".join(lines).lower()
+    return [group for group, words in LOG_KEYWORDS.items() if any(word in text for word in words)]
+
+
+def failure_features(
+    records: Sequence[FailureRecord], targets: Sequence[FailureRecord] | None = None
+) -> list[dict[str, float]]:
+    """Feature rows for ``targets`` (default: each job's last attempt, where it failed).
+
+    ``records`` is every attempt known (successful ones too); the campaign picture comes from
+    them. Rows follow the order of ``targets``.
+    """
+    records = list(records)
+    targets = latest_failures(records) if targets is None else list(targets)
+    if not targets:
+        return []
+    position = {(r.campaign_id, r.job_index, r.attempt): i for i, r in enumerate(records)}
+    missing = [t for t in targets if (t.campaign_id, t.job_index, t.attempt) not in position]
+    records = records + missing
+    position.update(
+        {
+            (t.campaign_id, t.job_index, t.attempt): len(records) - len(missing) + i
+            for i, t in enumerate(missing)
+        }
+    )
+    rows = np.asarray([position[(t.campaign_id, t.job_index, t.attempt)] for t in targets])
+
+    campaign = _ids([r.campaign_id for r in records])
+    site = _ids([r.site for r in records])
+    codes = [r.failure_code for r in records]
+    code = _ids([c.token for c in codes])
+    category = _ids([r.category for r in records])
+    job = _group(campaign, np.asarray([r.job_index for r in records], dtype=np.int64))
+    failed = np.asarray([r.failed for r in records])
+    everything = np.ones(len(records), dtype=bool)
+
+    campaign_site = _group(campaign, site)
+    campaign_code = _group(campaign, code)
+    campaign_category = _group(campaign, category)
+    site_attempts = _count(campaign_site, everything)
+    site_failures = _count(campaign_site, failed)
+    code_failures = _count(campaign_code, failed)
+    site_code_failures = _count(_group(campaign, site, code), failed)
+    campaign_attempts = _count(campaign, everything)
+    campaign_jobs = _distinct(campaign, job, everything)
+
+    numeric = {
+        "attempt": np.asarray([r.attempt for r in records], dtype=float),
+        "transient": np.asarray([r.transient for r in records], dtype=float),
+        "memory_ratio": _optional([r.memory_ratio for r in records]),
+        "walltime_ratio": _optional([r.walltime_ratio for r in records]),
+        "progress": _optional([r.progress for r in records]),
+        "projected_memory_ratio": _optional([r.projected_memory_ratio for r in records]),
+        "projected_walltime_ratio": _optional([r.projected_walltime_ratio for r in records]),
+        "log10_events": np.log10(_optional([r.n_events for r in records])),
+        "job_failed_attempts": _count(job, failed),
+        "job_sites": _distinct(job, site, failed),
+        "job_same_code": _count(_group(job, code), failed),
+        "site_attempts": site_attempts,
+        "site_failure_rate": _ratio(site_failures, site_attempts),
+        "site_code_failures": site_code_failures,
+        "site_code_share": _ratio(site_code_failures, code_failures),
+        "other_sites_code_rate": _ratio(
+            code_failures - site_code_failures, campaign_attempts - site_attempts
+        ),
+        "code_sites": _distinct(campaign_code, site, failed),
+        "code_job_fraction": _ratio(_distinct(campaign_code, job, failed), campaign_jobs),
+        "category_job_fraction": _ratio(_distinct(campaign_category, job, failed), campaign_jobs),
+        "campaign_failure_rate": _ratio(_count(campaign, failed), campaign_attempts),
+    }
+    table = np.stack([numeric[name] for name in NUMERIC_FEATURES], axis=1)[rows]
+
+    features = []
+    for values, target in zip(table, targets, strict=True):
+        row = {
+            name: float(v)
+            for name, v in zip(NUMERIC_FEATURES, values, strict=True)
+            if not np.isnan(v)
+        }
+        failure_code = target.failure_code
+        row[f"code={failure_code.token}"] = 1.0
+        row[f"source={failure_code.source}"] = 1.0
+        row[f"category={target.category}"] = 1.0
+        for group in keyword_groups(target.log_lines):
+            row[f"log={group}"] = 1.0
+        features.append(row)
+    return features
