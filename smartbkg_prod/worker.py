@@ -175,6 +175,9 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
         final = job_input.output_file
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.attempt{attempt}.tmp")
+        # A killed earlier attempt may have left its temporary file behind.
+        for stale in final.parent.glob(f".{final.name}.attempt*.tmp"):
+            stale.unlink(missing_ok=True)
         try:
             write_output(
                 tmp,
