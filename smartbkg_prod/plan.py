@@ -12,7 +12,8 @@ from (campaign seed, i), so a retry of job ``i`` regenerates exactly the same ev
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +84,72 @@ class JobInput(BaseModel):
             Path(self.output_dir)
             / f"{safe_component(self.job.name)}.attempt{self.attempt}.report.json"
         )
+
+
+class _JobListHeader(BaseModel):
+    """First line of a job list: what every job of the list shares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign: Campaign
+    output_dir: str
+    backend: str = "local"
+    site: str = "local"
+
+
+class _JobListEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job: Job
+    attempt: int = Field(default=1, ge=1)
+
+
+def write_job_list(path: str | Path, job_inputs: Sequence[JobInput], campaign: Campaign) -> Path:
+    """Write many attempts as one JSON-lines file: a shared header, then one job per line.
+
+    Line ``i + 1`` describes entry ``i``; ``smartbkg-prod worker --job FILE --index i`` runs
+    it. Batch systems index arrays this way (Slurm array task id, PanDA sequence number),
+    and one file of ~200 bytes per job replaces one 3 kB job file per job. The header
+    carries ``campaign`` (the resources the batch was submitted with).
+
+    >>> # write_job_list("jobs.jsonl", job_inputs, campaign)
+    """
+    path = Path(path)
+    if not job_inputs:
+        raise ValueError("a job list needs at least one job")
+    first = job_inputs[0]
+    header = _JobListHeader(
+        campaign=campaign, output_dir=first.output_dir, backend=first.backend, site=first.site
+    )
+    shared = (first.output_dir, first.backend, first.site)
+    lines = [header.model_dump_json()]
+    for job_input in job_inputs:
+        if (job_input.output_dir, job_input.backend, job_input.site) != shared:
+            raise ValueError("all jobs of a job list share output_dir, backend and site")
+        lines.append(_JobListEntry(job=job_input.job, attempt=job_input.attempt).model_dump_json())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_job_list_entry(path: str | Path, index: int) -> JobInput:
+    """Entry ``index`` (0-based) of a job list written by :func:`write_job_list`.
+
+    Raises ``IndexError`` when the list is shorter, ``FileNotFoundError``/``OSError`` when
+    it is unreadable and ``pydantic.ValidationError`` when a line is invalid.
+    """
+    if index < 0:
+        raise IndexError(f"job list index {index} is negative")
+    with open(path, encoding="utf-8") as lines:
+        header_line = next(lines, None)
+        entry_line = next(itertools.islice(lines, index, None), None)
+    if header_line is None or entry_line is None:
+        raise IndexError(f"job list {path} has no entry {index}")
+    header = _JobListHeader.model_validate_json(header_line)
+    entry = _JobListEntry.model_validate_json(entry_line)
+    return JobInput(job=entry.job, attempt=entry.attempt, **dict(header))
 
 
 def iter_jobs(campaign: Campaign) -> Iterator[Job]:

@@ -30,7 +30,7 @@ from smartbkg_prod import __version__
 from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.faults import maybe_inject
-from smartbkg_prod.plan import JobInput
+from smartbkg_prod.plan import JobInput, read_job_list_entry
 from smartbkg_prod.report import JobReport, OutputFile, Provenance
 
 log = logging.getLogger("smartbkg_prod.worker")
@@ -110,9 +110,14 @@ class _LogTail(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def read_job_input(path: Path) -> JobInput:
+def read_job_input(path: Path, index: int | None = None) -> JobInput:
+    """The attempt to run: a job file, or entry ``index`` of a job list (JSON lines)."""
     try:
+        if index is not None:
+            return read_job_list_entry(path, index)
         return JobInput.model_validate_json(Path(path).read_bytes())
+    except IndexError as error:
+        raise WorkerError(ExitCode.INPUT, f"{path}: {error}") from None
     except FileNotFoundError:
         raise WorkerError(ExitCode.INPUT, f"{path}: job file not found") from None
     except OSError as error:
@@ -222,8 +227,11 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def run_worker(job_file: Path) -> int:
-    """Run one attempt; always returns an exit code, and writes a report when it can."""
+def run_worker(job_file: Path, index: int | None = None) -> int:
+    """Run one attempt; always returns an exit code, and writes a report when it can.
+
+    ``index`` selects one entry of a job list instead of a single job file.
+    """
     tail = _LogTail()
     tail.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("smartbkg_prod").addHandler(tail)
@@ -231,7 +239,7 @@ def run_worker(job_file: Path) -> int:
     started_at, cpu_start = time.time(), time.process_time()
 
     try:
-        job_input = read_job_input(job_file)
+        job_input = read_job_input(job_file, index)
     except WorkerError as error:
         # Without a valid job file there is no report location: say it and exit.
         print(f"smartbkg-prod worker: {error}", file=sys.stderr)

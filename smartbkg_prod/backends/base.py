@@ -85,10 +85,9 @@ class Backend(ABC):
         raise NotImplementedError(f"backend {self.name!r} has no dry-run rendering")
 
     def retry(self, campaign: Campaign, job: JobInput, changes: RetryChanges) -> list[JobHandle]:
-        """Submit the next attempt of ``job`` with ``changes`` applied to its resources."""
-        resources = apply_changes(campaign.resources, changes)
-        changed = campaign.model_copy(update={"resources": resources})
-        return self.submit(changed, [job])
+        """Submit the next attempt of ``job`` with ``changes`` applied to its resources
+        and its excluded sites."""
+        return self.submit(apply_retry_changes(campaign, changes), [job])
 
 
 def apply_changes(resources: Resources, changes: RetryChanges) -> Resources:
@@ -98,6 +97,29 @@ def apply_changes(resources: Resources, changes: RetryChanges) -> Resources:
     if changes.walltime_s is not None:
         update["walltime_s"] = changes.walltime_s
     return resources.model_copy(update=update)
+
+
+def apply_retry_changes(campaign: Campaign, changes: RetryChanges) -> Campaign:
+    """The campaign as the next attempt sees it: new resources, more excluded sites.
+
+    Resources, backend and retry policy are outside the campaign id, so the id is kept.
+    """
+    excluded = list(campaign.backend.sites.excluded)
+    excluded += [site for site in changes.exclude_sites if site not in excluded]
+    sites = campaign.backend.sites.model_copy(update={"excluded": excluded})
+    return campaign.model_copy(
+        update={
+            "resources": apply_changes(campaign.resources, changes),
+            "backend": campaign.backend.model_copy(update={"sites": sites}),
+        }
+    )
+
+
+def site_resources(campaign: Campaign, site: str | None) -> Resources:
+    """Resources for jobs at ``site``: the site's override from the spec, else the default."""
+    if site is not None and site in campaign.backend.sites.overrides:
+        return campaign.backend.sites.overrides[site]
+    return campaign.resources
 
 
 def split_job(job: Job, parts: int) -> list[Job]:
@@ -137,9 +159,16 @@ def write_job_file(job_input: JobInput, directory: Path | None = None) -> Path:
     return path
 
 
-def worker_command(job_file: str, python: str | None = None) -> list[str]:
-    """The worker's command line, identical for every backend."""
-    return [python or sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", job_file]
+def worker_command(
+    job_file: str, python: str | None = None, index: str | int | None = None
+) -> list[str]:
+    """The worker's command line, identical for every backend.
+
+    ``index`` selects an entry of a job list (an int, or an engine placeholder such as
+    ``$SLURM_ARRAY_TASK_ID`` that the engine fills in).
+    """
+    command = [python or sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", job_file]
+    return command if index is None else [*command, "--index", str(index)]
 
 
 def worker_shell_command(job_file: str, python: str = "python3") -> str:

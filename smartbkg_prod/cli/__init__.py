@@ -202,8 +202,14 @@ def status(campaign: str | None, db_url: str | None, as_json: bool) -> None:
 @click.option(
     "--job", "job_file", required=True, type=click.Path(dir_okay=False), help="Job input JSON file."
 )
-def worker(job_file: str) -> None:
+@click.option(
+    "--index",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Run entry INDEX of a job list (JSON lines) given as --job (array jobs).",
+)
+def worker(job_file: str, index: int | None) -> None:
     """Run one attempt of one job (what backends and containers execute)."""
     from smartbkg_prod.worker import run_worker
 
-    sys.exit(run_worker(Path(job_file)))
+    sys.exit(run_worker(Path(job_file), index))
