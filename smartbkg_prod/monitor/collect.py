@@ -1,0 +1,372 @@
+"""Collection: job reports and backend states into the store, idempotently and in bulk.
+
+:func:`ingest_reports` has the same effect as calling
+:meth:`Store.record_report <smartbkg_prod.store.Store.record_report>` for each report in
+order, but in one transaction with set-based reads and ``executemany`` writes, so tens of
+thousands of reports go in per second. A report already stored (same campaign, job,
+attempt) is counted as a duplicate and changes nothing.
+
+>>> from smartbkg_prod.store import Store
+>>> ingest_reports(Store("sqlite://"), []).stored
+0
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from smartbkg_prod.backends.base import Backend, JobHandle, JobState
+from smartbkg_prod.monitor.records import BackendStateRow
+from smartbkg_prod.plan import JobInput, plan_jobs
+from smartbkg_prod.report import JobReport, ReportError, parse_report
+from smartbkg_prod.store import (
+    DONE,
+    FAILED,
+    PENDING,
+    AttemptRow,
+    CampaignRow,
+    JobRow,
+    ReportRow,
+    Store,
+)
+
+log = logging.getLogger("smartbkg_prod.monitor.collect")
+
+REPORT_GLOB = "*.report.json"
+DEFAULT_MAX_ATTEMPTS = 3
+_RACE_RETRIES = 3
+
+
+class IngestResult(BaseModel):
+    """What one ingestion did. ``rejected`` has one readable line per report not stored."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: list[str] = Field(default_factory=list)
+    unreadable: list[str] = Field(default_factory=list)
+    registered_campaigns: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def reports_per_second(self) -> float:
+        return self.received / self.seconds if self.seconds > 0 else 0.0
+
+
+def ingest_reports(
+    store: Store, reports: Iterable[JobReport], final: bool | None = None
+) -> IngestResult:
+    """Store ``reports`` and move their jobs' states, in one transaction.
+
+    ``final`` marks failed attempts as their job's last; ``None`` (default) decides per
+    report: an attempt is final when it used the campaign's ``retry.max_attempts``.
+    A concurrent writer storing the same report first is absorbed by retrying.
+    """
+    reports = list(reports)
+    started = time.perf_counter()
+    for _ in range(_RACE_RETRIES):
+        try:
+            result = _ingest_once(store, reports, final)
+            break
+        except IntegrityError:
+            log.info("a concurrent writer stored some of these reports; re-reading")
+    else:
+        result = IngestResult(received=len(reports))
+        for report in reports:
+            stored = store.record_report(report, final=bool(final))
+            result.stored += stored
+            result.duplicates += not stored
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None) -> IngestResult:
+    result = IngestResult(received=len(reports))
+    if not reports:
+        return result
+    campaign_ids = sorted({report.campaign_id for report in reports})
+    now = time.time()
+    with store.session() as session:
+        max_attempts = {
+            campaign_id: _max_attempts(spec)
+            for campaign_id, spec in session.execute(
+                select(CampaignRow.id, CampaignRow.spec).where(CampaignRow.id.in_(campaign_ids))
+            )
+        }
+        seen = set(
+            session.execute(
+                select(ReportRow.campaign_id, ReportRow.job_index, ReportRow.attempt).where(
+                    ReportRow.campaign_id.in_(campaign_ids)
+                )
+            ).tuples()
+        )
+        jobs = {
+            (campaign_id, index): [job_id, state, attempts]
+            for job_id, campaign_id, index, state, attempts in session.execute(
+                select(
+                    JobRow.id, JobRow.campaign_id, JobRow.job_index, JobRow.state, JobRow.attempts
+                ).where(JobRow.campaign_id.in_(campaign_ids))
+            )
+        }
+        attempts = {
+            (job_id, attempt): (attempt_id, backend_job_id)
+            for attempt_id, job_id, attempt, backend_job_id in session.execute(
+                select(
+                    AttemptRow.id, AttemptRow.job_id, AttemptRow.attempt, AttemptRow.backend_job_id
+                )
+                .join(JobRow, AttemptRow.job_id == JobRow.id)
+                .where(JobRow.campaign_id.in_(campaign_ids))
+            )
+        }
+
+        report_rows, new_attempts, attempt_updates, touched_jobs = [], [], [], set()
+        for report in reports:
+            key = (report.campaign_id, report.job_index, report.attempt)
+            if key in seen:
+                result.duplicates += 1
+                continue
+            if report.campaign_id not in max_attempts:
+                result.rejected.append(
+                    f"{_name(report)}: campaign {report.campaign_id} is not registered "
+                    "(submit it, or collect a directory holding its jobs/ files)"
+                )
+                continue
+            job = jobs.get((report.campaign_id, report.job_index))
+            if job is None:
+                result.rejected.append(
+                    f"{_name(report)}: the campaign has no job {report.job_index}"
+                )
+                continue
+            seen.add(key)
+            report_rows.append(_report_values(report))
+            job_id = job[0]
+            attempt_values = {
+                "state": DONE if report.succeeded else FAILED,
+                "exit_code": report.exit_code,
+                "error_class": report.error_class,
+                "finished_at": report.finished_at,
+                "site": report.site,
+            }
+            existing = attempts.get((job_id, report.attempt))
+            if existing is None:
+                new_attempts.append(
+                    {
+                        **attempt_values,
+                        "job_id": job_id,
+                        "attempt": report.attempt,
+                        "backend": report.backend,
+                        "backend_job_id": report.backend_job_id,
+                        "submitted_at": report.started_at,
+                    }
+                )
+                attempts[(job_id, report.attempt)] = (None, report.backend_job_id)
+                job[2] = max(job[2], report.attempt)
+            else:
+                attempt_id, backend_job_id = existing
+                attempt_updates.append(
+                    {
+                        **attempt_values,
+                        "b_id": attempt_id,
+                        "backend_job_id": report.backend_job_id or backend_job_id,
+                    }
+                )
+            if job[1] != DONE:
+                if report.succeeded:
+                    job[1] = DONE
+                else:
+                    is_final = (
+                        report.attempt >= max_attempts[report.campaign_id]
+                        if final is None
+                        else final
+                    )
+                    job[1] = FAILED if is_final else PENDING
+            touched_jobs.add((report.campaign_id, report.job_index))
+
+        if report_rows:
+            session.execute(insert(ReportRow), report_rows)
+        if new_attempts:
+            session.execute(insert(AttemptRow), new_attempts)
+        if attempt_updates:
+            table = AttemptRow.__table__
+            session.connection().execute(
+                update(table).where(table.c.id == bindparam("b_id")), attempt_updates
+            )
+        if touched_jobs:
+            table = JobRow.__table__
+            session.connection().execute(
+                update(table).where(table.c.id == bindparam("b_id")),
+                [
+                    {
+                        "b_id": jobs[key][0],
+                        "state": jobs[key][1],
+                        "attempts": jobs[key][2],
+                        "updated_at": now,
+                    }
+                    for key in touched_jobs
+                ],
+            )
+        result.stored = len(report_rows)
+    return result
+
+
+def _max_attempts(spec: dict | None) -> int:
+    # Defensive: a spec stored by an older version may lack the retry section.
+    try:
+        return int((spec or {}).get("retry", {}).get("max_attempts", DEFAULT_MAX_ATTEMPTS))
+    except (AttributeError, TypeError, ValueError):
+        return DEFAULT_MAX_ATTEMPTS
+
+
+def _name(report: JobReport) -> str:
+    return f"{report.campaign_id} job {report.job_index} attempt {report.attempt}"
+
+
+def _report_values(report: JobReport) -> dict:
+    return {
+        "campaign_id": report.campaign_id,
+        "job_index": report.job_index,
+        "attempt": report.attempt,
+        "site": report.site,
+        "host": report.host,
+        "exit_code": report.exit_code,
+        "error_class": report.error_class,
+        "events_generated": report.events_generated,
+        "events_kept": report.events_kept,
+        "events_simulated": report.events_simulated,
+        "events_skimmed": report.events_skimmed,
+        "sum_weights_skimmed": report.sum_weights_skimmed,
+        "wall_seconds": report.wall_seconds,
+        "cpu_seconds": report.cpu_seconds,
+        "peak_rss_mb": report.peak_rss_mb,
+        "started_at": report.started_at,
+        "finished_at": report.finished_at,
+        "body": report.model_dump(mode="json"),
+    }
+
+
+# -- report files ----------------------------------------------------------------------
+def read_report_files(paths: Iterable[Path]) -> tuple[list[JobReport], list[str]]:
+    """Parse report files; returns the reports and one error line per unreadable file."""
+    reports, errors = [], []
+    for path in paths:
+        try:
+            reports.append(JobReport.model_validate_json(Path(path).read_bytes()))
+        except OSError as error:
+            errors.append(f"{path}: unreadable ({error.strerror or error})")
+        except ValidationError:
+            # Re-parse the slow way only for the bad file, for a message naming the field.
+            try:
+                import json
+
+                parse_report(json.loads(Path(path).read_text()), str(path))
+            except (ReportError, ValueError) as error:
+                errors.append(
+                    str(error) if isinstance(error, ReportError) else f"{path}: not JSON ({error})"
+                )
+    return reports, errors
+
+
+def find_report_files(directory: Path) -> list[Path]:
+    """Every ``*.report.json`` under ``directory`` (workers write them atomically)."""
+    return sorted(Path(directory).rglob(REPORT_GLOB))
+
+
+def register_campaigns_from_job_files(
+    store: Store, directory: Path, campaign_ids: set[str]
+) -> list[str]:
+    """Register campaigns unknown to ``store`` from the job files a submitter left in
+    ``directory`` (``<output_dir>/jobs/*.json`` carry the full campaign spec)."""
+    registered: list[str] = []
+    missing = {cid for cid in campaign_ids if store.campaign(cid) is None}
+    for path in sorted(Path(directory).rglob("jobs/*.json")):
+        if not missing:
+            break
+        try:
+            job_input = JobInput.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
+            continue
+        campaign_id = job_input.campaign.campaign_id
+        if campaign_id in missing:
+            store.register_campaign(
+                job_input.campaign, plan_jobs(job_input.campaign), Path(job_input.output_dir)
+            )
+            missing.discard(campaign_id)
+            registered.append(campaign_id)
+    return registered
+
+
+def collect_directory(store: Store, directory: Path, final: bool | None = None) -> IngestResult:
+    """Ingest every report file under ``directory``; safe to run again and again."""
+    directory = Path(directory)
+    started = time.perf_counter()
+    reports, unreadable = read_report_files(find_report_files(directory))
+    registered = register_campaigns_from_job_files(
+        store, directory, {report.campaign_id for report in reports}
+    )
+    result = ingest_reports(store, reports, final=final)
+    result.unreadable = unreadable
+    result.registered_campaigns = registered
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# -- backend states ----------------------------------------------------------------------
+def ingest_backend_states(store: Store, states: Iterable[JobState]) -> int:
+    """Record the latest state each backend reports per attempt (upsert); returns rows written."""
+    now = time.time()
+    latest = {(s.handle.campaign_id, s.handle.job_index, s.handle.attempt): s for s in states}
+    if not latest:
+        return 0
+    campaign_ids = sorted({key[0] for key in latest})
+    with store.session() as session:
+        existing = {
+            (campaign_id, index, attempt): row_id
+            for row_id, campaign_id, index, attempt in session.execute(
+                select(
+                    BackendStateRow.id,
+                    BackendStateRow.campaign_id,
+                    BackendStateRow.job_index,
+                    BackendStateRow.attempt,
+                ).where(BackendStateRow.campaign_id.in_(campaign_ids))
+            )
+        }
+        inserts, updates = [], []
+        for key, state in latest.items():
+            values = {
+                "backend": state.handle.backend,
+                "backend_job_id": state.handle.backend_job_id,
+                "state": state.state,
+                "exit_code": state.exit_code,
+                "native_code": state.native_code,
+                "native_reason": state.native_reason,
+                "site": state.site or state.handle.site,
+                "observed_at": now,
+            }
+            if key in existing:
+                updates.append({**values, "b_id": existing[key]})
+            else:
+                inserts.append(
+                    {**values, "campaign_id": key[0], "job_index": key[1], "attempt": key[2]}
+                )
+        if inserts:
+            session.execute(insert(BackendStateRow), inserts)
+        if updates:
+            table = BackendStateRow.__table__
+            session.connection().execute(
+                update(table).where(table.c.id == bindparam("b_id")), updates
+            )
+    return len(latest)
+
+
+def poll_backend(store: Store, backend: Backend, handles: Sequence[JobHandle]) -> list[JobState]:
+    """Ask ``backend`` for the state of ``handles`` and record what it says."""
+    states = backend.poll(handles)
+    ingest_backend_states(store, states)
+    return states

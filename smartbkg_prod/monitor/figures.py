@@ -1,0 +1,649 @@
+"""Campaign figures: what operators watch, per campaign, per site and over time.
+
+Everything is computed with aggregate SQL over the store (a campaign with 10k reports costs
+a few queries, not 10k objects). Event counts come from each job's first successful
+attempt, exactly as :meth:`Store.status <smartbkg_prod.store.Store.status>` counts them;
+resources (CPU, wall time, failures) from every attempt.
+
+Definitions:
+
+- throughput: events generated (jobs done) by first successful attempts finishing in the
+  moving window ``[now - window_s, now]`` (clipped to the campaign's start), per second
+  (per hour); the time series bins the same counts;
+- ETA: events still to produce / windowed throughput (``None`` when nothing finished in
+  the window: a stalled campaign has no honest ETA);
+- CPU efficiency: Σ cpu_seconds / Σ wall_seconds over all attempts with a report;
+- filter pass rate: events_kept / events_generated; skim retention: events_skimmed /
+  events_simulated (among kept events);
+- effective filter speedup (ARCHITECTURE.md), with t_NN measured from
+  ``stage_seconds["filter"]`` and t_g, t_s the Belle II reference costs (and, side by side,
+  the measured ones): hard cut ``S = ε1 (t_g + t_s) / (t_g + t_NN + t_s p_keep)`` with
+  ``ε1 = p_keep r_kept / r`` (r = the model's unfiltered retention), sampling
+  ``S = (t_g + t_s) / (⟨1/p⟩_pass (t_g + t_NN + t_s ⟨p⟩_all))`` with ``⟨p⟩_all = p_keep``
+  and ``⟨1/p⟩_pass`` estimated by Σw_skimmed / N_skimmed. Reports carry no Σw², and that
+  estimate is a lower bound of ⟨1/p⟩_pass (Jensen), so the sampling figure is an upper
+  bound; the ideal ``S_max = (t_g + t_s) / (t_g + t_NN + r t_s)`` is given for scale.
+
+>>> from smartbkg_prod.store import Store
+>>> all_campaign_figures(Store("sqlite://"))
+[]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from pydantic import BaseModel, Field
+from sqlalchemy import and_, func, select
+
+from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.monitor.drift import DriftReport, campaign_expectation, check_drift
+from smartbkg_prod.monitor.records import BackendStateRow
+from smartbkg_prod.store import (
+    DONE,
+    FAILED,
+    RUNNING,
+    AttemptRow,
+    CampaignRow,
+    CampaignStatus,
+    JobRow,
+    ReportRow,
+    Store,
+)
+
+REFERENCE_GENERATION_MS = 0.08  # t_g, Belle II (basf2 paper)
+REFERENCE_SIMULATION_MS = 97.0  # t_s: full simulation + reconstruction
+DEFAULT_WINDOW_S = 3600.0
+DEFAULT_STALL_AFTER_S = 1800.0
+_NICE_BINS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
+_MAX_BINS = 60
+SMOOTH_BINS = 5
+_EXCERPT_LINES = 4
+
+
+class SiteFigures(BaseModel):
+    site: str
+    attempts: int
+    succeeded: int
+    failed: int
+    failure_rate: float | None
+    events_generated: int
+    cpu_seconds: float
+    wall_seconds: float
+    cpu_efficiency: float | None
+
+
+class FailureCell(BaseModel):
+    """One cell of the failure matrix: failed attempts with this code at this site."""
+
+    code: str  # "50 out_of_memory"
+    exit_code: int | None
+    error_class: str
+    site: str
+    count: int
+
+
+class FailureReason(BaseModel):
+    code: str
+    exit_code: int | None
+    error_class: str
+    description: str
+    count: int
+    sites: list[str]
+    last_seen: float | None
+    message: str
+    log_excerpt: list[str]
+
+
+class FailureEntry(BaseModel):
+    job_index: int
+    attempt: int
+    site: str
+    code: str
+    finished_at: float | None
+    message: str
+    log_excerpt: list[str]
+
+
+class ThroughputPoint(BaseModel):
+    start: float
+    end: float
+    events: int
+    jobs: int
+    events_per_s: float
+    jobs_per_h: float
+    moving_events_per_s: float  # over the last SMOOTH_BINS bins (a moving window)
+    moving_jobs_per_h: float
+
+
+class Speedup(BaseModel):
+    costs: str  # "reference" (t_g, t_s of Belle II) | "measured" (this campaign's stages)
+    t_g_ms: float | None
+    t_nn_ms: float | None
+    t_s_ms: float | None
+    value: float | None
+    ideal: float | None
+    note: str = ""
+
+
+class CampaignFigures(BaseModel):
+    """Everything the web page, ``/metrics`` and ``status --watch`` show for one campaign."""
+
+    status: CampaignStatus
+    filter_mode: str
+    created_at: float
+    computed_at: float
+    window_s: float
+    throughput_events_per_s: float
+    throughput_jobs_per_h: float
+    average_events_per_s: float | None
+    eta_seconds: float | None
+    last_report_at: float | None
+    stalled: bool
+    events_remaining: int
+    cpu_efficiency: float | None
+    filter_pass_rate: float | None
+    filter_pass_rate_error: float | None
+    skim_retention: float | None
+    skim_retention_error: float | None
+    filter_seconds_per_event: float | None
+    speedups: list[Speedup]
+    attempts_succeeded: int
+    attempts_failed: int
+    attempts_running: int
+    attempts_held: int
+    sites: list[SiteFigures]
+    failure_matrix: list[FailureCell]
+    top_failures: list[FailureReason]
+    recent_failures: list[FailureEntry]
+    series: list[ThroughputPoint] = Field(default_factory=list)
+    bin_seconds: float
+    drift: DriftReport
+
+    @property
+    def campaign_id(self) -> str:
+        return self.status.campaign_id
+
+
+def _fraction(numerator: float, denominator: float) -> tuple[float | None, float | None]:
+    if not denominator:
+        return None, None
+    value = numerator / denominator
+    return value, math.sqrt(max(value * (1 - value), 0.0) / denominator)
+
+
+def failure_code(exit_code: int | None, error_class: str | None) -> str:
+    return f"{'-' if exit_code is None else exit_code} {error_class or 'unknown'}"
+
+
+def describe_code(exit_code: int | None, error_class: str | None) -> str:
+    try:
+        return ExitCode(exit_code).description
+    except ValueError:
+        if exit_code is not None and exit_code > 128:
+            return f"killed by signal {exit_code - 128}"
+    except TypeError:
+        pass
+    return error_class or "unknown failure"
+
+
+def _excerpt(body: dict | None) -> tuple[str, list[str]]:
+    """The error message and the last log lines of a report body (multi-line records split)."""
+    if not isinstance(body, dict):
+        return "", []
+    lines: list[str] = []
+    for record in body.get("log_tail") or []:
+        lines.extend(str(record).splitlines())
+    return str(body.get("error_message") or ""), lines[-_EXCERPT_LINES:]
+
+
+def bin_width(span_s: float) -> float:
+    """A readable bin width giving at most ~60 bins over ``span_s``."""
+    for width in _NICE_BINS_S:
+        if span_s / width <= _MAX_BINS:
+            return float(width)
+    return float(math.ceil(span_s / _MAX_BINS))
+
+
+def campaign_figures(
+    store: Store,
+    campaign_id: str,
+    now: float | None = None,
+    window_s: float = DEFAULT_WINDOW_S,
+    stall_after_s: float = DEFAULT_STALL_AFTER_S,
+    reference_generation_ms: float = REFERENCE_GENERATION_MS,
+    reference_simulation_ms: float = REFERENCE_SIMULATION_MS,
+    recent: int = 10,
+) -> CampaignFigures:
+    """All figures of one campaign at time ``now`` (default: the current time)."""
+    now = time.time() if now is None else now
+    status = store.status(campaign_id)
+    with store.session() as session:
+        campaign = session.get(CampaignRow, campaign_id)
+        spec, provenance, created_at = campaign.spec, campaign.provenance, campaign.created_at
+        first_success = (
+            select(func.min(ReportRow.id))
+            .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
+            .group_by(ReportRow.job_index)
+        ).scalar_subquery()
+        stage = ReportRow.body["stage_seconds"]
+        costs = session.execute(
+            select(
+                func.coalesce(func.sum(stage["generate"].as_float()), 0.0),
+                func.coalesce(func.sum(stage["filter"].as_float()), 0.0),
+                func.coalesce(func.sum(stage["simulate"].as_float()), 0.0),
+                func.coalesce(func.sum(stage["skim"].as_float()), 0.0),
+                func.count(stage["filter"].as_float()),
+            ).where(ReportRow.id.in_(first_success))
+        ).one()
+        finished = session.execute(
+            select(ReportRow.finished_at, ReportRow.events_generated)
+            .where(ReportRow.id.in_(first_success))
+            .order_by(ReportRow.finished_at)
+        ).all()
+        span = session.execute(
+            select(func.min(ReportRow.started_at), func.max(ReportRow.finished_at)).where(
+                ReportRow.campaign_id == campaign_id
+            )
+        ).one()
+        site_rows = session.execute(
+            select(
+                ReportRow.site,
+                func.count(),
+                func.coalesce(func.sum(ReportRow.cpu_seconds), 0.0),
+                func.coalesce(func.sum(ReportRow.wall_seconds), 0.0),
+            )
+            .where(ReportRow.campaign_id == campaign_id)
+            .group_by(ReportRow.site)
+        ).all()
+        site_events = {
+            site: events
+            for site, events in session.execute(
+                select(ReportRow.site, func.sum(ReportRow.events_generated))
+                .where(ReportRow.id.in_(first_success))
+                .group_by(ReportRow.site)
+            )
+        }
+        attempt_rows = session.execute(
+            select(
+                AttemptRow.site,
+                AttemptRow.state,
+                AttemptRow.exit_code,
+                AttemptRow.error_class,
+                func.count(),
+                func.max(AttemptRow.finished_at),
+            )
+            .join(JobRow, AttemptRow.job_id == JobRow.id)
+            .where(JobRow.campaign_id == campaign_id)
+            .group_by(
+                AttemptRow.site, AttemptRow.state, AttemptRow.exit_code, AttemptRow.error_class
+            )
+        ).all()
+        held = session.scalar(
+            select(func.count())
+            .select_from(BackendStateRow)
+            .join(
+                JobRow,
+                and_(
+                    JobRow.campaign_id == BackendStateRow.campaign_id,
+                    JobRow.job_index == BackendStateRow.job_index,
+                ),
+            )
+            .join(
+                AttemptRow,
+                and_(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == BackendStateRow.attempt),
+            )
+            .where(
+                BackendStateRow.campaign_id == campaign_id,
+                BackendStateRow.state == "held",
+                AttemptRow.state == RUNNING,
+            )
+        )
+        failures = _failures(session, campaign_id, attempt_rows, recent)
+
+    start, last_report_at = span
+    # Moving window, clipped to the campaign's first start so a young campaign's rate is
+    # not diluted by time before it ran.
+    window_start = max(now - window_s, start if start is not None else now)
+    window_length = max(now - window_start, 1e-9)
+    in_window = [(t, n) for t, n in finished if window_start <= t <= now]
+    throughput = sum(n for _, n in in_window) / window_length if in_window else 0.0
+    jobs_per_h = 3600.0 * len(in_window) / window_length if in_window else 0.0
+    remaining = max(status.events_requested - status.events_generated, 0)
+    eta = 0.0 if status.complete else (remaining / throughput if throughput > 0 else None)
+    stalled = (
+        not status.complete
+        and status.jobs_by_state.get("failed", 0) + status.jobs_by_state.get(DONE, 0)
+        < status.jobs_total
+        and (now - (last_report_at if last_report_at is not None else created_at)) > stall_after_s
+    )
+    average = (
+        status.events_generated / (last_report_at - start)
+        if start is not None and last_report_at is not None and last_report_at > start
+        else None
+    )
+
+    series, width = _series(finished, start, max(now, last_report_at or now) if finished else now)
+    pass_rate, pass_rate_error = _fraction(status.events_kept, status.events_generated)
+    retention, retention_error = _fraction(status.events_skimmed, status.events_simulated)
+    generate_s, filter_s, simulate_s, skim_s, reports_with_filter = costs
+    filter_mode = (
+        str((spec or {}).get("filter", {}).get("mode", "off")) if isinstance(spec, dict) else "off"
+    )
+    expectation = campaign_expectation(provenance, spec)
+    drift = check_drift(
+        expectation if filter_mode != "off" else None,
+        status.events_generated,
+        status.events_kept,
+        status.events_simulated,
+        status.events_skimmed,
+    )
+    if filter_mode == "off":
+        drift.note = "filter off: nothing to drift"
+    t_nn_ms = (
+        1000.0 * filter_s / status.events_generated
+        if status.events_generated and reports_with_filter
+        else None
+    )
+    measured = (
+        1000.0 * generate_s / status.events_generated if status.events_generated else None,
+        1000.0 * (simulate_s + skim_s) / status.events_simulated
+        if status.events_simulated
+        else None,
+    )
+    speedups = [
+        effective_speedup(
+            "reference",
+            filter_mode,
+            reference_generation_ms,
+            t_nn_ms,
+            reference_simulation_ms,
+            pass_rate,
+            retention,
+            status,
+            expectation.retention_unfiltered if expectation else None,
+        ),
+        effective_speedup(
+            "measured",
+            filter_mode,
+            measured[0],
+            t_nn_ms,
+            measured[1],
+            pass_rate,
+            retention,
+            status,
+            expectation.retention_unfiltered if expectation else None,
+        ),
+    ]
+    sites = _site_figures(site_rows, site_events, attempt_rows)
+    by_state: dict[str, int] = {}
+    for _site, state, _code, _cls, count, _last in attempt_rows:
+        by_state[state] = by_state.get(state, 0) + count
+    cpu = sum(row[2] for row in site_rows)
+    wall = sum(row[3] for row in site_rows)
+    return CampaignFigures(
+        status=status,
+        filter_mode=filter_mode,
+        created_at=created_at,
+        computed_at=now,
+        window_s=window_s,
+        throughput_events_per_s=throughput,
+        throughput_jobs_per_h=jobs_per_h,
+        average_events_per_s=average,
+        eta_seconds=eta,
+        last_report_at=last_report_at,
+        stalled=stalled,
+        events_remaining=remaining,
+        cpu_efficiency=cpu / wall if wall > 0 else None,
+        filter_pass_rate=pass_rate,
+        filter_pass_rate_error=pass_rate_error,
+        skim_retention=retention,
+        skim_retention_error=retention_error,
+        filter_seconds_per_event=t_nn_ms / 1000.0 if t_nn_ms is not None else None,
+        speedups=speedups,
+        attempts_succeeded=by_state.get(DONE, 0),
+        attempts_failed=by_state.get(FAILED, 0),
+        attempts_running=by_state.get(RUNNING, 0),
+        attempts_held=int(held or 0),
+        sites=sites,
+        failure_matrix=failures[0],
+        top_failures=failures[1],
+        recent_failures=failures[2],
+        series=series,
+        bin_seconds=width,
+        drift=drift,
+    )
+
+
+def effective_speedup(
+    costs: str,
+    filter_mode: str,
+    t_g_ms: float | None,
+    t_nn_ms: float | None,
+    t_s_ms: float | None,
+    pass_rate: float | None,
+    retention_kept: float | None,
+    status: CampaignStatus,
+    retention_unfiltered: float | None,
+) -> Speedup:
+    """The effective speedup of this campaign's filter (see the module docstring)."""
+    speedup = Speedup(
+        costs=costs, t_g_ms=t_g_ms, t_nn_ms=t_nn_ms, t_s_ms=t_s_ms, value=None, ideal=None
+    )
+    if filter_mode == "off":
+        speedup.value, speedup.note = 1.0, "filter off"
+        return speedup
+    if t_g_ms is None or t_s_ms is None or t_nn_ms is None or pass_rate is None:
+        speedup.note = "no successful filtered job yet"
+        return speedup
+    cost_unfiltered = t_g_ms + t_s_ms
+    cost_filtered = t_g_ms + t_nn_ms + t_s_ms * pass_rate
+    if retention_unfiltered:
+        speedup.ideal = cost_unfiltered / (t_g_ms + t_nn_ms + retention_unfiltered * t_s_ms)
+    if filter_mode == "sample":
+        if not status.events_skimmed:
+            speedup.note = "no skimmed event yet: <1/p>_pass unknown"
+            return speedup
+        mean_inverse_p = status.sum_weights_skimmed / status.events_skimmed
+        speedup.value = cost_unfiltered / (mean_inverse_p * cost_filtered)
+        speedup.note = "upper bound: <1/p>_pass from sum of weights (reports carry no sum of w^2)"
+        return speedup
+    if retention_unfiltered is None or retention_kept is None:
+        speedup.note = "needs the model's unfiltered skim retention (expected_retention_unfiltered)"
+        return speedup
+    keep_pass = (
+        min(pass_rate * retention_kept / retention_unfiltered, 1.0) if retention_unfiltered else 0.0
+    )
+    speedup.value = keep_pass * cost_unfiltered / cost_filtered
+    return speedup
+
+
+def _series(
+    finished: list[tuple[float, int]], start: float | None, end: float
+) -> tuple[list[ThroughputPoint], float]:
+    if not finished or start is None:
+        return [], float(_NICE_BINS_S[0])
+    width = bin_width(max(end - start, 1.0))
+    n_bins = int((end - start) // width) + 1
+    events = [0] * n_bins
+    jobs = [0] * n_bins
+    for finished_at, n in finished:
+        index = min(max(int((finished_at - start) // width), 0), n_bins - 1)
+        events[index] += n
+        jobs[index] += 1
+    points = []
+    for i in range(n_bins):
+        first = max(0, i - SMOOTH_BINS + 1)
+        span = (i - first + 1) * width
+        points.append(
+            ThroughputPoint(
+                start=start + i * width,
+                end=start + (i + 1) * width,
+                events=events[i],
+                jobs=jobs[i],
+                events_per_s=events[i] / width,
+                jobs_per_h=3600.0 * jobs[i] / width,
+                moving_events_per_s=sum(events[first : i + 1]) / span,
+                moving_jobs_per_h=3600.0 * sum(jobs[first : i + 1]) / span,
+            )
+        )
+    return points, width
+
+
+def _site_figures(site_rows, site_events, attempt_rows) -> list[SiteFigures]:
+    attempts: dict[str, dict[str, int]] = {}
+    for site, state, _code, _cls, count, _last in attempt_rows:
+        per_state = attempts.setdefault(site, {})
+        per_state[state] = per_state.get(state, 0) + count
+    resources = {site: (count, cpu, wall) for site, count, cpu, wall in site_rows}
+    figures = []
+    for site in sorted(set(attempts) | set(resources)):
+        per_state = attempts.get(site, {})
+        succeeded, failed = per_state.get(DONE, 0), per_state.get(FAILED, 0)
+        _count, cpu, wall = resources.get(site, (0, 0.0, 0.0))
+        figures.append(
+            SiteFigures(
+                site=site,
+                attempts=sum(per_state.values()),
+                succeeded=succeeded,
+                failed=failed,
+                failure_rate=failed / (succeeded + failed) if succeeded + failed else None,
+                events_generated=int(site_events.get(site) or 0),
+                cpu_seconds=float(cpu),
+                wall_seconds=float(wall),
+                cpu_efficiency=float(cpu) / float(wall) if wall else None,
+            )
+        )
+    return figures
+
+
+def _failures(session, campaign_id: str, attempt_rows, recent: int):
+    """Failure matrix (from attempts: reports and lost attempts alike), top reasons with a
+    log excerpt from the latest report of that code, and the most recent failures."""
+    matrix, reasons = [], {}
+    for site, state, exit_code, error_class, count, last in attempt_rows:
+        if state != FAILED:
+            continue
+        code = failure_code(exit_code, error_class)
+        matrix.append(
+            FailureCell(
+                code=code,
+                exit_code=exit_code,
+                error_class=error_class or "unknown",
+                site=site,
+                count=count,
+            )
+        )
+        reason = reasons.setdefault(
+            code,
+            FailureReason(
+                code=code,
+                exit_code=exit_code,
+                error_class=error_class or "unknown",
+                description=describe_code(exit_code, error_class),
+                count=0,
+                sites=[],
+                last_seen=None,
+                message="",
+                log_excerpt=[],
+            ),
+        )
+        reason.count += count
+        reason.sites = sorted({*reason.sites, site})
+        if last is not None:
+            reason.last_seen = max(reason.last_seen or last, last)
+    matrix.sort(key=lambda cell: (cell.code, cell.site))
+    top = sorted(reasons.values(), key=lambda r: (-r.count, r.code))[:5]
+    for reason in top:
+        code_filter = [ReportRow.campaign_id == campaign_id, ReportRow.exit_code != 0]
+        if reason.exit_code is not None:
+            code_filter.append(ReportRow.exit_code == reason.exit_code)
+        code_filter.append(ReportRow.error_class == reason.error_class)
+        body = session.scalar(
+            select(ReportRow.body)
+            .where(*code_filter)
+            .order_by(ReportRow.finished_at.desc())
+            .limit(1)
+        )
+        reason.message, reason.log_excerpt = _excerpt(body)
+        if body is None:
+            reason.message = "no report: the attempt was lost or killed before it could write one"
+
+    entries = [
+        FailureEntry(
+            job_index=job_index,
+            attempt=attempt,
+            site=site,
+            code=failure_code(exit_code, error_class),
+            finished_at=finished_at,
+            message=_excerpt(body)[0],
+            log_excerpt=_excerpt(body)[1],
+        )
+        for job_index, attempt, site, exit_code, error_class, finished_at, body in session.execute(
+            select(
+                ReportRow.job_index,
+                ReportRow.attempt,
+                ReportRow.site,
+                ReportRow.exit_code,
+                ReportRow.error_class,
+                ReportRow.finished_at,
+                ReportRow.body,
+            )
+            .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code != 0)
+            .order_by(ReportRow.finished_at.desc())
+            .limit(recent)
+        )
+    ]
+    # Attempts closed without a report (lost, killed): they have no log, but they are failures.
+    reported = select(ReportRow.id).where(
+        ReportRow.campaign_id == campaign_id,
+        ReportRow.job_index == JobRow.job_index,
+        ReportRow.attempt == AttemptRow.attempt,
+    )
+    for (
+        job_index,
+        attempt,
+        site,
+        exit_code,
+        error_class,
+        finished_at,
+        native_code,
+    ) in session.execute(
+        select(
+            JobRow.job_index,
+            AttemptRow.attempt,
+            AttemptRow.site,
+            AttemptRow.exit_code,
+            AttemptRow.error_class,
+            AttemptRow.finished_at,
+            AttemptRow.native_code,
+        )
+        .join(JobRow, AttemptRow.job_id == JobRow.id)
+        .where(JobRow.campaign_id == campaign_id, AttemptRow.state == FAILED, ~reported.exists())
+        .order_by(AttemptRow.finished_at.desc())
+        .limit(recent)
+    ):
+        entries.append(
+            FailureEntry(
+                job_index=job_index,
+                attempt=attempt,
+                site=site,
+                code=failure_code(exit_code, error_class),
+                finished_at=finished_at,
+                message=f"no report{f' (engine code {native_code})' if native_code else ''}",
+                log_excerpt=[],
+            )
+        )
+    entries.sort(key=lambda entry: -(entry.finished_at or 0.0))
+    return matrix, top, entries[:recent]
+
+
+def all_campaign_figures(
+    store: Store, now: float | None = None, **options
+) -> list[CampaignFigures]:
+    """Figures of every campaign in the store, oldest first."""
+    return [
+        campaign_figures(store, campaign_id, now=now, **options)
+        for campaign_id in store.campaign_ids()
+    ]
