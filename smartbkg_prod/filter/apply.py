@@ -1,0 +1,84 @@
+"""The worker's entry to the filter: score events and decide which to simulate.
+
+>>> from smartbkg_prod.spec import FilterConfig
+>>> run_filter(ParticleBatch.empty(), FilterConfig(mode="off"), seed=1).keep.shape
+(0,)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from smartbkg_prod.filter.infer import score_events, scoring_model
+from smartbkg_prod.filter.sampling import decide
+from smartbkg_prod.physics.events import ParticleBatch
+from smartbkg_prod.spec import FilterConfig
+
+
+@dataclass(frozen=True)
+class FilterDecision:
+    """What the filter decided for each event of one batch.
+
+    ``weights`` is 1/p for kept events in sample mode, 1 for kept events otherwise, and 0
+    for dropped events; ``keep_probability`` is p (1 or 0 in cut mode).
+    """
+
+    keep: np.ndarray  # bool[n_events]
+    weights: np.ndarray  # float64[n_events]
+    scores: np.ndarray  # float32[n_events] (1 when mode is off)
+    keep_probability: np.ndarray  # float64[n_events]
+    model_sha256: str  # "" when mode is off
+    device: str  # "cpu" or "cuda:0 <GPU name>"
+    seconds: float  # wall time of scoring + decision (model loading excluded once cached)
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.keep.sum())
+
+    @property
+    def sum_of_weights(self) -> float:
+        return float(self.weights.sum())
+
+
+def run_filter(particles: ParticleBatch, config: FilterConfig, seed: int) -> FilterDecision:
+    """Apply ``config`` (mode off / cut / sample) to ``particles``.
+
+    Deterministic given ``seed`` (one numpy Generator draw per event in sample mode).
+    Model problems raise ``WorkerError(ExitCode.MODEL_LOAD)``, an unusable requested GPU
+    ``WorkerError(ExitCode.GPU)``.
+    """
+    n_events = particles.n_events
+    if config.mode == "off":
+        ones = np.ones(n_events)
+        return FilterDecision(
+            keep=np.ones(n_events, dtype=bool),
+            weights=ones,
+            scores=np.ones(n_events, dtype=np.float32),
+            keep_probability=ones.copy(),
+            model_sha256="",
+            device="cpu",
+            seconds=0.0,
+        )
+    scorer = scoring_model(config.model, config.device)
+    start = time.perf_counter()
+    scores = score_events(scorer, particles, config.batch_size)
+    decision = decide(
+        scores,
+        config.mode,
+        np.random.default_rng(seed),
+        threshold=config.threshold,
+        p_min=config.p_min,
+        calibration=scorer.model.calibration,
+    )
+    return FilterDecision(
+        keep=decision.keep,
+        weights=decision.weight,
+        scores=scores,
+        keep_probability=decision.keep_probability,
+        model_sha256=scorer.sha256,
+        device=scorer.device_name,
+        seconds=time.perf_counter() - start,
+    )

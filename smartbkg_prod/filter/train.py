@@ -1,0 +1,348 @@
+"""Training the filter GCN on labelled events (label = skim decision).
+
+Loss: binary cross-entropy with balanced class weights (each class carries half the total
+weight: retention is a few per cent), optionally ``+ λ_disco · dCorr²(score, variable)`` on
+failing events (DisCo: decorrelates the score from an event variable) and
+``+ λ_speedup · 1/S_eff`` with ``p = clamp(score, p_min, 1)`` (the sampling formula of
+ARCHITECTURE.md at reference costs, differentiable). Early stopping on the validation loss
+(20% of the events, patience 10 epochs) with a wall-time cap; the best epoch's weights are
+kept. After training: isotonic calibration and the sampling scale on the validation set,
+the cut threshold, the single-core inference cost, and everything written into the artifact.
+
+>>> TrainOptions().patience
+10
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.nn import functional as F
+
+from smartbkg_prod.filter.artifact import save_model
+from smartbkg_prod.filter.data import LabelledEvents
+from smartbkg_prod.filter.graph import (
+    EncodingTensors,
+    GraphEncoding,
+    ParticleTensors,
+    build_graphs_from_tensors,
+    take_events,
+)
+from smartbkg_prod.filter.metrics import (
+    StageCosts,
+    auc,
+    cut_speedup,
+    max_speedup,
+    reference_costs,
+    sampling_speedup,
+)
+from smartbkg_prod.filter.model import FilterNet
+from smartbkg_prod.filter.sampling import SamplingCalibration, fit_calibration
+
+log = logging.getLogger(__name__)
+
+
+class TrainOptions(BaseModel):
+    """Hyperparameters of one training run (all recorded in the artifact)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: int = Field(
+        default=64, gt=0, description="width of the dense and GCN layers (reference: 128)"
+    )
+    embedding_dim: int = Field(default=8, ge=1, le=64)
+    batch_size: int = Field(default=1024, gt=0)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    max_epochs: int = Field(default=200, gt=0)
+    patience: int = Field(default=10, gt=0)
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_minutes: float = Field(default=15.0, gt=0)
+    min_pdg_count: int = Field(
+        default=5, ge=1, description="rarer PDG codes share the unknown embedding"
+    )
+    disco_lambda: float = Field(default=0.0, ge=0)
+    disco_variable: str = "n_mc_particles"
+    speedup_lambda: float = Field(default=0.0, ge=0)
+    seed: int = 1
+    threads: int = Field(default=2, gt=0)
+
+
+@dataclass
+class TrainResult:
+    net: FilterNet
+    encoding: GraphEncoding
+    calibration: SamplingCalibration
+    threshold: float
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def distance_correlation_squared(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sample dCorr² of two 1-D tensors (Székely), differentiable; 0 = independent."""
+
+    def centred(v: torch.Tensor) -> torch.Tensor:
+        d = (v[:, None] - v[None, :]).abs()
+        return d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
+
+    a, b = centred(x), centred(y)
+    dcov_xy, dcov_xx, dcov_yy = (a * b).mean(), (a * a).mean(), (b * b).mean()
+    return dcov_xy / (dcov_xx * dcov_yy).sqrt().clamp(min=1e-12)
+
+
+def inverse_speedup(
+    scores: torch.Tensor, passed: torch.Tensor, costs: StageCosts, p_min: float
+) -> torch.Tensor:
+    """``1/S_eff`` of sampling with ``p = clamp(score, p_min, 1)`` (differentiable)."""
+    p = scores.clamp(min=p_min)
+    if not bool(passed.any()):
+        return scores.new_zeros(())
+    t_g, t_nn, t_s = costs.generation_ms, costs.filter_ms, costs.simulation_ms
+    return (1.0 / p[passed]).mean() * (t_g + t_nn + t_s * p.mean()) / (t_g + t_s)
+
+
+class _Trainer:
+    def __init__(self, events: LabelledEvents, options: TrainOptions):
+        self.options = options
+        self.rng = np.random.default_rng(options.seed)
+        torch.manual_seed(options.seed)
+        n = events.n_events
+        order = self.rng.permutation(n)
+        n_validation = max(1, int(round(options.validation_fraction * n)))
+        self.validation_ids = np.sort(order[:n_validation])
+        self.train_ids = np.sort(order[n_validation:])
+        train_mask = np.zeros(n, dtype=bool)
+        train_mask[self.train_ids] = True
+        self.encoding = GraphEncoding.fit(
+            events.particles.select(train_mask), options.min_pdg_count
+        )
+        self.encoding_tensors = EncodingTensors(self.encoding)
+        self.tensors = ParticleTensors.from_batch(events.particles)
+        self.passed = torch.from_numpy(events.passed.astype(np.float32))
+        n_pass = float(events.passed[self.train_ids].sum())
+        n_train = len(self.train_ids)
+        if n_pass == 0 or n_pass == n_train:
+            raise ValueError("training events need both skim-passing and failing events")
+        # Balanced class weights: each class carries half of the total weight.
+        self.class_weight = (n_train / (2 * (n_train - n_pass)), n_train / (2 * n_pass))
+        variable = events.variables.get(options.disco_variable)
+        if options.disco_lambda > 0 and variable is None:
+            raise ValueError(
+                f"DisCo variable {options.disco_variable!r} not in {sorted(events.variables)}"
+            )
+        self.disco_variable = (
+            None if variable is None else torch.from_numpy(variable.astype(np.float32))
+        )
+        self.net = FilterNet(
+            self.encoding.n_pdg, embedding_dim=options.embedding_dim, hidden=options.hidden
+        )
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=options.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=0.5, patience=4
+        )
+
+    def _logits(self, ids: torch.Tensor) -> torch.Tensor:
+        graph = build_graphs_from_tensors(take_events(self.tensors, ids), self.encoding_tensors)
+        return self.net(graph)
+
+    def _loss(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        labels = self.passed.index_select(0, ids)
+        weights = torch.where(labels > 0.5, self.class_weight[1], self.class_weight[0])
+        loss = F.binary_cross_entropy_with_logits(logits, labels, weight=weights)
+        options = self.options
+        if options.disco_lambda > 0 and self.disco_variable is not None:
+            failing = labels < 0.5
+            loss = loss + options.disco_lambda * distance_correlation_squared(
+                torch.sigmoid(logits[failing]), self.disco_variable.index_select(0, ids)[failing]
+            )
+        if options.speedup_lambda > 0:
+            loss = loss + options.speedup_lambda * inverse_speedup(
+                torch.sigmoid(logits), labels > 0.5, reference_costs(), p_min=0.01
+            )
+        return loss
+
+    def scores(self, ids: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        self.net.eval()
+        with torch.inference_mode():
+            parts = [
+                torch.sigmoid(self._logits(torch.from_numpy(ids[start : start + chunk])))
+                for start in range(0, len(ids), chunk)
+            ]
+        return torch.cat(parts).numpy()
+
+    def _validation_loss(self) -> tuple[float, float]:
+        scores = self.scores(self.validation_ids)
+        labels = self.passed.numpy()[self.validation_ids]
+        weights = np.where(labels > 0.5, self.class_weight[1], self.class_weight[0])
+        clipped = np.clip(scores, 1e-7, 1 - 1e-7)
+        bce = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+        return float(np.mean(weights * bce)), auc(labels > 0.5, scores)
+
+    def run(self) -> tuple[list[dict[str, float]], int]:
+        options = self.options
+        deadline = time.monotonic() + 60.0 * options.max_minutes
+        best_loss, best_state, best_epoch, stale = np.inf, None, 0, 0
+        history: list[dict[str, float]] = []
+        for epoch in range(1, options.max_epochs + 1):
+            self.net.train()
+            started = time.monotonic()
+            shuffled = torch.from_numpy(self.rng.permutation(self.train_ids))
+            total = 0.0
+            for start in range(0, len(shuffled), options.batch_size):
+                ids = shuffled[start : start + options.batch_size]
+                loss = self._loss(ids, self._logits(ids))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total += float(loss) * len(ids)
+            validation_loss, validation_auc = self._validation_loss()
+            self.scheduler.step(validation_loss)
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total / len(shuffled),
+                    "validation_loss": validation_loss,
+                    "validation_auc": validation_auc,
+                    "seconds": time.monotonic() - started,
+                }
+            )
+            log.info("epoch %d: %s", epoch, history[-1])
+            if validation_loss < best_loss:
+                best_loss, best_state, best_epoch, stale = (
+                    validation_loss,
+                    copy.deepcopy(self.net.state_dict()),
+                    epoch,
+                    0,
+                )
+            else:
+                stale += 1
+            if stale >= options.patience:
+                log.info("early stop: no validation improvement for %d epochs", options.patience)
+                break
+            if time.monotonic() + history[-1]["seconds"] > deadline:
+                log.info(
+                    "stopping: the next epoch would pass the %.1f min cap", options.max_minutes
+                )
+                break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.net.eval()
+        return history, best_epoch
+
+
+def measure_filter_ms(
+    net: FilterNet, encoding: GraphEncoding, particles: ParticleTensors, repeats: int = 3
+) -> float:
+    """Single-core CPU cost of graph building + inference per event, in ms."""
+    from smartbkg_prod.filter.infer import CPU_CHUNK_EVENTS
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        encoding_tensors = EncodingTensors(encoding)
+        n_events = len(particles.offsets) - 1
+        best = np.inf
+        with torch.inference_mode():
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for first in range(0, n_events, CPU_CHUNK_EVENTS):
+                    ids = torch.arange(first, min(first + CPU_CHUNK_EVENTS, n_events))
+                    net(build_graphs_from_tensors(take_events(particles, ids), encoding_tensors))
+                best = min(best, time.perf_counter() - start)
+        return 1e3 * best / max(n_events, 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def best_threshold(scores: np.ndarray, passed: np.ndarray, costs: StageCosts) -> float:
+    """Cut threshold with the best hard-cut speedup (never keeping < 50% of passing events)."""
+    retention = float(passed.mean())
+    best = (-np.inf, 0.5)
+    for threshold in np.unique(np.quantile(scores, np.linspace(0.0, 0.999, 400))):
+        keep = scores > threshold
+        keep_pass = float(keep[passed].mean())
+        if keep_pass < 0.5:
+            continue
+        speedup = cut_speedup(retention, keep_pass, float(keep[~passed].mean()), costs)
+        if speedup > best[0]:
+            best = (speedup, float(threshold))
+    return best[1]
+
+
+def train_filter(events: LabelledEvents, options: TrainOptions | None = None) -> TrainResult:
+    """Train on ``events`` (80/20 train/validation split by ``options.seed``)."""
+    options = options or TrainOptions()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(options.threads)
+    try:
+        trainer = _Trainer(events, options)
+        started = time.monotonic()
+        history, best_epoch = trainer.run()
+        train_seconds = time.monotonic() - started
+        validation_scores = trainer.scores(trainer.validation_ids)
+    finally:
+        torch.set_num_threads(threads)
+    validation_passed = events.passed[trainer.validation_ids]
+    timing_ids = torch.from_numpy(trainer.validation_ids[:4096])
+    filter_ms = measure_filter_ms(
+        trainer.net, trainer.encoding, take_events(trainer.tensors, timing_ids)
+    )
+    costs = reference_costs(filter_ms)
+    calibration = fit_calibration(validation_scores, validation_passed, costs)
+    threshold = best_threshold(validation_scores, validation_passed, costs)
+    keep = validation_scores > threshold
+    retention = float(validation_passed.mean())
+    metrics = {
+        "validation_auc": auc(validation_passed, validation_scores),
+        "validation_events": int(len(validation_scores)),
+        "train_events": int(len(trainer.train_ids)),
+        "retention": retention,
+        "best_epoch": best_epoch,
+        "epochs": len(history),
+        "train_seconds": train_seconds,
+        "filter_ms_cpu_1core": filter_ms,
+        "reference_costs_ms": costs.to_dict(),
+        "max_speedup_reference": max_speedup(retention, costs),
+        "sample_speedup_reference": sampling_speedup(
+            calibration.keep_probability(validation_scores), validation_passed, costs
+        ),
+        "cut_speedup_reference": cut_speedup(
+            retention,
+            float(keep[validation_passed].mean()),
+            float(keep[~validation_passed].mean()),
+            costs,
+        ),
+    }
+    return TrainResult(trainer.net, trainer.encoding, calibration, threshold, metrics, history)
+
+
+def save_trained(
+    result: TrainResult,
+    path: str | Path,
+    events: LabelledEvents,
+    options: TrainOptions,
+    command: str,
+) -> str:
+    """Write the artifact with its training provenance; return its sha256."""
+    metadata = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "training": {
+            "data_sha256": events.data_hash(),
+            "n_events": events.n_events,
+            "options": options.model_dump(),
+            "metrics": result.metrics,
+            "history": result.history,
+        },
+    }
+    return save_model(
+        path, result.net, result.encoding, result.calibration, result.threshold, metadata
+    )
