@@ -1,0 +1,83 @@
+"""A real single-node Slurm cluster for tests (import ``slurm_cluster`` into a test module).
+
+The cluster is started by ``scripts/start-slurm-test-cluster.sh`` in a fresh temporary
+directory (own config, state, munged socket and TCP ports) and stopped at the end of the
+session; missing Debian packages are installed first. Tests are skipped, with the reason,
+only when the cluster cannot start (not root, no apt mirror, daemons failing).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    directory: Path
+    conf: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def logs(self) -> str:
+        parts = []
+        for log in sorted((self.directory / "log").glob("*.log")):
+            parts.append(f"== {log.name}\n" + "\n".join(log.read_text().splitlines()[-15:]))
+        return "\n".join(parts)
+
+
+def _start(directory: Path) -> SlurmCluster:
+    if os.geteuid() != 0:
+        pytest.skip("the Slurm test cluster needs root (munged runs as the munge user)")
+    if not (shutil.which("slurmctld") and shutil.which("munged")):
+        install = subprocess.run(
+            ["bash", str(REPO / "scripts" / "install-system-deps.sh"), "slurm-wlm", "munge"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if install.returncode != 0:
+            pytest.skip(f"cannot install slurm-wlm and munge: {install.stderr.strip()[-300:]}")
+    started = subprocess.run(
+        ["bash", str(REPO / "scripts" / "start-slurm-test-cluster.sh"), str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if started.returncode != 0:
+        pytest.skip(f"the Slurm test cluster did not start: {started.stderr.strip()[-500:]}")
+    return SlurmCluster(directory=directory, conf=directory / "slurm.conf")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running cluster; ``SLURM_CONF`` is set for the session so that sbatch, scontrol
+    and the jobs they start all see it."""
+    directory = Path(tempfile.mkdtemp(prefix="smartbkg-slurm-"))
+    cluster = None
+    previous = os.environ.get("SLURM_CONF")
+    try:
+        cluster = _start(directory)
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        yield cluster
+    finally:
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "stop-slurm-test-cluster.sh"), str(directory)],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(directory, ignore_errors=True)

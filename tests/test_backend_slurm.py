@@ -1,0 +1,394 @@
+"""Slurm backend: rendering and state mapping offline, everything else on a real cluster."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from smartbkg_prod.backends import get_backend
+from smartbkg_prod.backends.base import JobHandle, RetryChanges, apply_retry_changes
+from smartbkg_prod.backends.slurm import SlurmBackend, tasks_from_records
+from smartbkg_prod.cli import main
+from smartbkg_prod.plan import JobInput, plan_jobs, read_job_list_entry
+from smartbkg_prod.spec import Campaign, dump_campaign
+from smartbkg_prod.store import Store
+from smartbkg_prod.submit import render_campaign, submit_campaign
+
+pytest_plugins = ["slurm_fixture"]  # the real-cluster fixture `slurm_cluster`
+
+# Lines as slurm-wlm 22.05 prints them (scontrol show job -o; jobcomp/filetxt), trimmed.
+SCONTROL_PENDING = (
+    "JobId=7 ArrayJobId=7 ArrayTaskId=1-3%2 ArrayTaskThrottle=2 JobName=t JobState=PENDING "
+    "Reason=JobArrayTaskLimit ExitCode=0:0 NodeList= NumCPUs=1"
+)
+SCONTROL_RUNNING = (
+    "JobId=8 ArrayJobId=7 ArrayTaskId=0 JobName=t JobState=RUNNING Reason=None "
+    "ExitCode=0:0 NodeList=node12 BatchHost=node12"
+)
+JOBCOMP_KILLED = (
+    "JobId=4 UserId=root(0) GroupId=root(0) Name=t.sh JobState=FAILED Partition=debug "
+    "TimeLimit=5 NodeList=localhost NodeCnt=1 ProcCnt=1 WorkDir=/tmp ArrayJobId=1 "
+    "ArrayTaskId=2 DerivedExitCode=0:0 ExitCode=0:9"
+)
+
+
+def handle(backend_job_id: str) -> JobHandle:
+    return JobHandle(
+        campaign_id="c", job_index=0, attempt=1, backend="slurm", backend_job_id=backend_job_id
+    )
+
+
+def state_of(line: str, key=("1", 0)):
+    task = tasks_from_records([line])[key]
+    return task.to_state(handle(f"{key[0]}_{key[1]}"))
+
+
+def record(state: str, exit_code: str = "0:0") -> str:
+    return f"JobId=2 ArrayJobId=1 ArrayTaskId=0 JobState={state} ExitCode={exit_code} BatchHost=n1"
+
+
+@pytest.mark.parametrize(
+    ("slurm_state", "exit_code", "state", "code", "native"),
+    [
+        ("COMPLETED", "0:0", "done", 0, None),
+        ("FAILED", "3:0", "failed", 3, "slurm:FAILED/3"),
+        ("FAILED", "50:0", "failed", 50, "slurm:FAILED/50"),
+        ("FAILED", "0:9", "failed", 137, "slurm:FAILED/137"),
+        ("OUT_OF_MEMORY", "0:125", "failed", 253, "slurm:OUT_OF_MEMORY"),
+        ("TIMEOUT", "0:15", "failed", 143, "slurm:TIMEOUT"),
+        ("NODE_FAIL", "0:0", "failed", 0, "slurm:NODE_FAIL"),
+        ("PREEMPTED", "0:15", "failed", 143, "slurm:PREEMPTED"),
+        ("CANCELLED", "0:15", "cancelled", 143, "slurm:CANCELLED"),
+        ("RUNNING", "0:0", "running", None, None),
+        ("SUSPENDED", "0:0", "held", None, None),
+    ],
+)
+def test_slurm_states_and_exit_codes_map_to_job_states(slurm_state, exit_code, state, code, native):
+    result = state_of(record(slurm_state, exit_code))
+    assert (result.state, result.exit_code, result.native_code) == (state, code, native)
+    assert result.site == "n1"
+
+
+def test_pending_array_record_expands_to_each_task_with_its_reason():
+    tasks = tasks_from_records([SCONTROL_PENDING, SCONTROL_RUNNING])
+    assert sorted(tasks) == [("7", 0), ("7", 1), ("7", 2), ("7", 3)]
+    pending = tasks[("7", 2)].to_state(handle("7_2"))
+    assert pending.state == "pending" and pending.native_reason == "JobArrayTaskLimit"
+    assert tasks[("7", 0)].to_state(handle("7_0")).site == "node12"
+
+
+def test_jobcomp_line_of_a_killed_task_reads_as_sigkill():
+    result = state_of(JOBCOMP_KILLED, ("1", 2))
+    assert (result.state, result.exit_code, result.native_code) == (
+        "failed",
+        137,
+        "slurm:FAILED/137",
+    )
+
+
+def test_native_codes_are_readable_by_the_recovery_taxonomy():
+    taxonomy = pytest.importorskip("smartbkg_prod.recovery.taxonomy")
+    for native in ("slurm:FAILED/137", "slurm:OUT_OF_MEMORY", "slurm:TIMEOUT", "slurm:CANCELLED"):
+        assert taxonomy.parse_native_code(native).source == "slurm"
+    assert taxonomy.describe(taxonomy.parse_native_code("slurm:OUT_OF_MEMORY")).category == "memory"
+
+
+@pytest.fixture
+def grid_campaign(tmp_path: Path) -> Campaign:
+    return Campaign(
+        name="gridtest",
+        process="bbbar_mixed",
+        events=2500,
+        events_per_job=1000,
+        seed=3,
+        resources={"cores": 2, "memory_mb": 3000, "walltime_s": 5400, "gpus": 1},
+        backend={
+            "name": "slurm",
+            "max_parallel": 50,
+            "sites": {"allowed": ["gpu"], "excluded": ["node7", "node9"]},
+        },
+        outputs={"directory": str(tmp_path / "out")},
+    )
+
+
+def test_render_writes_script_with_spec_resources_site_policy_and_throttle(grid_campaign, tmp_path):
+    paths = render_campaign(grid_campaign, tmp_path / "dry", backend="slurm")
+    script = (tmp_path / "dry" / "gridtest.sbatch").read_text()
+    for option in (
+        "--cpus-per-task=2",
+        "--mem=3000M",
+        "--time=1:30:00",
+        "--gres=gpu:1",
+        "--partition=gpu",
+        "--exclude=node7,node9",
+    ):
+        assert f"#SBATCH {option}\n" in script
+    assert (
+        f'{sys.executable} -m smartbkg_prod.cli worker --job "$1" --index $SLURM_ARRAY_TASK_ID'
+        in script
+    )
+    submit = (tmp_path / "dry" / "submit.sh").read_text()
+    assert "sbatch --parsable --array=0-2%50 " in submit
+    job_list = next(path for path in paths if path.suffix == ".jsonl")
+    entries = [read_job_list_entry(job_list, i) for i in range(3)]
+    assert [(e.job.first_event, e.job.n_events) for e in entries] == [
+        (0, 1000),
+        (1000, 1000),
+        (2000, 500),
+    ]
+    assert [e.job for e in entries] == plan_jobs(grid_campaign)
+
+
+def test_site_override_sets_the_resources_of_the_one_allowed_partition(grid_campaign, tmp_path):
+    sites = grid_campaign.backend.sites.model_copy(
+        update={
+            "overrides": {"gpu": grid_campaign.resources.model_copy(update={"memory_mb": 8000})}
+        }
+    )
+    campaign = grid_campaign.model_copy(
+        update={"backend": grid_campaign.backend.model_copy(update={"sites": sites})}
+    )
+    SlurmBackend.from_campaign(campaign).render(campaign, job_inputs(campaign), tmp_path)
+    assert "#SBATCH --mem=8000M\n" in (tmp_path / "gridtest.sbatch").read_text()
+
+
+def test_large_campaigns_are_split_into_arrays_within_max_array_size(grid_campaign, tmp_path):
+    backend = SlurmBackend(max_array_size=2)
+    paths = backend.render(grid_campaign, job_inputs(grid_campaign), tmp_path)
+    assert sorted(p.name for p in paths if p.suffix == ".jsonl") == [
+        "gridtest.0000.jsonl",
+        "gridtest.0001.jsonl",
+    ]
+    submit = (tmp_path / "submit.sh").read_text().splitlines()
+    assert any("--array=0-1%50" in line and "0000.jsonl" in line for line in submit)
+    assert any("--array=0-0%50" in line and "0001.jsonl" in line for line in submit)
+    assert read_job_list_entry(tmp_path / "gridtest.0001.jsonl", 0).job.index == 2
+
+
+def test_container_image_runs_the_worker_in_docker_with_the_output_mounted(grid_campaign, tmp_path):
+    campaign = Campaign.model_validate(
+        {
+            **grid_campaign.model_dump(),
+            "container": {"image": "smartbkg-worker:1", "runtime": "docker"},
+        }
+    )
+    SlurmBackend.from_campaign(campaign).render(campaign, job_inputs(campaign), tmp_path)
+    line = (tmp_path / "gridtest.sbatch").read_text().splitlines()[-1]
+    out = str(tmp_path / "out")
+    assert line.startswith("docker run --rm")
+    assert f"-v {tmp_path}:{tmp_path}" in line and "--memory=3000m" in line and "--gpus 1" in line
+    assert "-e SMARTBKG_INJECT_FAULT" in line
+    assert line.endswith(
+        'smartbkg-worker:1 python3 -m smartbkg_prod.cli worker --job "$1" --index $SLURM_ARRAY_TASK_ID'
+    )
+    assert out.startswith(str(tmp_path))
+
+
+def test_cli_dry_run_renders_the_slurm_submission(grid_campaign, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(dump_campaign(grid_campaign))
+    result = CliRunner().invoke(
+        main, ["submit", str(spec), "--backend", "slurm", "--dry-run", str(tmp_path / "dry")]
+    )
+    assert result.exit_code == 0, result.output
+    assert str(tmp_path / "dry" / "gridtest.sbatch") in result.output.splitlines()
+    assert (tmp_path / "dry" / "submit.sh").is_file()
+
+
+def test_without_slurm_commands_submit_says_what_to_do(grid_campaign, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(Exception, match="not found: run on a Slurm submit host"):
+        SlurmBackend().submit(grid_campaign, job_inputs(grid_campaign))
+
+
+def test_worker_runs_one_entry_of_a_job_list(tmp_path):
+    campaign = Campaign(name="w", process="bbbar_mixed", events=30, events_per_job=10)
+    inputs = job_inputs(campaign, tmp_path)
+    SlurmBackend().render(campaign, inputs, tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smartbkg_prod.cli",
+            "worker",
+            "--job",
+            str(tmp_path / "w.0000.jsonl"),
+            "--index",
+            "7",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 11 and "has no entry 7" in result.stderr
+
+
+def job_inputs(campaign: Campaign, output_dir: Path | None = None) -> list[JobInput]:
+    out = str(output_dir or campaign.outputs.directory)
+    return [
+        JobInput(job=job, campaign=campaign, output_dir=out, backend="slurm")
+        for job in plan_jobs(campaign)
+    ]
+
+
+# -- against the real cluster ---------------------------------------------------------------
+
+FAKE_WORKER = """#!/bin/bash
+# Stands in for python: `-m smartbkg_prod.cli worker --job LIST --index I` behaves by index.
+index="${@: -1}"
+case "$index" in
+    0) exit 0 ;;
+    1) exit 3 ;;
+    2) kill -9 $$ ;;
+    *) sleep 120 ;;
+esac
+"""
+
+
+def wait_until_finished(backend, handles, timeout=60.0):
+    deadline = time.time() + timeout
+    while True:
+        states = backend.poll(handles)
+        if all(s.state in {"done", "failed", "cancelled"} for s in states):
+            return states
+        assert time.time() < deadline, [s.model_dump() for s in states]
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_real_array_tasks_report_exit_codes_signals_and_cancellation(slurm_cluster, tmp_path):
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_WORKER)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    campaign = Campaign(
+        name="plumbing",
+        process="bbbar_mixed",
+        events=40,
+        events_per_job=10,
+        resources={"memory_mb": 200, "walltime_s": 300},
+    )
+    backend = SlurmBackend(python=str(fake))
+    handles = backend.submit(campaign, job_inputs(campaign, tmp_path))
+    assert len({h.backend_job_id.split("_")[0] for h in handles}) == 1  # one array
+    deadline = time.time() + 60
+    while backend.poll(handles[3:])[0].state != "running":
+        assert time.time() < deadline, slurm_cluster.logs()
+        time.sleep(0.3)
+    backend.cancel(handles[3:])
+    states = wait_until_finished(backend, handles)
+    assert [(s.state, s.exit_code, s.native_code) for s in states] == [
+        ("done", 0, None),
+        ("failed", 3, "slurm:FAILED/3"),
+        ("failed", 137, "slurm:FAILED/137"),
+        ("cancelled", 143, "slurm:CANCELLED"),
+    ]
+    assert all(s.site == "localhost" for s in states)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_purged_arrays_are_read_from_the_jobcomp_file(slurm_cluster, tmp_path):
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_WORKER)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    campaign = Campaign(name="purged", process="bbbar_mixed", events=20, events_per_job=10)
+    backend = SlurmBackend(python=str(fake))
+    handles = backend.submit(campaign, job_inputs(campaign, tmp_path))
+    wait_until_finished(backend, handles)
+    # A controller that forgot the array answers "Invalid job id" like for a purged job.
+    backend._scontrol_records = lambda array_id: None
+    states = backend.poll(handles)
+    assert [(s.state, s.native_code) for s in states] == [
+        ("done", None),
+        ("failed", "slurm:FAILED/3"),
+    ]
+
+
+@pytest.fixture
+def slurm_campaign(tmp_path: Path) -> Campaign:
+    return Campaign(
+        name="slurmdemo",
+        process="bbbar_mixed",
+        events=600,
+        events_per_job=200,
+        seed=11,
+        resources={"memory_mb": 2000, "walltime_s": 600},
+        backend={"name": "slurm", "max_parallel": 3},
+        outputs={"directory": str(tmp_path / "out")},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_campaign_through_slurm_matches_local_accounting_with_a_retried_kill(
+    slurm_cluster, slurm_campaign, tmp_path, monkeypatch
+):
+    pytest.importorskip("smartbkg_prod.physics.rootio", reason="physics layer not finished")
+    local_campaign = slurm_campaign.model_copy(
+        update={
+            "outputs": slurm_campaign.outputs.model_copy(
+                update={"directory": str(tmp_path / "local")}
+            )
+        }
+    )
+    local = submit_campaign(
+        local_campaign,
+        store=Store(f"sqlite:///{tmp_path / 'local.db'}"),
+        backend="local",
+        poll_interval=0.1,
+    )
+    monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "kill@generate:job=1:attempt=1")
+    store = Store(f"sqlite:///{tmp_path / 'slurm.db'}")
+    status = submit_campaign(
+        slurm_campaign, store=store, backend=get_backend("slurm", slurm_campaign), poll_interval=0.3
+    )
+    assert status.complete, slurm_cluster.logs()
+    assert status.campaign_id == local.campaign_id
+    assert status.failed_attempts == 1
+    assert status.events_generated == 600
+    for key in ("events_generated", "events_kept", "events_simulated", "events_skimmed"):
+        assert getattr(status, key) == getattr(local, key), key
+    reports = store.reports(slurm_campaign.campaign_id, successful_only=True)
+    assert sorted((r.job_index, r.attempt) for r in reports) == [(0, 1), (1, 2), (2, 1)]
+    assert all(r.backend == "slurm" and r.site == "localhost" for r in reports)
+    assert all("_" in (r.backend_job_id or "") for r in reports)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_retry_with_more_memory_reaches_sbatch(slurm_cluster, tmp_path):
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_WORKER)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    campaign = Campaign(
+        name="retry",
+        process="bbbar_mixed",
+        events=10,
+        events_per_job=10,
+        resources={"memory_mb": 100},
+    )
+    backend = SlurmBackend(python=str(fake))
+    (job_input,) = job_inputs(campaign, tmp_path)
+    retry_input = job_input.model_copy(update={"attempt": 2})
+    (retried,) = backend.retry(campaign, retry_input, RetryChanges(memory_mb=300))
+    array_id = retried.backend_job_id.split("_")[0]
+    shown = subprocess.run(
+        ["scontrol", "show", "job", "-o", array_id], capture_output=True, text=True, env=os.environ
+    ).stdout
+    assert "MinMemoryNode=300M" in shown
+    (state,) = wait_until_finished(backend, [retried])
+    assert state.state == "done"
+
+
+def test_retry_excludes_the_sites_recovery_names(grid_campaign):
+    changed = apply_retry_changes(grid_campaign, RetryChanges(exclude_sites=["node3", "node7"]))
+    options = SlurmBackend.from_campaign(changed).sbatch_options(changed, "log")
+    assert "--exclude=node7,node9,node3" in options
+    assert changed.campaign_id == grid_campaign.campaign_id
