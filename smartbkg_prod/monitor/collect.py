@@ -292,8 +292,10 @@ def register_campaigns_from_job_files(
             job_input = JobInput.model_validate_json(path.read_bytes())
         except (OSError, ValidationError):
             continue
-        campaign_id = job_input.campaign.campaign_id
-        if campaign_id in missing:
+        campaign_id = job_input.job.campaign_id
+        # A job file written by another version of the spec schema may hash to another
+        # id; registering it would create a campaign no report points to.
+        if campaign_id in missing and job_input.campaign.campaign_id == campaign_id:
             store.register_campaign(
                 job_input.campaign, plan_jobs(job_input.campaign), Path(job_input.output_dir)
             )

@@ -1,0 +1,64 @@
+"""Plain-text view of campaign figures for ``smartbkg-prod status --watch``.
+
+>>> format_watch([], now=0.0).splitlines()[0]
+'smartbkg-prod status  1970-01-01 00:00:00 UTC  (0 campaigns)'
+"""
+
+from __future__ import annotations
+
+import time
+
+from smartbkg_prod.monitor.figures import CampaignFigures
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_campaign(figures: CampaignFigures) -> str:
+    s = figures.status
+    states = " ".join(f"{state} {count}" for state, count in s.jobs_by_state.items() if count)
+    flags = [
+        flag
+        for flag, on in (
+            ("DRIFT-ALARM", figures.drift.alarm),
+            ("STALLED", figures.stalled),
+            ("COMPLETE", s.complete),
+        )
+        if on
+    ]
+    lines = [
+        f"{s.name} ({s.campaign_id}, {s.backend}, filter {figures.filter_mode}) {' '.join(flags)}".rstrip(),
+        f"  jobs     {s.jobs_total}: {states or '-'}"
+        + (f", held {figures.attempts_held}" if figures.attempts_held else ""),
+        f"  events   {s.events_generated:,}/{s.events_requested:,} generated, kept {s.events_kept:,}, "
+        f"simulated {s.events_simulated:,}, skimmed {s.events_skimmed:,}",
+        f"  rate     {figures.throughput_events_per_s:,.1f} events/s, {figures.throughput_jobs_per_h:,.1f} jobs/h "
+        f"(last {_duration(figures.window_s)}), ETA {_duration(figures.eta_seconds)}",
+        f"  quality  CPU eff. {_percent(figures.cpu_efficiency)}, pass rate {_percent(figures.filter_pass_rate)}, "
+        f"retention {_percent(figures.skim_retention)}, failed attempts {figures.attempts_failed}",
+    ]
+    if figures.top_failures:
+        top = figures.top_failures[0]
+        lines.append(
+            f"  top fail {top.code} x{top.count} at {', '.join(top.sites)}: {top.message[:80]}"
+        )
+    return "\n".join(lines)
+
+
+def format_watch(figures: list[CampaignFigures], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    header = (
+        f"smartbkg-prod status  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(now))}  "
+        f"({len(figures)} campaigns)"
+    )
+    return "\n\n".join([header, *(format_campaign(f) for f in figures)])
