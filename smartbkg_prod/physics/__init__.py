@@ -1,10 +1,27 @@
 """Physics layer: Pythia generation, fast detector simulation, hadronic B-tag skim, ROOT I/O.
 
 Data flows as columnar batches: :class:`ParticleBatch` (MC truth) ->
-:func:`simulate` -> :class:`RecoBatch` -> :func:`skim` -> :class:`SkimResult`.
+:func:`simulate` -> :class:`RecoBatch` -> :func:`skim` -> :class:`SkimResult` ->
+:func:`write_output`.
 """
 
+from smartbkg_prod.physics.detector import RecoBatch, simulate
 from smartbkg_prod.physics.events import ParticleBatch
 from smartbkg_prod.physics.generate import EventGenerator, generate_events
+from smartbkg_prod.physics.rootio import OutputContents, read_output, write_output
+from smartbkg_prod.physics.skim import MODE_NAMES, SkimResult, empty_skim_result, skim
 
-__all__ = ["EventGenerator", "ParticleBatch", "generate_events"]
+__all__ = [
+    "MODE_NAMES",
+    "EventGenerator",
+    "OutputContents",
+    "ParticleBatch",
+    "RecoBatch",
+    "SkimResult",
+    "empty_skim_result",
+    "generate_events",
+    "read_output",
+    "simulate",
+    "skim",
+    "write_output",
+]
