@@ -43,6 +43,7 @@ class Recommendation(BaseModel):
     changes: RetryChanges
     decided_by: str  # "rules" or "model:<digest>"
     features: dict[str, float] = Field(default_factory=dict, repr=False)
+    record: FailureRecord = Field(repr=False)
 
 
 def evidence(record: FailureRecord, row: dict[str, float]) -> str:
@@ -110,6 +111,7 @@ def recommend(
                 changes=retry_changes(action, record, memory_mb, walltime_s),
                 decided_by=decided_by,
                 features=row,
+                record=record,
             )
         )
     return recommendations

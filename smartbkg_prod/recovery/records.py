@@ -1,0 +1,593 @@
+"""Recovery's tables and every store access recovery makes.
+
+Tables (declared on :class:`smartbkg_prod.store.Base`, created by ``Store``):
+
+- ``recommendations``: one per failed attempt reviewed, with the feature row the policy saw;
+- ``decisions``: who accepted or overrode a recommendation, when, with which action — the
+  classifier's training labels; ``applied_at`` once the action was carried out;
+- ``job_overrides``: per (campaign, job) resources and excluded sites for the next
+  attempts, read by backends through :func:`job_overrides`;
+- ``job_splits``: sub-jobs made by a split, with the parent's random stream start;
+- ``recovery_models``: trained classifiers (newest is used), with their label counts.
+
+>>> from smartbkg_prod.store import Store
+>>> store = Store("sqlite://")
+>>> list_recommendations(store)
+[]
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from smartbkg_prod.backends.base import RetryChanges
+from smartbkg_prod.errors import SmartBkgError
+from smartbkg_prod.plan import Job
+from smartbkg_prod.recovery.actions import Action
+from smartbkg_prod.recovery.classifier import ActionClassifier
+from smartbkg_prod.recovery.failures import FailureRecord
+from smartbkg_prod.recovery.recommend import Recommendation
+from smartbkg_prod.recovery.taxonomy import parse_native_code
+from smartbkg_prod.store import AttemptRow, Base, CampaignRow, JobRow, ReportRow, Store
+
+# Recommendation states: open (waiting for review), accepted / overridden (decided, not yet
+# applied), applied, skipped (the job no longer needed it when applying).
+OPEN, ACCEPTED, OVERRIDDEN, APPLIED, SKIPPED = (
+    "open",
+    "accepted",
+    "overridden",
+    "applied",
+    "skipped",
+)
+
+
+class RecoveryError(SmartBkgError):
+    """A review or apply request cannot be carried out (unknown id, already decided...)."""
+
+
+class RecommendationRow(Base):
+    __tablename__ = "recommendations"
+    __table_args__ = (UniqueConstraint("campaign_id", "job_index", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(128), index=True)
+    job_index: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    site: Mapped[str] = mapped_column(String(128))
+    failure_code: Mapped[str] = mapped_column(String(64))
+    failure_name: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    changes: Mapped[dict] = mapped_column(JSON)
+    decided_by: Mapped[str] = mapped_column(String(64))
+    features: Mapped[dict] = mapped_column(JSON)
+    record: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recommendation_id: Mapped[int] = mapped_column(ForeignKey("recommendations.id"), unique=True)
+    operator: Mapped[str] = mapped_column(String(128))
+    decided_at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))  # accept | override
+    action: Mapped[str] = mapped_column(String(32))
+    changes: Mapped[dict] = mapped_column(JSON)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    applied_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome: Mapped[str] = mapped_column(Text, default="")
+
+
+class JobOverrideRow(Base):
+    __tablename__ = "job_overrides"
+
+    campaign_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    walltime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exclude_sites: Mapped[list] = mapped_column(JSON, default=list)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class JobSplitRow(Base):
+    __tablename__ = "job_splits"
+
+    campaign_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_index: Mapped[int] = mapped_column(Integer)
+    stream_start: Mapped[int] = mapped_column(Integer)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True)
+
+
+class ModelRow(Base):
+    __tablename__ = "recovery_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    digest: Mapped[str] = mapped_column(String(16))
+    n_labels: Mapped[int] = mapped_column(Integer)
+    label_counts: Mapped[dict] = mapped_column(JSON)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    operator: str
+    decided_at: float
+    kind: str
+    action: Action
+    changes: RetryChanges
+    comment: str = ""
+    applied_at: float | None = None
+    outcome: str = ""
+
+
+class StoredRecommendation(Recommendation):
+    """A recommendation as stored: its id, review status and decision."""
+
+    id: int
+    status: str
+    created_at: float
+    decision: Decision | None = None
+
+
+def _decision(row: DecisionRow | None) -> Decision | None:
+    if row is None:
+        return None
+    return Decision(
+        id=row.id,
+        operator=row.operator,
+        decided_at=row.decided_at,
+        kind=row.kind,
+        action=Action(row.action),
+        changes=RetryChanges.model_validate(row.changes),
+        comment=row.comment,
+        applied_at=row.applied_at,
+        outcome=row.outcome,
+    )
+
+
+def _stored(row: RecommendationRow, decision: DecisionRow | None) -> StoredRecommendation:
+    return StoredRecommendation(
+        id=row.id,
+        status=row.status,
+        created_at=row.created_at,
+        campaign_id=row.campaign_id,
+        job_index=row.job_index,
+        attempt=row.attempt,
+        site=row.site,
+        failure_code=row.failure_code,
+        failure_name=row.failure_name,
+        category=row.category,
+        action=Action(row.action),
+        confidence=row.confidence,
+        reason=row.reason,
+        changes=RetryChanges.model_validate(row.changes),
+        decided_by=row.decided_by,
+        features=row.features,
+        record=FailureRecord.model_validate(row.record),
+        decision=_decision(decision),
+    )
+
+
+# -- recommendations and decisions ---------------------------------------------------------
+def save_recommendations(store: Store, recommendations: list[Recommendation]) -> list[int]:
+    """Store new recommendations; one already stored for the same attempt is kept as is.
+
+    Returns the ids of the recommendations, stored now or before, in input order.
+    """
+    now = time.time()
+    ids = []
+    with store.session() as session:
+        for recommendation in recommendations:
+            existing = session.scalar(
+                select(RecommendationRow.id).where(
+                    RecommendationRow.campaign_id == recommendation.campaign_id,
+                    RecommendationRow.job_index == recommendation.job_index,
+                    RecommendationRow.attempt == recommendation.attempt,
+                )
+            )
+            if existing is not None:
+                ids.append(existing)
+                continue
+            row = RecommendationRow(
+                **recommendation.model_dump(mode="json", exclude={"changes"}),
+                changes=recommendation.changes.model_dump(mode="json"),
+                status=OPEN,
+                created_at=now,
+            )
+            session.add(row)
+            session.flush()
+            ids.append(row.id)
+    return ids
+
+
+def list_recommendations(
+    store: Store, status: str | None = None, campaign_id: str | None = None
+) -> list[StoredRecommendation]:
+    """Stored recommendations, oldest first, optionally by status and campaign."""
+    with store.session() as session:
+        query = select(RecommendationRow, DecisionRow).outerjoin(
+            DecisionRow, DecisionRow.recommendation_id == RecommendationRow.id
+        )
+        if status is not None:
+            query = query.where(RecommendationRow.status == status)
+        if campaign_id is not None:
+            query = query.where(RecommendationRow.campaign_id == campaign_id)
+        rows = session.execute(query.order_by(RecommendationRow.id)).all()
+        return [_stored(recommendation, decision) for recommendation, decision in rows]
+
+
+def get_recommendation(store: Store, recommendation_id: int) -> StoredRecommendation:
+    with store.session() as session:
+        row = session.get(RecommendationRow, recommendation_id)
+        if row is None:
+            raise RecoveryError(
+                f"no recommendation {recommendation_id} in {store.url} (see `recover list`)"
+            )
+        decision = session.scalar(
+            select(DecisionRow).where(DecisionRow.recommendation_id == recommendation_id)
+        )
+        return _stored(row, decision)
+
+
+def record_decision(
+    store: Store,
+    recommendation_id: int,
+    operator: str,
+    action: Action | str | None = None,
+    changes: RetryChanges | None = None,
+    comment: str = "",
+) -> StoredRecommendation:
+    """Accept a recommendation (``action`` None or equal to it) or override it.
+
+    ``changes`` are the retry changes of an overriding action (computed by the caller);
+    an accept keeps the recommended ones. A recommendation is decided once.
+    """
+    if not operator.strip():
+        raise RecoveryError("an operator name is needed for a decision (--operator NAME)")
+    with store.session() as session:
+        row = session.get(RecommendationRow, recommendation_id)
+        if row is None:
+            raise RecoveryError(
+                f"no recommendation {recommendation_id} in {store.url} (see `recover list`)"
+            )
+        if row.status != OPEN:
+            earlier = session.scalar(
+                select(DecisionRow).where(DecisionRow.recommendation_id == recommendation_id)
+            )
+            who = f" by {earlier.operator}" if earlier is not None else ""
+            raise RecoveryError(
+                f"recommendation {recommendation_id} is already {row.status}{who}; "
+                "a decision is recorded once"
+            )
+        chosen = Action(action) if action is not None else Action(row.action)
+        kind = "accept" if chosen.value == row.action else "override"
+        if kind == "accept":
+            changes = RetryChanges.model_validate(row.changes)
+        session.add(
+            DecisionRow(
+                recommendation_id=recommendation_id,
+                operator=operator,
+                decided_at=time.time(),
+                kind=kind,
+                action=chosen.value,
+                changes=(changes or RetryChanges()).model_dump(mode="json"),
+                comment=comment,
+            )
+        )
+        row.status = ACCEPTED if kind == "accept" else OVERRIDDEN
+    return get_recommendation(store, recommendation_id)
+
+
+def pending_decisions(store: Store) -> list[StoredRecommendation]:
+    """Decided recommendations whose action has not been applied yet."""
+    return [
+        r
+        for r in list_recommendations(store)
+        if r.status in (ACCEPTED, OVERRIDDEN) and r.decision is not None
+    ]
+
+
+def mark_applied(store: Store, recommendation_id: int, outcome: str, applied: bool) -> None:
+    with store.session() as session:
+        row = session.get(RecommendationRow, recommendation_id)
+        decision = session.scalar(
+            select(DecisionRow).where(DecisionRow.recommendation_id == recommendation_id)
+        )
+        row.status = APPLIED if applied else SKIPPED
+        decision.applied_at = time.time()
+        decision.outcome = outcome
+
+
+def training_labels(store: Store) -> tuple[list[dict[str, float]], list[Action]]:
+    """Every recorded decision as (feature row the policy saw, action the operator chose)."""
+    with store.session() as session:
+        rows = session.execute(
+            select(RecommendationRow.features, DecisionRow.action)
+            .join(DecisionRow, DecisionRow.recommendation_id == RecommendationRow.id)
+            .order_by(DecisionRow.id)
+        ).all()
+    return [features for features, _ in rows], [Action(action) for _, action in rows]
+
+
+# -- models ------------------------------------------------------------------------------------
+def save_model(store: Store, model: ActionClassifier, label_counts: dict[str, int]) -> str:
+    """Store a trained classifier; returns its name (``model:<digest>``)."""
+    blob = model.to_bytes()
+    digest = ActionClassifier.digest(blob)
+    with store.session() as session:
+        session.add(
+            ModelRow(
+                created_at=time.time(),
+                digest=digest,
+                n_labels=model.n_labels,
+                label_counts=label_counts,
+                blob=blob,
+            )
+        )
+    return f"model:{digest}"
+
+
+def latest_model(store: Store) -> tuple[ActionClassifier, str] | None:
+    """The newest stored classifier and its name, or None before the first `recover train`."""
+    with store.session() as session:
+        row = session.scalars(select(ModelRow).order_by(ModelRow.id.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return ActionClassifier.from_bytes(row.blob), f"model:{row.digest}"
+
+
+# -- the store's attempts as failure records -----------------------------------------------------
+def campaign_records(store: Store, campaign_id: str) -> list[FailureRecord]:
+    """Every finished attempt of a campaign as a FailureRecord (report data where there is one)."""
+    with store.session() as session:
+        campaign = session.get(CampaignRow, campaign_id)
+        if campaign is None:
+            raise RecoveryError(f"no campaign {campaign_id!r} in {store.url}")
+        resources = campaign.spec.get("resources", {})
+        attempts = session.execute(
+            select(JobRow.job_index, JobRow.n_events, AttemptRow)
+            .join(AttemptRow, AttemptRow.job_id == JobRow.id)
+            .where(JobRow.campaign_id == campaign_id, AttemptRow.state.in_(("done", "failed")))
+            .order_by(JobRow.job_index, AttemptRow.attempt)
+        ).all()
+        reports = {
+            (job_index, attempt): body
+            for job_index, attempt, body in session.execute(
+                select(ReportRow.job_index, ReportRow.attempt, ReportRow.body).where(
+                    ReportRow.campaign_id == campaign_id
+                )
+            )
+        }
+    records = []
+    for job_index, n_events, attempt in attempts:
+        body = reports.get((job_index, attempt.attempt), {})
+        native = _native(attempt.native_code)
+        logs = [body.get("error_message", ""), *body.get("log_tail", [])]
+        records.append(
+            FailureRecord(
+                campaign_id=campaign_id,
+                job_index=job_index,
+                attempt=attempt.attempt,
+                site=attempt.site,
+                exit_code=attempt.exit_code or 0,
+                error_class=attempt.error_class or "",
+                native_source=native.source if native else None,
+                native_code=native.code if native else None,
+                native_subcode=native.subcode if native else None,
+                memory_used_mb=body.get("peak_rss_mb") or None,
+                memory_requested_mb=attempt.memory_mb or resources.get("memory_mb"),
+                walltime_used_s=body.get("wall_seconds"),
+                walltime_requested_s=attempt.walltime_s or resources.get("walltime_s"),
+                n_events=n_events,
+                events_processed=body.get("events_generated"),
+                log_lines=[line for line in logs if line],
+                finished_at=attempt.finished_at,
+            )
+        )
+    return records
+
+
+def _native(text: str | None):
+    if not text:
+        return None
+    try:
+        return parse_native_code(text)
+    except ValueError:
+        return None  # an engine string we cannot read: the exit status still classifies
+
+
+def failed_campaigns(store: Store) -> list[str]:
+    """Campaigns with at least one job in state failed."""
+    with store.session() as session:
+        return list(
+            session.scalars(
+                select(JobRow.campaign_id)
+                .where(JobRow.state == "failed")
+                .group_by(JobRow.campaign_id)
+            )
+        )
+
+
+# -- overrides and splits (what `recover apply` changes) --------------------------------------------
+def upsert_override(
+    store: Store, campaign_id: str, job_index: int, changes: RetryChanges, decision_id: int | None
+) -> RetryChanges:
+    """Merge changes into a job's overrides (memory/walltime only grow, exclusions add up)."""
+    with store.session() as session:
+        row = session.get(JobOverrideRow, (campaign_id, job_index))
+        if row is None:
+            row = JobOverrideRow(campaign_id=campaign_id, job_index=job_index, exclude_sites=[])
+            session.add(row)
+        if changes.memory_mb is not None:
+            row.memory_mb = max(row.memory_mb or 0, changes.memory_mb)
+        if changes.walltime_s is not None:
+            row.walltime_s = max(row.walltime_s or 0, changes.walltime_s)
+        row.exclude_sites = sorted({*(row.exclude_sites or []), *changes.exclude_sites})
+        row.decision_id = decision_id
+        row.updated_at = time.time()
+        return _override(row)
+
+
+def _override(row: JobOverrideRow) -> RetryChanges:
+    return RetryChanges(
+        memory_mb=row.memory_mb,
+        walltime_s=row.walltime_s,
+        exclude_sites=list(row.exclude_sites or []),
+    )
+
+
+def job_overrides(store: Store, campaign_id: str) -> dict[int, RetryChanges]:
+    """Per-job resources and excluded sites set by recovery, for a backend's next attempts.
+
+    >>> from smartbkg_prod.store import Store
+    >>> job_overrides(Store("sqlite://"), "any")
+    {}
+    """
+    with store.session() as session:
+        rows = session.scalars(
+            select(JobOverrideRow).where(JobOverrideRow.campaign_id == campaign_id)
+        )
+        return {row.job_index: _override(row) for row in rows}
+
+
+def split_jobs(store: Store, campaign_id: str) -> dict[int, Job]:
+    """Sub-jobs made by recovery splits, by their new job index (with ``stream_start``).
+
+    A driver runs these besides the planned jobs; their parents are ``cancelled``.
+    """
+    with store.session() as session:
+        rows = session.execute(
+            select(JobRow, JobSplitRow.stream_start)
+            .join(
+                JobSplitRow,
+                (JobSplitRow.campaign_id == JobRow.campaign_id)
+                & (JobSplitRow.job_index == JobRow.job_index),
+            )
+            .where(JobRow.campaign_id == campaign_id)
+        ).all()
+    return {
+        row.job_index: Job(
+            campaign_id=campaign_id,
+            index=row.job_index,
+            first_event=row.first_event,
+            n_events=row.n_events,
+            seed=row.seed,
+            stream_start=stream_start,
+        )
+        for row, stream_start in rows
+    }
+
+
+def job_of(store: Store, campaign_id: str, job_index: int) -> tuple[Job, str]:
+    """A job as stored (with its split stream start if it is a sub-job) and its state."""
+    with store.session() as session:
+        row = session.scalar(
+            select(JobRow).where(JobRow.campaign_id == campaign_id, JobRow.job_index == job_index)
+        )
+        if row is None:
+            raise RecoveryError(f"campaign {campaign_id!r} has no job {job_index}")
+        split = session.get(JobSplitRow, (campaign_id, job_index))
+        job = Job(
+            campaign_id=campaign_id,
+            index=job_index,
+            first_event=row.first_event,
+            n_events=row.n_events,
+            seed=row.seed,
+            stream_start=split.stream_start if split else None,
+        )
+        return job, row.state
+
+
+def set_job_state(store: Store, campaign_id: str, job_indices: list[int], state: str) -> None:
+    with store.session() as session:
+        for row in session.scalars(
+            select(JobRow).where(
+                JobRow.campaign_id == campaign_id, JobRow.job_index.in_(job_indices)
+            )
+        ):
+            row.state = state
+            row.updated_at = time.time()
+
+
+def add_split(store: Store, parent: Job, parts: list[Job], decision_id: int | None) -> list[int]:
+    """Insert the sub-jobs of a split under new indices and cancel the parent, in one
+    transaction. The campaign's job count grows by ``len(parts) - 1`` so "complete" still
+    means every live job is done."""
+    now = time.time()
+    with store.session() as session:
+        campaign = session.get(CampaignRow, parent.campaign_id)
+        next_index = (
+            session.scalar(
+                select(func.max(JobRow.job_index)).where(JobRow.campaign_id == parent.campaign_id)
+            )
+            + 1
+        )
+        indices = list(range(next_index, next_index + len(parts)))
+        for index, part in zip(indices, parts, strict=True):
+            session.add(
+                JobRow(
+                    campaign_id=parent.campaign_id,
+                    job_index=index,
+                    first_event=part.first_event,
+                    n_events=part.n_events,
+                    seed=part.seed,
+                    state="pending",
+                    attempts=0,
+                    updated_at=now,
+                )
+            )
+            session.add(
+                JobSplitRow(
+                    campaign_id=parent.campaign_id,
+                    job_index=index,
+                    parent_index=parent.index,
+                    stream_start=part.stream_start,
+                    decision_id=decision_id,
+                )
+            )
+        parent_row = session.scalar(
+            select(JobRow).where(
+                JobRow.campaign_id == parent.campaign_id, JobRow.job_index == parent.index
+            )
+        )
+        parent_row.state = "cancelled"
+        parent_row.updated_at = now
+        campaign.n_jobs += len(parts) - 1
+        return indices
+
+
+def live_jobs(store: Store, campaign_id: str) -> dict[str, list[int]]:
+    """Job indices by state for one campaign."""
+    with store.session() as session:
+        by_state: dict[str, list[int]] = defaultdict(list)
+        for index, state in session.execute(
+            select(JobRow.job_index, JobRow.state).where(JobRow.campaign_id == campaign_id)
+        ):
+            by_state[state].append(index)
+        return dict(by_state)

@@ -1,0 +1,188 @@
+"""The review loop: recommend, accept or override, learn from the decisions.
+
+Every function takes a :class:`~smartbkg_prod.store.Store`; the ``recover`` CLI and the
+monitoring page only format what these return.
+
+>>> from smartbkg_prod.store import Store
+>>> refresh_recommendations(Store("sqlite://"))
+[]
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+from sklearn.model_selection import StratifiedKFold
+
+from smartbkg_prod.recovery.actions import Action, retry_changes
+from smartbkg_prod.recovery.classifier import MIN_LABELS, ActionClassifier, Evaluation, evaluate
+from smartbkg_prod.recovery.failures import read_failure_records
+from smartbkg_prod.recovery.recommend import Recommendation, recommend
+from smartbkg_prod.recovery.records import (
+    OPEN,
+    RecoveryError,
+    StoredRecommendation,
+    campaign_records,
+    failed_campaigns,
+    get_recommendation,
+    latest_model,
+    list_recommendations,
+    live_jobs,
+    record_decision,
+    save_model,
+    save_recommendations,
+    training_labels,
+)
+from smartbkg_prod.recovery.rules import decide
+from smartbkg_prod.store import Store
+
+
+def default_operator() -> str:
+    return os.environ.get("SMARTBKG_OPERATOR") or getpass.getuser()
+
+
+def _policy(store: Store) -> tuple[ActionClassifier | None, str]:
+    stored = latest_model(store)
+    return stored if stored is not None else (None, "rules")
+
+
+def refresh_recommendations(
+    store: Store, campaign_id: str | None = None
+) -> list[StoredRecommendation]:
+    """Recommend for every job whose retries are exhausted (state ``failed``) and store
+    what is new; returns the new recommendations."""
+    model, model_name = _policy(store)
+    campaigns = [campaign_id] if campaign_id else failed_campaigns(store)
+    new_ids: list[int] = []
+    for campaign in campaigns:
+        failed = set(live_jobs(store, campaign).get("failed", []))
+        if not failed:
+            continue
+        before = {r.id for r in list_recommendations(store, campaign_id=campaign)}
+        recommendations = [
+            r
+            for r in recommend(campaign_records(store, campaign), model, model_name)
+            if r.job_index in failed
+        ]
+        new_ids += [i for i in save_recommendations(store, recommendations) if i not in before]
+    return [get_recommendation(store, i) for i in new_ids]
+
+
+def recommend_from_file(
+    store: Store | None, path: str | Path, save: bool = False
+) -> list[Recommendation]:
+    """Recommendations for a JSON-lines export (JobReports + optional ``native_code``).
+
+    The store supplies the trained model (if any); with ``save`` the recommendations are
+    stored for review like the store's own.
+    """
+    records = read_failure_records(path)
+    model, model_name = _policy(store) if store is not None else (None, "rules")
+    recommendations = recommend(records, model, model_name)
+    if save and store is not None:
+        save_recommendations(store, recommendations)
+    return recommendations
+
+
+def accept(store: Store, recommendation_id: int, operator: str | None = None, comment: str = ""):
+    """Record that an operator accepted the recommended action."""
+    return record_decision(
+        store, recommendation_id, operator or default_operator(), comment=comment
+    )
+
+
+def override(
+    store: Store,
+    recommendation_id: int,
+    action: Action | str,
+    operator: str | None = None,
+    comment: str = "",
+) -> StoredRecommendation:
+    """Record that an operator chose ``action`` instead; its retry changes are computed
+    from the failure record the recommendation was made for."""
+    try:
+        chosen = Action(action)
+    except ValueError:
+        allowed = ", ".join(a.value for a in Action)
+        raise RecoveryError(f"unknown action {action!r} (allowed: {allowed})") from None
+    recommendation = get_recommendation(store, recommendation_id)
+    changes = retry_changes(chosen, recommendation.record)
+    return record_decision(
+        store, recommendation_id, operator or default_operator(), chosen, changes, comment
+    )
+
+
+def auto_accept(
+    store: Store, min_confidence: float, operator: str = "policy"
+) -> list[StoredRecommendation]:
+    """Accept open recommendations at or above ``min_confidence``; never a kill."""
+    accepted = []
+    for recommendation in list_recommendations(store, status=OPEN):
+        if recommendation.action.destructive or recommendation.confidence < min_confidence:
+            continue
+        accepted.append(
+            record_decision(store, recommendation.id, operator, comment="auto-accepted")
+        )
+    return accepted
+
+
+class TrainResult(BaseModel):
+    model: str
+    n_labels: int
+    label_counts: dict[str, int]
+
+
+def train(store: Store, min_labels: int = MIN_LABELS) -> TrainResult:
+    """Train the classifier on every recorded decision and store it as the new policy."""
+    rows, labels = training_labels(store)
+    counts = Counter(label.value for label in labels)
+    if len(labels) < min_labels:
+        raise RecoveryError(
+            f"only {len(labels)} recorded decision(s), {min_labels} needed to train; "
+            "the rules stay in charge (accept or override more recommendations)"
+        )
+    if len(counts) < 2:
+        raise RecoveryError(f"every decision is {labels[0].value!r}: nothing to learn yet")
+    model = ActionClassifier().fit(rows, labels)
+    name = save_model(store, model, dict(counts))
+    return TrainResult(model=name, n_labels=len(labels), label_counts=dict(counts))
+
+
+class PolicyEvaluation(BaseModel):
+    """The policies scored against the operators' recorded decisions."""
+
+    n_labels: int
+    rules: Evaluation
+    majority: Evaluation
+    model: Evaluation | None = None  # cross-validated (5 folds) on the same decisions
+
+
+def evaluate_policies(store: Store, folds: int = 5) -> PolicyEvaluation:
+    """Rules, majority guess and (cross-validated) classifier against recorded decisions."""
+    rows, labels = training_labels(store)
+    if not labels:
+        raise RecoveryError("no recorded decisions yet: accept or override recommendations first")
+    truth = [label.value for label in labels]
+    majority = Counter(truth).most_common(1)[0][0]
+    result = PolicyEvaluation(
+        n_labels=len(labels),
+        rules=evaluate(truth, [decide(row).action for row in rows]),
+        majority=evaluate(truth, [majority] * len(truth)),
+    )
+    smallest = min(Counter(truth).values())
+    if len(labels) >= MIN_LABELS and len(set(truth)) >= 2 and smallest >= 2:
+        predicted = np.empty(len(truth), dtype=object)
+        splitter = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=0)
+        for train_idx, test_idx in splitter.split(np.zeros(len(truth)), truth):
+            model = ActionClassifier().fit(
+                [rows[i] for i in train_idx], [truth[i] for i in train_idx]
+            )
+            actions, _ = model.predict([rows[i] for i in test_idx])
+            predicted[test_idx] = [a.value for a in actions]
+        result.model = evaluate(truth, list(predicted))
+    return result
