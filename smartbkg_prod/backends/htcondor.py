@@ -1,0 +1,403 @@
+"""HTCondor: one cluster per submitted batch, built with the official ``htcondor2`` bindings.
+
+The submit description runs ``smartbkg-prod worker --job LIST --index $(entry)`` in the
+container universe (``container_image``) when the spec names an image, in the vanilla
+universe otherwise. One row of itemdata per job (``entry job_index first_event n_events
+attempt``) makes one proc of the cluster; the job list (JSON lines) travels with
+``transfer_input_files``. Resources map to ``request_cpus``/``request_memory``/
+``request_disk``/``request_gpus``; the retry policy to ``max_retries``, ``on_exit_hold``
+(permanent worker errors wait for a human) and ``periodic_release`` (transient holds are
+released until attempts run out); site policy to ``requirements`` on the slot's
+``GLIDEIN_Site``; ``max_parallel`` to ``max_materialize``. A campaign whose NN filter has
+no trained model yet renders as a DAG (``htcondor2.dags``): train -> produce.
+
+Polling projects ``JobStatus``, ``HoldReasonCode``, ``HoldReasonSubCode``, ``ExitCode``,
+``ExitBySignal``, ``ExitSignal``, ``RemoteHost`` and ``MachineAttrGLIDEIN_Site0`` from the
+queue (and the history for jobs that left it). Native codes: ``HoldReasonCode=N/S`` for
+holds, ``signal:N`` for a payload killed by a signal, ``exit:N`` for a non-zero exit.
+
+>>> hold_native_code(34, 102)
+'HoldReasonCode=34/102'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import classad2
+import htcondor2
+from htcondor2 import dags
+
+from smartbkg_prod.backends.base import Backend, JobHandle, JobState, site_resources, worker_command
+from smartbkg_prod.errors import SubmitError
+from smartbkg_prod.plan import JobInput, write_job_list
+from smartbkg_prod.spec import Campaign, Resources
+
+ITEM_COLUMNS = ("entry", "job_index", "first_event", "n_events", "attempt")
+PROJECTION = [
+    "ClusterId",
+    "ProcId",
+    "JobStatus",
+    "HoldReasonCode",
+    "HoldReasonSubCode",
+    "HoldReason",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "RemoteHost",
+    "LastRemoteHost",
+    "MachineAttrGLIDEIN_Site0",
+]
+# Worker exit codes that no retry fixes (smartbkg_prod.exitcodes: CONFIG, GENERATOR):
+# hold them for review instead of burning attempts.
+PERMANENT_EXIT_CODES = (10, 20)
+# Holds worth releasing automatically (htcondor/htcondor src/condor_utils/condor_holdcodes.h):
+# 6 FailedToCreateProcess, 7/8 UnableToOpenOutput/Input, 12/13 Transfer{Output,Input}Error,
+# 21 StartdHeldJob, 35 InvalidDockerImage (registry hiccups), 45 SingularityTestFailed.
+TRANSIENT_HOLD_CODES = (6, 7, 8, 12, 13, 21, 35, 45)
+RELEASE_AFTER_S = 600
+# The training stage of a multi-stage campaign (train -> produce).
+TRAIN_ARGUMENTS = "-m smartbkg_prod.cli train {spec} --model {model}"
+
+# JobStatus (HTCondor manual, "JobStatus" job ClassAd attribute).
+_STATUS = {
+    1: "pending",
+    2: "running",
+    3: "cancelled",
+    4: "done",
+    5: "held",
+    6: "running",
+    7: "held",
+}
+
+
+def hold_native_code(code: int, subcode: int | None) -> str:
+    return f"HoldReasonCode={code}/{subcode or 0}"
+
+
+def job_state(ad: dict, handle: JobHandle) -> JobState:
+    """One queue or history ad as a :class:`JobState`."""
+    status = int(ad.get("JobStatus", 1))
+    state = _STATUS.get(status, "pending")
+    site = ad.get("MachineAttrGLIDEIN_Site0") or ad.get("RemoteHost") or ad.get("LastRemoteHost")
+    exit_code, native, reason = None, None, ""
+    if state == "held":
+        native = hold_native_code(int(ad.get("HoldReasonCode", 0)), ad.get("HoldReasonSubCode"))
+        reason = str(ad.get("HoldReason", ""))
+    elif state == "done":
+        if ad.get("ExitBySignal"):
+            signal = int(ad.get("ExitSignal", 0))
+            exit_code, native, state = 128 + signal, f"signal:{signal}", "failed"
+        else:
+            exit_code = int(ad.get("ExitCode", 0))
+            if exit_code != 0:
+                native, state = f"exit:{exit_code}", "failed"
+    return JobState(
+        handle=handle,
+        state=state,
+        exit_code=exit_code,
+        native_code=native,
+        native_reason=reason,
+        site=str(site) if site else handle.site,
+    )
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+class HTCondorBackend(Backend):
+    """Clusters on an HTCondor pool (schedd found through the local HTCondor config).
+
+    ``shared_filesystem=True`` (option ``shared_filesystem: "true"``) lets workers write
+    straight into the campaign's output directory; otherwise the job list is transferred
+    in and everything the worker writes comes back to the output directory on exit.
+    """
+
+    name = "htcondor"
+
+    def __init__(
+        self,
+        schedd_name: str | None = None,
+        collector: str | None = None,
+        python: str = "python3",
+        shared_filesystem: bool = False,
+        accounting_group: str | None = None,
+    ):
+        self.schedd_name = schedd_name
+        self.collector = collector
+        self.python = python
+        self.shared_filesystem = shared_filesystem
+        self.accounting_group = accounting_group
+
+    @classmethod
+    def from_campaign(cls, campaign: Campaign) -> HTCondorBackend:
+        options = campaign.backend.options
+        return cls(
+            schedd_name=options.get("schedd") or campaign.backend.queue,
+            collector=options.get("collector"),
+            python=options.get("python", "python3"),
+            shared_filesystem=options.get("shared_filesystem", "false").lower()
+            in {"1", "true", "yes"},
+            accounting_group=options.get("accounting_group"),
+        )
+
+    # -- what is submitted -------------------------------------------------------------
+
+    def resources(self, campaign: Campaign) -> Resources:
+        allowed = campaign.backend.sites.allowed
+        return site_resources(campaign, allowed[0] if len(allowed) == 1 else None)
+
+    def requirements(self, campaign: Campaign) -> str | None:
+        sites = campaign.backend.sites
+        clauses = []
+        if sites.allowed:
+            clauses.append(
+                "("
+                + " || ".join(f"TARGET.GLIDEIN_Site =?= {_quote(s)}" for s in sites.allowed)
+                + ")"
+            )
+        clauses += [f"TARGET.GLIDEIN_Site =!= {_quote(s)}" for s in sites.excluded]
+        return " && ".join(clauses) or None
+
+    def description(
+        self, campaign: Campaign, job_list: Path, output_dir: str, engine_retries: bool
+    ) -> htcondor2.Submit:
+        """The submit description of a campaign's produce stage (no queue statement).
+
+        ``engine_retries``: let HTCondor retry failed attempts itself (a rendered submission
+        run by hand); the campaign driver retries by itself and submits without them.
+        """
+        resources = self.resources(campaign)
+        image = campaign.container.image
+        in_container = campaign.container.runtime == "docker" and bool(image)
+        list_argument = str(job_list) if self.shared_filesystem else job_list.name
+        arguments = worker_command(list_argument, self.python, "$(entry)")[1:]
+        environment = [
+            "SMARTBKG_BACKEND_JOB_ID=$(ClusterId).$(ProcId)",
+            "SMARTBKG_SITE=$$(GLIDEIN_Site:unknown)",
+        ]
+        if in_container:
+            environment.append(f"SMARTBKG_IMAGE={image}")
+        keys: dict[str, str] = {
+            "universe": "container" if in_container else "vanilla",
+            "executable": self.python,
+            "transfer_executable": "false",
+            "arguments": _quote(" ".join(arguments)),
+            "environment": _quote(" ".join(environment)),
+            "getenv": "SMARTBKG_INJECT_FAULT",
+            # Copies the slot's site into the job ad as MachineAttrGLIDEIN_Site0 (polled).
+            "job_machine_attrs": "GLIDEIN_Site",
+            "request_cpus": str(resources.cores),
+            "request_memory": str(resources.memory_mb),  # MiB
+            "request_disk": str(resources.disk_mb * 1024),  # KiB
+            "initialdir": output_dir,
+            "log": f"{campaign.name}.htcondor.log",
+            "output": "$(job_index).attempt$(attempt).$(ClusterId).$(ProcId).out",
+            "error": "$(job_index).attempt$(attempt).$(ClusterId).$(ProcId).err",
+            "+SmartbkgCampaign": _quote(campaign.campaign_id),
+            "+SmartbkgJobIndex": "$(job_index)",
+            "+SmartbkgFirstEvent": "$(first_event)",
+            "+SmartbkgNEvents": "$(n_events)",
+            "+SmartbkgAttempt": "$(attempt)",
+            # Walltime is enforced by the worker; this is the pool's backstop.
+            "allowed_execute_duration": str(resources.walltime_s),
+            "on_exit_hold": " || ".join(f"ExitCode =?= {code}" for code in PERMANENT_EXIT_CODES),
+            "on_exit_hold_reason": _quote("smartbkg-prod worker: permanent error, needs review"),
+            "periodic_release": (
+                f"(NumJobStarts < {campaign.retry.max_attempts}) && "
+                f"(time() - EnteredCurrentStatus > {RELEASE_AFTER_S}) && ("
+                + " || ".join(f"HoldReasonCode =?= {code}" for code in TRANSIENT_HOLD_CODES)
+                + ")"
+            ),
+        }
+        if in_container:
+            keys["container_image"] = image if "://" in image else f"docker://{image}"
+        if resources.gpus:
+            keys["request_gpus"] = str(resources.gpus)
+        if self.shared_filesystem:
+            keys["should_transfer_files"] = "IF_NEEDED"
+        else:
+            # Nothing listed as output: HTCondor brings back every file the worker created
+            # in its scratch directory (output ROOT file and report), also after a failure.
+            keys["should_transfer_files"] = "YES"
+            keys["when_to_transfer_output"] = "ON_EXIT"
+            keys["transfer_input_files"] = str(job_list)
+        if engine_retries and campaign.retry.max_attempts > 1:
+            keys["max_retries"] = str(campaign.retry.max_attempts - 1)
+            keys["success_exit_code"] = "0"
+        requirements = self.requirements(campaign)
+        if requirements:
+            keys["requirements"] = requirements
+        if campaign.backend.max_parallel:
+            keys["max_materialize"] = str(campaign.backend.max_parallel)
+        if self.accounting_group:
+            keys["accounting_group"] = self.accounting_group
+        return htcondor2.Submit(keys)
+
+    @staticmethod
+    def item_rows(jobs: Sequence[JobInput]) -> list[dict[str, str]]:
+        return [
+            {
+                "entry": str(entry),
+                "job_index": str(job_input.job.index),
+                "first_event": str(job_input.job.first_event),
+                "n_events": str(job_input.job.n_events),
+                "attempt": str(job_input.attempt),
+            }
+            for entry, job_input in enumerate(jobs)
+        ]
+
+    def _worker_output_dir(self, output_dir: str) -> str:
+        return output_dir if self.shared_filesystem else "."
+
+    def _list_inputs(self, jobs: Sequence[JobInput]) -> list[JobInput]:
+        """Attempts as the worker sees them: with file transfer it writes into its scratch dir."""
+        worker_dir = self._worker_output_dir(jobs[0].output_dir)
+        if worker_dir == jobs[0].output_dir:
+            return list(jobs)
+        return [job_input.model_copy(update={"output_dir": worker_dir}) for job_input in jobs]
+
+    def render(self, campaign: Campaign, jobs: Sequence[JobInput], directory: Path) -> list[Path]:
+        """``NAME.sub`` (queue ... from ``NAME.items``), the job list, and for a campaign
+        whose filter model does not exist yet a DAG ``NAME.dag`` (train -> produce)."""
+        directory = Path(directory).resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        job_list = write_job_list(
+            directory / f"{campaign.name}.jobs.jsonl", self._list_inputs(jobs), campaign
+        )
+        items = directory / f"{campaign.name}.items"
+        items.write_text("".join(" ".join(row.values()) + "\n" for row in self.item_rows(jobs)))
+        produce = self.description(campaign, job_list, jobs[0].output_dir, engine_retries=True)
+        produce.setQArgs(f"{','.join(ITEM_COLUMNS)} from {items}")
+        model = campaign.filter.model
+        if campaign.filter.mode == "off" or not model or Path(model).is_file():
+            submit_file = directory / f"{campaign.name}.sub"
+            submit_file.write_text(str(produce))
+            return [submit_file, items, job_list]
+        dag = dags.DAG()
+        train = dag.layer(
+            name="train", submit_description=self.train_description(campaign, directory)
+        )
+        train.child_layer(name="produce", submit_description=produce)
+        dag_file = dags.write_dag(dag, directory, dag_file_name=f"{campaign.name}.dag")
+        return [dag_file, directory / "train.sub", directory / "produce.sub", items, job_list]
+
+    def train_description(self, campaign: Campaign, directory: Path) -> htcondor2.Submit:
+        """The training node: trains the filter model the produce stage loads."""
+        from smartbkg_prod.spec import dump_campaign
+
+        spec = directory / f"{campaign.name}.yaml"
+        spec.write_text(dump_campaign(campaign))
+        resources = self.resources(campaign)
+        keys = {
+            "universe": "vanilla",
+            "executable": self.python,
+            "transfer_executable": "false",
+            "arguments": _quote(TRAIN_ARGUMENTS.format(spec=spec, model=campaign.filter.model)),
+            "request_cpus": str(resources.cores),
+            "request_memory": str(resources.memory_mb),
+            "request_gpus": str(max(1, resources.gpus)),
+            "should_transfer_files": "IF_NEEDED",
+            "initialdir": str(directory),
+            "log": f"{campaign.name}.htcondor.log",
+            "output": "train.$(ClusterId).out",
+            "error": "train.$(ClusterId).err",
+        }
+        return htcondor2.Submit(keys)
+
+    # -- the interface -------------------------------------------------------------------
+
+    def _schedd(self) -> htcondor2.Schedd:
+        try:
+            if self.schedd_name or self.collector:
+                collector = (
+                    htcondor2.Collector(self.collector) if self.collector else htcondor2.Collector()
+                )
+                ad = collector.locate(htcondor2.DaemonType.Schedd, self.schedd_name)
+                return htcondor2.Schedd(ad)
+            return htcondor2.Schedd()
+        except (htcondor2.HTCondorException, OSError, ValueError) as error:
+            collector = (
+                self.collector or htcondor2.param.get("COLLECTOR_HOST") or "(none configured)"
+            )
+            schedd = self.schedd_name or htcondor2.param.get("SCHEDD_HOST") or "the local schedd"
+            raise SubmitError(
+                f"htcondor: no pool reachable (collector {collector}, schedd {schedd}): {error}; "
+                "set CONDOR_CONFIG or _CONDOR_COLLECTOR_HOST / backend.options.collector, "
+                "or review the submission with --dry-run"
+            ) from None
+
+    def submit(self, campaign: Campaign, jobs: Sequence[JobInput]) -> list[JobHandle]:
+        if not jobs:
+            return []
+        output_dir = jobs[0].output_dir
+        directory = Path(output_dir) / "jobs" / "htcondor"
+        directory.mkdir(parents=True, exist_ok=True)
+        stem = f"{campaign.name}.{jobs[0].job.index}.a{jobs[0].attempt}.{os.getpid()}"
+        job_list = write_job_list(directory / f"{stem}.jsonl", self._list_inputs(jobs), campaign)
+        description = self.description(campaign, job_list, output_dir, engine_retries=False)
+        schedd = self._schedd()
+        try:
+            result = schedd.submit(description, itemdata=iter(self.item_rows(jobs)))
+        except htcondor2.HTCondorException as error:
+            raise SubmitError(f"htcondor: submission to the schedd failed: {error}") from None
+        cluster, first_proc = result.cluster(), result.first_proc()
+        return [
+            JobHandle(
+                campaign_id=job_input.job.campaign_id,
+                job_index=job_input.job.index,
+                attempt=job_input.attempt,
+                backend=self.name,
+                backend_job_id=f"{cluster}.{first_proc + offset}",
+            )
+            for offset, job_input in enumerate(jobs)
+        ]
+
+    def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:
+        if not handles:
+            return []
+        schedd = self._schedd()
+        clusters = sorted({handle.backend_job_id.split(".")[0] for handle in handles})
+        constraint = " || ".join(f"ClusterId == {cluster}" for cluster in clusters)
+        try:
+            ads = {_job_id(ad): ad for ad in schedd.query(constraint, PROJECTION)}
+            missing = [h for h in handles if h.backend_job_id not in ads]
+            if missing:
+                for ad in schedd.history(constraint, PROJECTION):
+                    ads.setdefault(_job_id(ad), ad)
+        except htcondor2.HTCondorException as error:
+            raise SubmitError(f"htcondor: cannot query the schedd: {error}") from None
+        states = []
+        for handle in handles:
+            ad = ads.get(handle.backend_job_id)
+            if ad is None:
+                states.append(
+                    JobState(
+                        handle=handle,
+                        state="failed",
+                        native_reason="job in neither the schedd queue nor its history",
+                    )
+                )
+            else:
+                states.append(job_state(dict(ad), handle))
+        return states
+
+    def cancel(self, handles: Sequence[JobHandle]) -> None:
+        if not handles:
+            return
+        schedd = self._schedd()
+        try:
+            schedd.act(
+                htcondor2.JobAction.Remove,
+                [handle.backend_job_id for handle in handles],
+                "cancelled by smartbkg-prod",
+            )
+        except htcondor2.HTCondorException as error:
+            raise SubmitError(f"htcondor: cannot remove jobs: {error}") from None
+
+
+def _job_id(ad: classad2.ClassAd) -> str:
+    return f"{ad['ClusterId']}.{ad['ProcId']}"
