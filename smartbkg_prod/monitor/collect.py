@@ -100,13 +100,14 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
                 select(CampaignRow.id, CampaignRow.spec).where(CampaignRow.id.in_(campaign_ids))
             )
         }
-        seen = set(
-            session.execute(
+        seen = {
+            (campaign_id, index, attempt)
+            for campaign_id, index, attempt in session.execute(
                 select(ReportRow.campaign_id, ReportRow.job_index, ReportRow.attempt).where(
                     ReportRow.campaign_id.in_(campaign_ids)
                 )
-            ).tuples()
-        )
+            )
+        }
         jobs = {
             (campaign_id, index): [job_id, state, attempts]
             for job_id, campaign_id, index, state, attempts in session.execute(
