@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smartbkg_prod.physics.events import ParticleBatch
+from smartbkg_prod.physics.events import PARTICLE_COLUMNS, ParticleBatch
 from smartbkg_prod.spec import SimulationConfig, SkimConfig
 
 CHARGED_FINAL_STATE = np.array([11, 13, 211, 321, 2212])
@@ -71,6 +71,35 @@ class LabelledEvents:
             digest.update(np.ascontiguousarray(array).tobytes())
         digest.update(self.passed.astype(np.uint8).tobytes())
         return digest.hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        """Write to a compressed ``.npz`` (benchmark inputs, cached training sets)."""
+        columns = {f"particle_{name}": values for name, values in self.particles.columns().items()}
+        np.savez_compressed(
+            path,
+            event_number=self.particles.event_number,
+            offsets=self.particles.offsets,
+            passed=self.passed,
+            **columns,
+            **{f"variable_{name}": values for name, values in self.variables.items()},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> LabelledEvents:
+        with np.load(path) as stored:
+            particles = ParticleBatch(
+                event_number=stored["event_number"],
+                offsets=stored["offsets"],
+                **{name: stored[f"particle_{name}"] for name in PARTICLE_COLUMNS},
+            )
+            variables = {
+                key.removeprefix("variable_"): stored[key]
+                for key in stored.files
+                if key.startswith("variable_")
+            }
+            return cls(
+                particles=particles, passed=stored["passed"].astype(bool), variables=variables
+            )
 
     @classmethod
     def concatenate(cls, parts: Iterable[LabelledEvents]) -> LabelledEvents:
@@ -169,11 +198,21 @@ def read_campaign_outputs(directory: str | Path) -> LabelledEvents:
     parts = []
     for path in files:
         contents = read_output(path)
+        if contents.particles is None:
+            raise ValueError(
+                f"{path} has no MC particles: run the training campaign with outputs.keep_mc_particles: true"
+            )
+        passed = np.asarray(contents.passed_skim, dtype=bool)
         parts.append(
             LabelledEvents(
                 particles=contents.particles,
-                passed=np.asarray(contents.passed_skim, dtype=bool),
-                variables=mc_variables(contents.particles),
+                passed=passed,
+                variables={
+                    **mc_variables(contents.particles),
+                    "mbc": np.asarray(contents.mbc, dtype=np.float64),
+                    "delta_e": np.asarray(contents.delta_e, dtype=np.float64),
+                    "best_mode": np.where(passed, contents.best_mode, np.nan).astype(np.float64),
+                },
             )
         )
     return LabelledEvents.concatenate(parts)

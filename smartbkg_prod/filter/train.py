@@ -37,6 +37,7 @@ from smartbkg_prod.filter.graph import (
     build_graphs_from_tensors,
     take_events,
 )
+from smartbkg_prod.filter.infer import cpu_filter_ms
 from smartbkg_prod.filter.metrics import (
     StageCosts,
     auc,
@@ -202,7 +203,7 @@ class _Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                total += float(loss) * len(ids)
+                total += float(loss.detach()) * len(ids)
             validation_loss, validation_auc = self._validation_loss()
             self.scheduler.step(validation_loss)
             history.append(
@@ -238,30 +239,6 @@ class _Trainer:
         return history, best_epoch
 
 
-def measure_filter_ms(
-    net: FilterNet, encoding: GraphEncoding, particles: ParticleTensors, repeats: int = 3
-) -> float:
-    """Single-core CPU cost of graph building + inference per event, in ms."""
-    from smartbkg_prod.filter.infer import CPU_CHUNK_EVENTS
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        encoding_tensors = EncodingTensors(encoding)
-        n_events = len(particles.offsets) - 1
-        best = np.inf
-        with torch.inference_mode():
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for first in range(0, n_events, CPU_CHUNK_EVENTS):
-                    ids = torch.arange(first, min(first + CPU_CHUNK_EVENTS, n_events))
-                    net(build_graphs_from_tensors(take_events(particles, ids), encoding_tensors))
-                best = min(best, time.perf_counter() - start)
-        return 1e3 * best / max(n_events, 1)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def best_threshold(scores: np.ndarray, passed: np.ndarray, costs: StageCosts) -> float:
     """Cut threshold with the best hard-cut speedup (never keeping < 50% of passing events)."""
     retention = float(passed.mean())
@@ -292,8 +269,8 @@ def train_filter(events: LabelledEvents, options: TrainOptions | None = None) ->
         torch.set_num_threads(threads)
     validation_passed = events.passed[trainer.validation_ids]
     timing_ids = torch.from_numpy(trainer.validation_ids[:4096])
-    filter_ms = measure_filter_ms(
-        trainer.net, trainer.encoding, take_events(trainer.tensors, timing_ids)
+    filter_ms = cpu_filter_ms(
+        trainer.net, trainer.encoding_tensors, take_events(trainer.tensors, timing_ids)
     )
     costs = reference_costs(filter_ms)
     calibration = fit_calibration(validation_scores, validation_passed, costs)

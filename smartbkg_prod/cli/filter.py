@@ -1,0 +1,237 @@
+"""``smartbkg-prod train`` and ``smartbkg-prod evaluate``: thin click layers over
+:mod:`smartbkg_prod.filter` (the main group adds them and turns library errors into one
+line)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from smartbkg_prod.errors import SpecError
+
+
+def _training_events(
+    campaign, spec: str, outputs: str | None, in_process: bool, db_url: str | None
+):
+    """Labelled events of the filter-off campaign ``spec``: reused, run, or made in-process."""
+    from smartbkg_prod.filter.data import LabelledEvents, read_campaign_outputs, simulate_labelled
+    from smartbkg_prod.plan import campaign_output_dir, iter_jobs
+
+    if outputs:
+        return read_campaign_outputs(outputs)
+    if in_process:
+        # Same event ranges and generator seeds as the campaign's jobs, without a backend.
+        return LabelledEvents.concatenate(
+            simulate_labelled(
+                campaign.process,
+                job.n_events,
+                job.seed,
+                campaign.simulation,
+                campaign.skim,
+                job.first_event,
+            )
+            for job in iter_jobs(campaign)
+        )
+    from smartbkg_prod.submit import submit_campaign
+
+    status = submit_campaign(campaign, spec_path=spec, db_url=db_url, progress=True)
+    if not status.complete:
+        raise click.ClickException(
+            f"training campaign {campaign.campaign_id} is not complete ({status.jobs_by_state}); "
+            "resubmit it, then run train again (finished jobs are reused)"
+        )
+    return read_campaign_outputs(campaign_output_dir(campaign))
+
+
+@click.command("train")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out",
+    "-o",
+    "out",
+    default="model.pt",
+    show_default=True,
+    help="Model file to write (.pt; a .json sidecar is written beside it).",
+)
+@click.option(
+    "--outputs",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Reuse the ROOT outputs of an already-run filter-off campaign in this folder.",
+)
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Generate, simulate and skim the campaign's events here instead of submitting it.",
+)
+@click.option(
+    "--cache",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Labelled-events .npz: read if present, else written after the campaign.",
+)
+@click.option(
+    "--hidden",
+    default=64,
+    show_default=True,
+    help="Width of the dense and GCN layers (reference 128).",
+)
+@click.option(
+    "--max-minutes", default=15.0, show_default=True, help="Wall-time cap of the training loop."
+)
+@click.option("--max-epochs", default=200, show_default=True)
+@click.option("--threads", default=2, show_default=True, help="CPU threads for training.")
+@click.option(
+    "--disco-lambda",
+    default=0.0,
+    show_default=True,
+    help="Weight of the DisCo dCorr² term (0 = off).",
+)
+@click.option("--disco-variable", default="n_mc_particles", show_default=True)
+@click.option(
+    "--speedup-lambda", default=0.0, show_default=True, help="Weight of the 1/S_eff term (0 = off)."
+)
+@click.option("--seed", default=1, show_default=True, help="Split and initialisation seed.")
+@click.option(
+    "--db", "db_url", default=None, envvar="SMARTBKG_DB", help="Database URL for the campaign."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the training metrics as JSON.")
+def train(
+    spec,
+    out,
+    outputs,
+    in_process,
+    cache,
+    hidden,
+    max_minutes,
+    max_epochs,
+    threads,
+    disco_lambda,
+    disco_variable,
+    speedup_lambda,
+    seed,
+    db_url,
+    as_json,
+) -> None:  # noqa: E501
+    """Train the NN filter on the filter-off campaign SPEC (label: the skim decision)."""
+    from smartbkg_prod.filter.data import LabelledEvents
+    from smartbkg_prod.filter.train import TrainOptions, save_trained, train_filter
+    from smartbkg_prod.spec import load_campaign
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    campaign = load_campaign(spec)
+    if campaign.filter.mode != "off":
+        raise SpecError(
+            spec, [f"filter.mode: '{campaign.filter.mode}' — training data needs filter.mode: off"]
+        )
+    if cache and Path(cache).exists():
+        events = LabelledEvents.load(cache)
+    else:
+        events = _training_events(campaign, spec, outputs, in_process, db_url)
+        if cache:
+            events.save(cache)
+    click.echo(f"training on {events.n_events} events, retention {events.retention:.4f}", err=True)
+    options = TrainOptions(
+        hidden=hidden,
+        max_minutes=max_minutes,
+        max_epochs=max_epochs,
+        threads=threads,
+        disco_lambda=disco_lambda,
+        disco_variable=disco_variable,
+        speedup_lambda=speedup_lambda,
+        seed=seed,
+    )
+    result = train_filter(events, options)
+    command = "smartbkg-prod train " + " ".join(shlex.quote(arg) for arg in sys.argv[2:])
+    sha256 = save_trained(result, out, events, options, command)
+    summary = {"model": str(out), "sha256": sha256, **result.metrics}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=float))
+    else:
+        click.echo(
+            f"{out}: validation AUC {result.metrics['validation_auc']:.4f}, "
+            f"sample speedup {result.metrics['sample_speedup_reference']:.2f} of max "
+            f"{result.metrics['max_speedup_reference']:.2f} at reference costs; sha256 {sha256}"
+        )
+
+
+@click.command("evaluate")
+@click.option(
+    "--model",
+    "-m",
+    "model",
+    default="default",
+    show_default=True,
+    help="Model file (.pt) or 'default' (shipped).",
+)
+@click.option(
+    "--events",
+    "n_events",
+    default=100_000,
+    show_default=True,
+    help="Fresh held-out events to generate.",
+)
+@click.option(
+    "--events-file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Evaluate on a labelled-events .npz instead.",
+)
+@click.option("--process", default="bbbar_generic", show_default=True)
+@click.option(
+    "--seed",
+    default=424242,
+    show_default=True,
+    help="Generator seed (keep it away from training seeds).",
+)
+@click.option("--threshold", default=None, type=float, help="Cut threshold (default: the model's).")
+@click.option(
+    "--p-min",
+    default=None,
+    type=float,
+    help="Sample-mode p_min (default: the model's recommendation).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder for evaluation.json and PNG plots.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def evaluate(
+    model, n_events, events_file, process, seed, threshold, p_min, out_dir, as_json
+) -> None:
+    """Evaluate a filter model: AUC, speedups (measured and reference costs), bias."""
+    from smartbkg_prod.filter.data import LabelledEvents, simulate_labelled
+    from smartbkg_prod.filter.evaluate import evaluate_model, write_plots
+    from smartbkg_prod.spec import SimulationConfig, SkimConfig
+
+    if events_file:
+        events = LabelledEvents.load(events_file)
+    else:
+        events = simulate_labelled(process, n_events, seed, SimulationConfig(), SkimConfig())
+    report, scores = evaluate_model(model, events, threshold=threshold, p_min=p_min, seed=seed)
+    if out_dir:
+        report.plots = write_plots(report, events, scores, out_dir)
+        Path(out_dir, "evaluation.json").write_text(report.model_dump_json(indent=2))
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+        return
+    reference = report.reference
+    click.echo(
+        f"{report.model}: {report.n_events} events, retention {report.retention:.4f}, AUC {report.auc:.4f}\n"
+        f"cut {report.threshold:.3f}: TPR {report.tpr_at_threshold:.3f} FPR {report.fpr_at_threshold:.4f}\n"
+        f"filter {report.filter_ms_cpu_1core:.4f} ms/event on 1 CPU core\n"
+        f"reference costs: S_max {reference.max_speedup:.2f}, cut {reference.cut_speedup:.2f}, "
+        f"sample {reference.sample_speedup:.2f} ({reference.sample_fraction_of_max:.2f} of S_max)\n"
+        f"measured costs:  S_max {report.measured.max_speedup:.2f}, cut {report.measured.cut_speedup:.2f}, "
+        f"sample {report.measured.sample_speedup:.2f}\n"
+        f"bias (sample, p_min {report.p_min}): max KL {report.max_kl_sample:.2e} (limit {report.kl_limit}), "
+        f"min p-value {report.min_p_value_sample:.3f}"
+    )
