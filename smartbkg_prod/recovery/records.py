@@ -214,8 +214,9 @@ def save_recommendations(store: Store, recommendations: list[Recommendation]) ->
             if existing is not None:
                 ids.append(existing)
                 continue
+            fields = set(Recommendation.model_fields) - {"changes"}
             row = RecommendationRow(
-                **recommendation.model_dump(mode="json", exclude={"changes"}),
+                **recommendation.model_dump(mode="json", include=fields),
                 changes=recommendation.changes.model_dump(mode="json"),
                 status=OPEN,
                 created_at=now,
