@@ -324,7 +324,10 @@ def campaign_figures(
         else None
     )
 
-    series, width = _series(finished, start, max(now, last_report_at or now) if finished else now)
+    # A live campaign's plot runs to now (a gap shows a stall); a long-silent one's ends
+    # at its last report, or its history would shrink into one bin.
+    quiet = last_report_at is not None and now - last_report_at > max(window_s, stall_after_s)
+    series, width = _series(finished, start, last_report_at if quiet else now)
     pass_rate, pass_rate_error = _fraction(status.events_kept, status.events_generated)
     retention, retention_error = _fraction(status.events_skimmed, status.events_simulated)
     generate_s, filter_s, simulate_s, skim_s, reports_with_filter = costs

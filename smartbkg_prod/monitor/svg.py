@@ -90,9 +90,9 @@ def throughput_chart(
     parts.append(
         f'<polyline class="moving" points="{line}" fill="none" stroke="#1d4ed8" stroke-width="2"/>'
     )
-    for t in (t0, t0 + span / 2, t0 + span):
+    for t, anchor in ((t0, "start"), (t0 + span / 2, "middle"), (t0 + span, "end")):
         parts.append(
-            f'<text x="{x(t):.1f}" y="{height - 10}" text-anchor="middle" {_FONT}>{_clock(t, span)}</text>'
+            f'<text x="{x(t):.1f}" y="{height - 10}" text-anchor="{anchor}" {_FONT}>{_clock(t, span)}</text>'
         )
     parts.append(
         f'<text x="{left + 4}" y="{top + 12}" {_FONT} fill="#555">{escape(unit)} '

@@ -1,0 +1,188 @@
+"""The monitor web server: pages, JSON, routing extensions, and a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from monitor_reports import campaign_reports, filtered_campaign, lose_job_9, register
+
+from smartbkg_prod.monitor.collect import ingest_reports
+from smartbkg_prod.monitor.drift import set_filter_expectation
+from smartbkg_prod.monitor.routes import Response, Router
+from smartbkg_prod.monitor.web import MonitorApp, Request, start_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def campaign_id(store, tmp_path):
+    campaign = filtered_campaign(tmp_path)
+    jobs = register(store, campaign, tmp_path)
+    ingest_reports(store, campaign_reports(jobs))
+    lose_job_9(store, jobs)
+    set_filter_expectation(
+        store, campaign.campaign_id, pass_rate=0.25, retention_kept=0.1, retention_unfiltered=0.05
+    )
+    return campaign.campaign_id
+
+
+@pytest.fixture
+def base_url(store, campaign_id):
+    server, thread = start_server(store)
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def test_server_binds_to_loopback_by_default(store):
+    server, thread = start_server(store)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_campaign_list_and_detail_pages_are_self_contained(base_url, campaign_id):
+    status, content_type, page = _get(f"{base_url}/")
+    assert status == 200 and content_type.startswith("text/html")
+    assert f"/campaign/{campaign_id}" in page and "drift alarm" in page
+    status, _content_type, detail = _get(f"{base_url}/campaign/{campaign_id}")
+    assert status == 200
+    for element in (
+        "throughput-events",
+        "job-states",
+        "failure-matrix",
+        "recent-failures",
+        "drift",
+        "recovery",
+    ):
+        assert f"id='{element}'" in detail or f'id="{element}"' in detail, element
+    # No external resource: no CDN, no script, nothing fetched from another origin.
+    assert "<script" not in detail and "http://" not in detail.replace(
+        "http://www.w3.org/2000/svg", ""
+    )
+    assert "https://" not in detail
+
+
+def test_json_endpoints_serve_the_figures(base_url, campaign_id):
+    status, content_type, body = _get(f"{base_url}/api/campaigns/{campaign_id}")
+    assert status == 200 and content_type == "application/json"
+    figures = json.loads(body)
+    assert figures["status"]["events_generated"] == 8000
+    assert figures["drift"]["checks"][0]["alarm"] is True
+    listing = json.loads(_get(f"{base_url}/api/campaigns")[2])
+    assert [entry["status"]["campaign_id"] for entry in listing] == [campaign_id]
+
+
+def test_campaign_pages_accept_a_name_and_say_clearly_when_missing(base_url, campaign_id):
+    assert _get(f"{base_url}/campaign/monitored")[0] == 200
+    status, _content_type, body = _get(f"{base_url}/campaign/nope")
+    assert status == 404 and "no campaign 'nope'" in body
+    assert _get(f"{base_url}/nowhere")[0] == 404
+
+
+def test_page_text_is_escaped(store, tmp_path):
+    campaign = filtered_campaign(tmp_path)
+    jobs = register(store, campaign, tmp_path)
+    from monitor_reports import make_report
+
+    ingest_reports(
+        store,
+        [
+            make_report(
+                jobs[0], 1, "<b>evil</b>", 1.0, 60, error_message="<script>alert(1)</script>"
+            )
+        ],
+    )
+    response = MonitorApp(store, load_plugins=False).handle(
+        Request("GET", f"/campaign/{campaign.campaign_id}")
+    )
+    assert b"<script>" not in response.body and b"&lt;script&gt;" in response.body
+    assert b"<b>evil</b>" not in response.body
+
+
+def test_extensions_add_routes_and_detail_panels(store, campaign_id):
+    app = MonitorApp(store, load_plugins=False)
+    decisions = []
+
+    def accept(request: Request) -> Response:
+        decisions.append((request.params["campaign_id"], request.form()["action"]))
+        return Response(
+            status=303, headers={"Location": f"/campaign/{request.params['campaign_id']}"}
+        )
+
+    app.router.add("POST", r"/campaign/(?P<campaign_id>[^/]+)/recovery/accept", accept)
+    app.router.add_panel(
+        "Recovery recommendations",
+        lambda cid: (
+            f"<form method='post' action='/campaign/{cid}/recovery/accept'><button>Accept</button></form>"
+        ),
+    )
+    page = app.handle(Request("GET", f"/campaign/{campaign_id}")).body.decode()
+    assert "id='recovery-recommendations'" in page and "<button>Accept</button>" in page
+    response = app.handle(
+        Request("POST", f"/campaign/{campaign_id}/recovery/accept", body=b"action=resubmit")
+    )
+    assert response.status == 303 and decisions == [(campaign_id, "resubmit")]
+    assert app.handle(Request("POST", "/metrics")).status == 405
+    assert isinstance(app.router, Router)
+
+
+@pytest.mark.browser
+def test_campaign_page_in_headless_chromium(base_url, campaign_id, artifacts_dir: Path):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} missing (bash scripts/install-system-deps.sh chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(f"{base_url}/")
+            page.screenshot(path=str(artifacts_dir / "monitor-campaign-list.png"), full_page=True)
+            assert page.locator("tr.campaign").count() == 1
+            page.click(f"a[href='/campaign/{campaign_id}']")
+            page.wait_for_selector("#failure-matrix")
+            page.screenshot(path=str(artifacts_dir / "monitor-campaign-detail.png"), full_page=True)
+            assert page.inner_text("#campaign-name").startswith("monitored")
+            assert "Filter drift alarm" in page.inner_text("#drift")
+            assert page.inner_text("#events-generated").startswith("8,000")
+            assert (
+                page.inner_text("#throughput").split("\n")[0] == "0.0"
+            )  # nothing in the last hour of wall time
+            assert page.locator("#throughput-events rect.bin").count() == 8
+            assert page.locator("#job-states rect.bar[data-label='done']").count() == 1
+            cell = page.locator(
+                "#failure-matrix rect.cell[data-code='50 out_of_memory'][data-site='T2_A']"
+            )
+            assert cell.get_attribute("data-count") == "2"
+            assert page.locator("#recent-failures tr.failure").count() == 4
+            assert "No space left on device" in page.inner_text("#recent-failures")
+            assert page.locator("#failure-matrix").bounding_box()["width"] > 200
+            assert all(url.startswith(base_url) for url in requests), requests
+        finally:
+            browser.close()
