@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from smartbkg_prod.errors import SmartBkgError
 from smartbkg_prod.recovery.taxonomy import (
@@ -25,7 +25,7 @@ from smartbkg_prod.recovery.taxonomy import (
     exit_status_code,
     parse_native_code,
 )
-from smartbkg_prod.report import JobReport
+from smartbkg_prod.report import JobReport, ReportError, parse_report
 
 
 class FailureRecordError(SmartBkgError):
@@ -159,11 +159,9 @@ def parse_failure_line(text: str, source: str) -> FailureRecord:
         )
     native_code = data.pop("native_code", None)
     try:
-        report = JobReport.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise FailureRecordError(f"{source}: {where}: {first['msg']}") from None
+        report = parse_report(data, source)
+    except ReportError as error:
+        raise FailureRecordError(str(error)) from None
     try:
         return FailureRecord.from_report(report, native_code)
     except ValueError as error:

@@ -133,7 +133,7 @@ class ModelRow(Base):
 
 
 class Decision(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
 
     id: int
     operator: str
@@ -155,42 +155,12 @@ class StoredRecommendation(Recommendation):
     decision: Decision | None = None
 
 
-def _decision(row: DecisionRow | None) -> Decision | None:
-    if row is None:
-        return None
-    return Decision(
-        id=row.id,
-        operator=row.operator,
-        decided_at=row.decided_at,
-        kind=row.kind,
-        action=Action(row.action),
-        changes=RetryChanges.model_validate(row.changes),
-        comment=row.comment,
-        applied_at=row.applied_at,
-        outcome=row.outcome,
-    )
-
-
 def _stored(row: RecommendationRow, decision: DecisionRow | None) -> StoredRecommendation:
-    return StoredRecommendation(
-        id=row.id,
-        status=row.status,
-        created_at=row.created_at,
-        campaign_id=row.campaign_id,
-        job_index=row.job_index,
-        attempt=row.attempt,
-        site=row.site,
-        failure_code=row.failure_code,
-        failure_name=row.failure_name,
-        category=row.category,
-        action=Action(row.action),
-        confidence=row.confidence,
-        reason=row.reason,
-        changes=RetryChanges.model_validate(row.changes),
-        decided_by=row.decided_by,
-        features=row.features,
-        record=FailureRecord.model_validate(row.record),
-        decision=_decision(decision),
+    fields = {
+        name: getattr(row, name) for name in StoredRecommendation.model_fields if name != "decision"
+    }
+    return StoredRecommendation.model_validate(
+        {**fields, "decision": None if decision is None else Decision.model_validate(decision)}
     )
 
 
