@@ -1,0 +1,510 @@
+"""PanDA: one JEDI task per submitted batch, with task parameters as ``prun`` builds them.
+
+The task is what ``prun --exec "python3 -m smartbkg_prod.cli worker --job LIST --index %RNDM:0"
+--containerImage IMAGE --nJobs N --outputs root:*.root,report:*.report.json --useSandbox``
+would send (see ``pandaclient/PrunScript.py``; ``tests/test_backend_panda.py`` compares
+with prun's own dump): no input (``noInput``, ``nEvents = nJobs``, one "event" per job), a
+``${SEQNUMBER}`` pseudo input selecting the job-list entry, the job list shipped in the
+sandbox (``-a sources.*.tar.gz``, uploaded with ``Client.putFile``), the worker's ROOT file
+and report as output datasets, ``ramCount`` (MB per core), ``coreCount``, ``maxWalltime``
+(hours), ``maxAttempt`` and site/includedSite/excludedSite from the spec.
+
+Everything goes through ``pandaclient.Client``: ``insertTaskParams``, ``getTaskStatus``,
+``getJediTaskDetails`` (the task's PanDA IDs), ``getFullJobStatus`` (per-job state and
+error codes), ``killTask``, ``retryTask``. Native codes: ``pilot:N`` (pilotErrorCode),
+``jobDispatcher:N``, ``taskBuffer:N``, ``exit:N`` (payload exit code), read in that order.
+
+Auth comes from the usual environment: ``PANDA_AUTH=oidc`` + ``PANDA_AUTH_VO`` + a token
+(``PANDA_AUTH_ID_TOKEN``, ``OIDC_AUTH_TOKEN_FILE`` or ``OIDC_AUTH_ID_TOKEN``), or an X.509
+proxy (``X509_USER_PROXY``); the server from ``PANDA_URL_SSL`` or ``backend.options.server``.
+
+>>> jedi_task_id("succeeded. jediTaskID=4242")
+4242
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import platform
+import re
+import tarfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote, unquote, urlparse
+
+from smartbkg_prod.backends.base import (
+    Backend,
+    JobHandle,
+    JobState,
+    RetryChanges,
+    apply_retry_changes,
+    site_resources,
+    worker_command,
+)
+from smartbkg_prod.errors import SubmitError
+from smartbkg_prod.plan import JobInput, write_job_list
+from smartbkg_prod.spec import Campaign, Resources
+
+# What prun calls the worker's outputs: dataset suffix -> file pattern (wildcards are
+# archived into a tarball by the pilot).
+OUTPUTS = {"root": "*.root", "report": "*.report.json"}
+SEQUENCE_OFFSET = 0
+
+# PanDA jobStatus (panda-server taskbuffer/JobSpec.py) -> our state.
+_JOB_STATUS = {
+    "pending": "pending",
+    "defined": "pending",
+    "waiting": "pending",
+    "assigned": "pending",
+    "throttled": "pending",
+    "activated": "pending",
+    "sent": "pending",
+    "starting": "pending",
+    "running": "running",
+    "holding": "running",
+    "merging": "running",
+    "transferring": "running",
+    "finished": "done",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "closed": "cancelled",
+}
+_FAILED_TASK = {"broken", "aborted", "failed", "exhausted", "finished", "done", "tobroken"}
+_INDEX_PATTERN = re.compile(r"--index (\d+)")
+
+
+def jedi_task_id(message: str) -> int:
+    match = re.search(r"jediTaskID=(\d+)", message)
+    if match is None:
+        raise SubmitError(
+            f"panda: the server accepted the task but sent no jediTaskID: {message!r}"
+        )
+    return int(match.group(1))
+
+
+def _release() -> str:
+    try:
+        from pandaclient.PandaToolsPkgInfo import release_version
+    except ImportError:
+        return "unknown"
+    return release_version
+
+
+def native_code(job: dict) -> str | None:
+    """The most specific error code of a PanDA job record, with the field it came from."""
+    for field, source in (
+        ("pilotErrorCode", "pilot"),
+        ("jobDispatcherErrorCode", "jobDispatcher"),
+        ("taskBufferErrorCode", "taskBuffer"),
+    ):
+        code = _int(job.get(field))
+        if code:
+            return f"{source}:{code}"
+    exit_code = _int(job.get("transExitCode")) or _int(job.get("exeErrorCode"))
+    return f"exit:{exit_code}" if exit_code else None
+
+
+def _int(value) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def job_entry(job: dict) -> int | None:
+    """The job-list entry a PanDA job runs, read back from its parameters."""
+    match = _INDEX_PATTERN.search(unquote(str(job.get("jobParameters") or "")))
+    return None if match is None else int(match.group(1)) - SEQUENCE_OFFSET
+
+
+def job_state(job: dict, handle: JobHandle) -> JobState:
+    state = _JOB_STATUS.get(str(job.get("jobStatus")), "pending")
+    exit_code, native = None, None
+    if state in {"done", "failed", "cancelled"}:
+        exit_code = _int(job.get("transExitCode"))
+        native = None if state == "done" else native_code(job)
+    reason = " ".join(
+        str(job[key])
+        for key in ("pilotErrorDiag", "exeErrorDiag", "jobDispatcherErrorDiag")
+        if job.get(key)
+    )
+    return JobState(
+        handle=handle,
+        state=state,
+        exit_code=exit_code,
+        native_code=native,
+        native_reason=reason,
+        site=job.get("computingSite") or handle.site,
+    )
+
+
+def check_credentials(environ=os.environ) -> None:
+    """Raise SubmitError unless the environment holds PanDA credentials."""
+    if environ.get("PANDA_AUTH") == "oidc":
+        if not (environ.get("PANDA_AUTH_VO") or environ.get("OIDC_AUTH_VO")):
+            raise SubmitError("panda: PANDA_AUTH=oidc needs PANDA_AUTH_VO (your VO, e.g. belle)")
+        token_file = environ.get("OIDC_AUTH_TOKEN_FILE")
+        if not (
+            environ.get("PANDA_AUTH_ID_TOKEN")
+            or environ.get("OIDC_AUTH_ID_TOKEN")
+            or (token_file and Path(token_file).is_file())
+        ):
+            raise SubmitError(
+                "panda: PANDA_AUTH=oidc but no ID token: set PANDA_AUTH_ID_TOKEN or "
+                "OIDC_AUTH_TOKEN_FILE (an IAM token for your VO)"
+            )
+        return
+    proxy = environ.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"
+    if not Path(proxy).is_file():
+        raise SubmitError(
+            "panda: no credentials: set PANDA_AUTH=oidc, PANDA_AUTH_VO and PANDA_AUTH_ID_TOKEN, "
+            f"or X509_USER_PROXY to a grid proxy (none at {proxy}; voms-proxy-init makes one)"
+        )
+
+
+class PandaBackend(Backend):
+    """Tasks on a PanDA server through panda-client."""
+
+    name = "panda"
+
+    def __init__(
+        self,
+        server: str | None = None,
+        vo: str | None = None,
+        user: str | None = None,
+        site: str | None = None,
+        python: str = "python3",
+    ):
+        self.server = server
+        self.vo = vo
+        self.user = user
+        self.site = site
+        self.python = python
+        # (campaign id, job index) -> (jediTaskID, job-list entry) of the latest submission.
+        self._tasks: dict[tuple[str, int], tuple[int, int]] = {}
+
+    @classmethod
+    def from_campaign(cls, campaign: Campaign) -> PandaBackend:
+        options = campaign.backend.options
+        return cls(
+            server=options.get("server"),
+            vo=options.get("vo"),
+            user=options.get("user"),
+            site=campaign.backend.queue,
+            python=options.get("python", "python3"),
+        )
+
+    # -- task parameters -----------------------------------------------------------------
+
+    def server_url(self) -> str | None:
+        return self.server or os.environ.get("PANDA_URL_SSL")
+
+    def nickname(self) -> str:
+        """The user field of dataset names (prun takes it from the token or the proxy)."""
+        if self.user or os.environ.get("PANDA_NICKNAME"):
+            return self.user or os.environ["PANDA_NICKNAME"]
+        token = os.environ.get("PANDA_AUTH_ID_TOKEN") or os.environ.get("OIDC_AUTH_ID_TOKEN")
+        if token:
+            try:
+                from pandaclient.openidc_utils import decode_id_token
+
+                claims = decode_id_token(token)
+                return claims.get("preferred_username") or claims["sub"]
+            except Exception:  # noqa: BLE001 - an undecodable token falls back to the placeholder
+                pass
+        return "USER"
+
+    def resources(self, campaign: Campaign) -> Resources:
+        allowed = campaign.backend.sites.allowed
+        return site_resources(campaign, allowed[0] if len(allowed) == 1 else None)
+
+    def task_params(
+        self, campaign: Campaign, n_jobs: int, job_list_name: str, archive: str, out_ds: str
+    ) -> dict:
+        """Task parameters as prun builds them for a container job without input."""
+        resources = self.resources(campaign)
+        sites = campaign.backend.sites
+        # As prun --site: one site is "site"; several are "includedSite" with brokerage.
+        allowed = list(sites.allowed) or ([self.site] if self.site else [])
+        site = allowed[0] if len(allowed) == 1 else None
+        included = allowed if len(allowed) > 1 else None
+        image = campaign.container.image
+        if not image:
+            raise SubmitError(
+                "panda: jobs run in a container on the grid: set container.image in the spec"
+            )
+        image = image if "://" in image else f"docker://{image}"
+        server = self.server_url()
+        lfn_prefix = ".".join(out_ds.split(".")[:2])
+        log_ds = re.sub("/$", ".log/", out_ds)
+        # prun splits the exec string at %RNDM:0: the command up to "--index " is a constant.
+        executable = quote(" ".join(worker_command(job_list_name, self.python, "")))
+        params: dict = {
+            "taskName": out_ds,
+            "uniqueTaskName": True,
+            "vo": self.vo or os.environ.get("PANDA_AUTH_VO") or "atlas",
+            "architecture": "",
+            "transUses": "",
+            "transHome": None,
+            "processingType": f"panda-client-{_release()}-jedi-run",
+            "prodSourceLabel": "user",
+            "site": site,
+            "excludedSite": list(sites.excluded),
+            "includedSite": included,
+            "nEvents": n_jobs,
+            "nEventsPerJob": 1,
+            "cliParams": f"smartbkg-prod submit {campaign.name} --backend panda",
+            "osInfo": platform.platform(),
+            "nMaxFilesPerJob": 200,
+            "maxWalltime": math.ceil(resources.walltime_s / 3600),
+            "ramCount": math.ceil(resources.memory_mb / resources.cores),
+            "ramCountUnit": "MBPerCore",
+            "respectSplitRule": True,
+            "maxAttempt": campaign.retry.max_attempts,
+            "container_name": image,
+            "multiStepExec": {
+                "preprocess": {"command": "${TRF}", "args": "--preprocess ${TRF_ARGS}"},
+                "postprocess": {"command": "${TRF}", "args": "--postprocess ${TRF_ARGS}"},
+                "containerOptions": {
+                    "containerExec": 'echo "=== cat exec script ==="; '
+                    "cat __run_main_exec.sh; "
+                    "echo; "
+                    'echo "=== exec script ==="; '
+                    "/bin/sh __run_main_exec.sh",
+                    "containerImage": image,
+                },
+            },
+            "log": {
+                "dataset": log_ds,
+                "container": log_ds,
+                "type": "template",
+                "param_type": "log",
+                "value": f"{log_ds[:-1]}.$JEDITASKID.${{SN}}.log.tgz",
+            },
+            "noInput": True,
+        }
+        if resources.cores > 1:
+            params["coreCount"] = resources.cores
+        if server:
+            parsed = urlparse(server)
+            params["sourceURL"] = f"{parsed.scheme}://{parsed.netloc}"
+        outputs, output_map = [], {}
+        for suffix, pattern in OUTPUTS.items():
+            lfn = f"{lfn_prefix}.$JEDITASKID._${{SN/P}}.{pattern.replace('*', 'XYZ')}.tgz"
+            dataset = f"{out_ds[:-1]}_{suffix}/"
+            outputs.append(
+                {
+                    "type": "template",
+                    "value": lfn,
+                    "param_type": "output",
+                    "dataset": dataset,
+                    "container": dataset,
+                    "hidden": True,
+                }
+            )
+            output_map[pattern] = lfn
+        params["jobParameters"] = [
+            {"type": "constant", "value": '-j "" --sourceURL ${SURL}'},
+            {"type": "constant", "value": "-r ."},
+            {"type": "constant", "value": "__delimiter__", "hidden": True},
+            {"type": "constant", "value": f"-a {archive}"},
+            *outputs,
+            {"type": "constant", "value": f'-o "{output_map}"'},
+            {"type": "constant", "value": '-p "', "padding": False},
+            {"type": "constant", "value": executable, "padding": False},
+            {
+                "type": "template",
+                "value": "${SEQNUMBER}",
+                "param_type": "pseudo_input",
+                "dataset": "seq_number",
+                "offset": SEQUENCE_OFFSET,
+                "padding": False,
+            },
+            {"type": "constant", "value": "", "padding": False},
+            {"type": "constant", "value": '"'},
+        ]
+        return params
+
+    def _write_sandbox(
+        self, campaign: Campaign, jobs: Sequence[JobInput], directory: Path, stem: str
+    ) -> tuple[Path, Path]:
+        """The job list (the worker writes into its work directory) and the sandbox with it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        grid_jobs = [job_input.model_copy(update={"output_dir": "."}) for job_input in jobs]
+        job_list = write_job_list(directory / f"{stem}.jsonl", grid_jobs, campaign)
+        archive = directory / f"sources.{uuid.uuid4()}.tar.gz"
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+            tar.add(job_list, arcname=job_list.name)
+        archive.write_bytes(buffer.getvalue())
+        return job_list, archive
+
+    def out_ds(self, campaign: Campaign, tag: str) -> str:
+        return f"user.{self.nickname()}.smartbkg.{campaign.campaign_id}.{tag}/"
+
+    def render(self, campaign: Campaign, jobs: Sequence[JobInput], directory: Path) -> list[Path]:
+        """The task parameters (JSON, as insertTaskParams would send them), the job list
+        and the sandbox that would be uploaded."""
+        directory = Path(directory)
+        job_list, archive = self._write_sandbox(campaign, jobs, directory, campaign.name)
+        params = self.task_params(
+            campaign, len(jobs), job_list.name, archive.name, self.out_ds(campaign, "v1")
+        )
+        task_file = directory / f"{campaign.name}.taskparams.json"
+        task_file.write_text(json.dumps(params, indent=1))
+        return [task_file, job_list, archive]
+
+    # -- talking to the server -----------------------------------------------------------
+
+    def _client(self):
+        """pandaclient.Client pointed at our server, after checking credentials."""
+        server = self.server_url()
+        if not server:
+            raise SubmitError(
+                "panda: no PanDA server configured: set PANDA_URL_SSL (e.g. "
+                "https://pandaserver.cern.ch/server/panda) or backend.options.server"
+            )
+        check_credentials()
+        # Without PANDACACHE_URL, importing Client resolves the CERN cache host.
+        os.environ.setdefault("PANDACACHE_URL", server)
+        from pandaclient import Client
+
+        parsed = urlparse(server)
+        api = f"{parsed.scheme}://{parsed.netloc}/api/v1"
+        # Client reads its server from the environment once, at import: set it per backend.
+        Client.baseURLSSL = Client.baseURL = Client.baseURLCSRVSSL = server
+        Client.server_base_path_ssl = Client.server_base_path = Client.cache_base_path_ssl = api
+        return Client
+
+    def submit(self, campaign: Campaign, jobs: Sequence[JobInput]) -> list[JobHandle]:
+        if not jobs:
+            return []
+        client = self._client()
+        tag = uuid.uuid4().hex[:8]
+        directory = Path(jobs[0].output_dir) / "jobs" / "panda"
+        job_list, archive = self._write_sandbox(campaign, jobs, directory, f"{campaign.name}.{tag}")
+        status, message = client.putFile(str(archive), useCacheSrv=True)
+        if status != 0 or message != "True":
+            raise SubmitError(
+                f"panda: cannot upload the sandbox to {self.server_url()}: {status} {message}"
+            )
+        params = self.task_params(
+            campaign, len(jobs), job_list.name, archive.name, self.out_ds(campaign, tag)
+        )
+        status, output = client.insertTaskParams(params, properErrorCode=True)
+        if status != 0:
+            raise SubmitError(
+                f"panda: cannot reach {self.server_url()} (status {status}): {output}"
+            )
+        code, reply = output
+        if code not in (0, 3):
+            raise SubmitError(f"panda: task rejected (code {code}): {reply}")
+        task_id = jedi_task_id(str(reply))
+        handles = []
+        for entry, job_input in enumerate(jobs):
+            self._tasks[(job_input.job.campaign_id, job_input.job.index)] = (task_id, entry)
+            handles.append(
+                JobHandle(
+                    campaign_id=job_input.job.campaign_id,
+                    job_index=job_input.job.index,
+                    attempt=job_input.attempt,
+                    backend=self.name,
+                    backend_job_id=f"{task_id}/{entry}",
+                )
+            )
+        return handles
+
+    def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:
+        if not handles:
+            return []
+        client = self._client()
+        by_task: dict[int, dict[int, dict]] = {}
+        task_status: dict[int, str] = {}
+        for task_id in sorted({int(h.backend_job_id.split("/")[0]) for h in handles}):
+            status, task = client.getTaskStatus(task_id)
+            if status != 0:
+                raise SubmitError(f"panda: cannot get the status of task {task_id}: {task}")
+            task_status[task_id] = str(task)
+            status, details = client.getJediTaskDetails({"jediTaskID": task_id}, False, True)
+            if status != 0:
+                raise SubmitError(f"panda: cannot get the jobs of task {task_id}: {details}")
+            panda_ids = details.get("PandaID") or []
+            jobs: dict[int, dict] = {}
+            if panda_ids:
+                status, specs = client.getFullJobStatus(panda_ids)
+                if status != 0:
+                    raise SubmitError(f"panda: cannot get jobs of task {task_id}: {specs}")
+                for spec in specs or []:
+                    if spec is None:
+                        continue
+                    job = {key: getattr(spec, key, None) for key in spec.__slots__}
+                    entry = job_entry(job)
+                    previous = jobs.get(entry)
+                    # PanDA's own retries make new jobs for the same entry: the latest counts.
+                    if entry is not None and (
+                        previous is None or _int(job["PandaID"]) > _int(previous["PandaID"])
+                    ):
+                        jobs[entry] = job
+            by_task[task_id] = jobs
+        states = []
+        for handle in handles:
+            task_text, entry_text = handle.backend_job_id.split("/")
+            task_id, entry = int(task_text), int(entry_text)
+            job = by_task[task_id].get(entry)
+            if job is not None:
+                states.append(job_state(job, handle))
+            elif task_status[task_id] in _FAILED_TASK:
+                states.append(
+                    JobState(
+                        handle=handle,
+                        state="failed",
+                        native_reason=f"task {task_id} is {task_status[task_id]} without a job for entry {entry}",
+                    )
+                )
+            else:
+                states.append(JobState(handle=handle, state="pending"))
+        return states
+
+    def cancel(self, handles: Sequence[JobHandle]) -> None:
+        if not handles:
+            return
+        client = self._client()
+        for task_id in sorted({int(h.backend_job_id.split("/")[0]) for h in handles}):
+            status, output = client.killTask(task_id)
+            if status != 0:
+                raise SubmitError(f"panda: cannot kill task {task_id}: {output}")
+
+    def retry(self, campaign: Campaign, job: JobInput, changes: RetryChanges) -> list[JobHandle]:
+        """Retry the job's task (failed jobs only) with the changed resources; a job whose
+        task this backend did not submit goes into a new task."""
+        known = self._tasks.get((job.job.campaign_id, job.job.index))
+        if known is None:
+            return super().retry(campaign, job, changes)
+        task_id, entry = known
+        changed = apply_retry_changes(campaign, changes)
+        resources = self.resources(changed)
+        new_params = {
+            "ramCount": math.ceil(resources.memory_mb / resources.cores),
+            "maxWalltime": math.ceil(resources.walltime_s / 3600),
+            "excludedSite": list(changed.backend.sites.excluded),
+        }
+        client = self._client()
+        status, output = client.retryTask(task_id, properErrorCode=True, newParams=new_params)
+        if status != 0:
+            raise SubmitError(f"panda: cannot retry task {task_id}: {output}")
+        code, message = output
+        if code not in (0, None, True):
+            raise SubmitError(f"panda: retry of task {task_id} refused (code {code}): {message}")
+        return [
+            JobHandle(
+                campaign_id=job.job.campaign_id,
+                job_index=job.job.index,
+                attempt=job.attempt,
+                backend=self.name,
+                backend_job_id=f"{task_id}/{entry}",
+            )
+        ]
