@@ -111,9 +111,9 @@ class SkimConfig(SpecModel):
     name: Literal["hadronic_btag"] = "hadronic_btag"
     # Loose FEI-like preselection: retention on generic B Bbar ~3%, continuum well below 1%
     # (measured: benchmarks/results/worker.json).
-    mbc_min: Annotated[float, Field(gt=0.0)] = 5.24
+    mbc_min: Annotated[float, Field(gt=0.0)] = 5.23
     delta_e_max: Annotated[float, Field(gt=0.0)] = 0.2
-    d_mass_window: Annotated[float, Field(gt=0.0)] = 0.05
+    d_mass_window: Annotated[float, Field(gt=0.0)] = 0.06
     dstar_delta_m_window: Annotated[float, Field(gt=0.0)] = 0.005
     pi0_mass_window: Annotated[float, Field(gt=0.0)] = 0.025
     r2_max: Annotated[float, Field(gt=0.0, le=1.0)] = Field(

@@ -1,7 +1,7 @@
 """Physics layer: Pythia generation, fast detector simulation, hadronic B-tag skim, ROOT I/O.
 
 Data flows as columnar batches: :class:`ParticleBatch` (MC truth) ->
-:func:`simulate` -> :class:`RecoBatch` -> :func:`skim` -> :class:`SkimResult` ->
+:func:`simulate` -> :class:`RecoBatch` -> :func:`skim.skim` -> :class:`SkimResult` ->
 :func:`write_output`.
 """
 
@@ -9,7 +9,10 @@ from smartbkg_prod.physics.detector import RecoBatch, simulate
 from smartbkg_prod.physics.events import ParticleBatch
 from smartbkg_prod.physics.generate import EventGenerator, generate_events
 from smartbkg_prod.physics.rootio import OutputContents, read_output, write_output
-from smartbkg_prod.physics.skim import MODE_NAMES, SkimResult, empty_skim_result, skim
+
+# The skim function stays in smartbkg_prod.physics.skim: re-exporting it here would shadow
+# the module of the same name (`import smartbkg_prod.physics.skim as m` would get the function).
+from smartbkg_prod.physics.skim import MODE_NAMES, SkimResult, empty_skim_result
 
 __all__ = [
     "MODE_NAMES",
@@ -22,6 +25,5 @@ __all__ = [
     "generate_events",
     "read_output",
     "simulate",
-    "skim",
     "write_output",
 ]

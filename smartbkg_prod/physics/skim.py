@@ -43,6 +43,8 @@ A1_MASS_RANGE = (0.9, 1.6)  # GeV, a1+ -> π+ π+ π-
 # outside cannot make a B with Mbc near 5.28 GeV, so it is dropped before combining.
 BACHELOR_P_CM_RANGE = (1.2, 2.9)
 MIN_BACHELOR_PION_P_CM = 0.15  # GeV, pions inside ρ/a1 bachelors
+MIN_HARD_PI0_P = 0.3  # GeV (lab), π0s used in D decays and ρ bachelors
+MAX_SLOW_PI0_P = 0.6  # GeV (lab), π0 of D*0 -> D0 π0
 
 # Tag-side D mesons (charge-conjugate modes implied) and B bachelors.
 D0_DECAYS = ("K+ pi-", "K+ pi- pi0", "K+ pi- pi- pi+", "K_S0 pi+ pi-")
@@ -327,6 +329,10 @@ def _reconstruct(
         lambda i, j: j > i,
         mass_in(M_PI0 - config.pi0_mass_window, M_PI0 + config.pi0_mass_window),
     )
+    # π0s from D decays and ρ bachelors are hard; the D*0 -> D0 π0 one is slow.
+    pi0_momentum = np.linalg.norm(pi0.p4[:, :3], axis=1)
+    hard_pi0 = pi0.take(np.flatnonzero(pi0_momentum > MIN_HARD_PI0_P))
+    slow_pi0 = pi0.take(np.flatnonzero(pi0_momentum < MAX_SLOW_PI0_P))
     ks = pairs(
         pions,
         pions,
@@ -337,7 +343,7 @@ def _reconstruct(
 
     # K- π+ (the pion charge follows the charm), K- π+ π0, K- π+ π+ (each pair once), K- π+ π+ π-
     k_pi = pairs(kaons, pions, lambda i, j: pions.charm[j] == kaons.charm[i], below_d)
-    k_pi_pi0 = pairs(k_pi, pi0, None, below_d)
+    k_pi_pi0 = pairs(k_pi, hard_pi0, None, below_d)
     k_pi_pi = pairs(
         k_pi,
         pions,
@@ -345,11 +351,11 @@ def _reconstruct(
         below_d,
     )
     k_3pi = pairs(k_pi_pi, pions, lambda i, j: pions.charm[j] == -k_pi_pi.charm[i], below_d)
-    k_pi_pi_pi0 = pairs(k_pi_pi, pi0, None, below_d)
+    k_pi_pi_pi0 = pairs(k_pi_pi, hard_pi0, None, below_d)
     # K_S0 π+ (charm follows the pion), K_S0 π+ π0, K_S0 π+ π- (π+ first: each combination once)
     ks_pi = pairs(ks, pions, None, below_d)
     ks_pi = ks_pi.with_values(charm=ks_pi.charge)
-    ks_pi_pi0 = pairs(ks_pi, pi0, None, below_d)
+    ks_pi_pi0 = pairs(ks_pi, hard_pi0, None, below_d)
     ks_pi_pi = pairs(
         ks_pi, pions, lambda i, j: (ks_pi.charge[i] == 1) & (pions.charge[j] == -1), below_d
     )
@@ -385,13 +391,13 @@ def _reconstruct(
         d_lists.append(dstar.with_values(charm=dstar.charge, delta_m=dstar.mass() - dstar.d_mass))
     # D*0 -> D0 π0
     for d0 in d0_lists:
-        dstar = pairs(d0, pi0, None, delta_m_in_window(d0, DSTAR_ZERO_DELTA_M))
+        dstar = pairs(d0, slow_pi0, None, delta_m_in_window(d0, DSTAR_ZERO_DELTA_M))
         d_lists.append(dstar.with_values(delta_m=dstar.mass() - dstar.d_mass))
 
     # Bachelors: π+, ρ+ -> π+ π0, a1+ -> π+ π+ π- (their "charm" is their charge)
     # Pions of a ρ or a1 bachelor share ~2 GeV: soft ones only add combinatorics.
     hard_pions = pions.take(np.flatnonzero(_p_cm(pions) > MIN_BACHELOR_PION_P_CM))
-    rho = pairs(hard_pions, pi0, None, mass_in(*RHO_MASS_RANGE))
+    rho = pairs(hard_pions, hard_pi0, None, mass_in(*RHO_MASS_RANGE))
     pi_pi = pairs(
         hard_pions,
         hard_pions,

@@ -1,0 +1,130 @@
+"""Per-stage cost of the worker's physics chain and the skim retention per process.
+
+Stages: generation + conversion to ParticleBatch, fast detector simulation, hadronic
+B-tag skim, ROOT write. Each process runs ``--events`` events in chunks (as a job would),
+single-threaded; the retention carries its binomial error sqrt(r(1-r)/N).
+
+    nice python benchmarks/bench_worker.py --events 20000 --out benchmarks/results/worker.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from smartbkg_prod.physics.detector import simulate
+from smartbkg_prod.physics.generate import EventGenerator
+from smartbkg_prod.physics.rootio import write_output
+from smartbkg_prod.physics.skim import MODE_NAMES, skim
+from smartbkg_prod.spec import PROCESSES, SimulationConfig, SkimConfig
+
+STAGES = ("generation", "detector", "skim", "root_write")
+
+
+def run_process(process: str, n_events: int, chunk: int, seed: int, workdir: Path) -> dict:
+    sim_config, skim_config = SimulationConfig(), SkimConfig()
+    seconds = dict.fromkeys(STAGES, 0.0)
+    start = time.perf_counter()
+    generator = EventGenerator(process, seed)
+    init_seconds = time.perf_counter() - start
+    passed = 0
+    particles_per_event: list[np.ndarray] = []
+    modes = np.zeros(len(MODE_NAMES), dtype=np.int64)
+    for first in range(0, n_events, chunk):
+        n = min(chunk, n_events - first)
+        t0 = time.perf_counter()
+        particles = generator.generate(n, first_event=first)
+        t1 = time.perf_counter()
+        reco = simulate(particles, sim_config, seed + first)
+        t2 = time.perf_counter()
+        result = skim(reco, skim_config)
+        t3 = time.perf_counter()
+        write_output(
+            workdir / f"{process}_{first}.root",
+            particles=particles,
+            weights=np.ones(n),
+            scores=None,
+            skim=result,
+        )
+        t4 = time.perf_counter()
+        for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            seconds[stage] += dt
+        passed += int(result.passed.sum())
+        particles_per_event.append(particles.counts())
+        modes += np.bincount(result.best_mode[result.passed], minlength=len(MODE_NAMES))
+    counts = np.concatenate(particles_per_event)
+    retention = passed / n_events
+    return {
+        "events": n_events,
+        "generator_init_s": round(init_seconds, 3),
+        "stages": {
+            stage: {
+                "events_per_s": round(n_events / seconds[stage], 1),
+                "us_per_event": round(1e6 * seconds[stage] / n_events, 2),
+            }
+            for stage in STAGES
+        },
+        "total_us_per_event": round(1e6 * sum(seconds.values()) / n_events, 2),
+        "particles_per_event": {"mean": round(float(counts.mean()), 2), "max": int(counts.max())},
+        "retention": round(retention, 5),
+        "retention_error": round(float(np.sqrt(retention * (1 - retention) / n_events)), 5),
+        "passed": passed,
+        "best_mode_counts": {MODE_NAMES[m]: int(c) for m, c in enumerate(modes) if c},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events per process")
+    parser.add_argument(
+        "--chunk", type=int, default=5_000, help="events per generate/skim call (a job's batch)"
+    )
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--processes", nargs="+", default=list(PROCESSES), choices=PROCESSES)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/worker.json"))
+    args = parser.parse_args()
+
+    results = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for process in args.processes:
+            results[process] = run_process(
+                process, args.events, args.chunk, args.seed, Path(workdir)
+            )
+            stages = results[process]["stages"]
+            print(
+                f"{process:15s} "
+                + " ".join(f"{stage}={stages[stage]['us_per_event']:.1f}us" for stage in STAGES)
+                + f" retention={results[process]['retention']:.4f}+-{results[process]['retention_error']:.4f}"
+            )
+    report = {
+        "benchmark": "bench_worker",
+        "command": f"python benchmarks/bench_worker.py --events {args.events} --chunk {args.chunk}",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "note": "single-threaded; shared 2-core machine, other jobs running: timings are upper bounds",
+        },
+        "versions": {pkg: version(pkg) for pkg in ("pythia8mc", "numpy", "awkward", "uproot")},
+        "configs": {
+            "simulation": SimulationConfig().model_dump(),
+            "skim": SkimConfig().model_dump(),
+        },
+        "processes": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
