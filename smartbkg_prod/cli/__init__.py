@@ -181,10 +181,23 @@ def format_status(status) -> str:
 @click.option(
     "--json", "as_json", is_flag=True, help="Machine-readable output (keys documented in README)."
 )
-def status(campaign: str | None, db_url: str | None, as_json: bool) -> None:
+@click.option(
+    "--watch",
+    "watch_interval",
+    type=click.FloatRange(min=0.5),
+    default=None,
+    metavar="SECONDS",
+    help="Live view, redrawn every SECONDS until Ctrl-C.",
+)
+def status(
+    campaign: str | None, db_url: str | None, as_json: bool, watch_interval: float | None
+) -> None:
     """Status of CAMPAIGN (id or name), or of every campaign."""
     from smartbkg_prod.errors import StoreError
 
+    if watch_interval is not None:
+        watch(db_url, campaign, interval=watch_interval)
+        return
     store = Store(db_url)
     ids = store.find_campaigns(campaign) if campaign else store.campaign_ids()
     if campaign and not ids:
@@ -213,3 +226,13 @@ def worker(job_file: str, index: int | None) -> None:
     from smartbkg_prod.worker import run_worker
 
     sys.exit(run_worker(Path(job_file), index))
+
+
+# Commands and groups that live in their own modules.
+from smartbkg_prod.cli.build import build  # noqa: E402
+from smartbkg_prod.cli.filter import evaluate, train  # noqa: E402
+from smartbkg_prod.cli.monitor import monitor, watch  # noqa: E402
+from smartbkg_prod.cli.recover import recover  # noqa: E402
+
+for command in (build, train, evaluate, monitor, recover):
+    main.add_command(command)
