@@ -9,6 +9,7 @@ import pytest
 from smartbkg_prod.plan import plan_jobs
 from smartbkg_prod.recovery.actions import Action
 from smartbkg_prod.recovery.apply import apply_decisions
+from smartbkg_prod.recovery.failures import FailureRecord
 from smartbkg_prod.recovery.recommend import recommend
 from smartbkg_prod.recovery.records import (
     RecoveryError,
@@ -219,3 +220,28 @@ def test_failed_state_is_required_for_a_recommendation(store, failed_campaign):
     refresh_recommendations(store)
     assert FAILED in store.job_states(failed_campaign.campaign_id).values()
     assert all(r.job_index != 3 for r in list_recommendations(store))
+
+
+def test_open_recommendation_is_superseded_once_its_job_moves_on(store, failed_campaign):
+    recs = by_job(refresh_recommendations(store))
+    job = plan_jobs(failed_campaign)[0]
+    store.record_report(  # the operator reran job 0 by hand and it succeeded
+        JobReport(
+            campaign_id=failed_campaign.campaign_id, campaign_name="recov", job_index=0, attempt=2,
+            first_event=job.first_event, n_events=job.n_events, seed=job.seed, started_at=0,
+            finished_at=1, wall_seconds=1, cpu_seconds=1, events_generated=job.n_events,
+            exit_code=0, error_class="success",
+        )
+    )  # fmt: skip
+    assert refresh_recommendations(store) == []
+    assert [r.id for r in list_recommendations(store, status="superseded")] == [recs[0].id]
+    assert {r.job_index for r in list_recommendations(store, status="open")} == {1, 2}
+
+
+def test_offline_recommendations_survive_a_refresh(store, failed_campaign):
+    offline = recommend(
+        [FailureRecord(campaign_id="elsewhere", job_index=0, site="T2_X", exit_code=60)]
+    )
+    save_recommendations(store, offline)
+    refresh_recommendations(store)
+    assert any(r.campaign_id == "elsewhere" for r in list_recommendations(store, status="open"))

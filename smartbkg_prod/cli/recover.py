@@ -15,6 +15,7 @@ from smartbkg_prod.recovery.actions import ACTIONS
 from smartbkg_prod.recovery.apply import apply_decisions
 from smartbkg_prod.recovery.classifier import MIN_LABELS, Evaluation
 from smartbkg_prod.recovery.recommend import Recommendation
+from smartbkg_prod.recovery.records import STATUSES as RECOMMENDATION_STATUSES
 from smartbkg_prod.recovery.records import get_recommendation, list_recommendations
 from smartbkg_prod.recovery.review import (
     accept,
@@ -27,7 +28,7 @@ from smartbkg_prod.recovery.review import (
 )
 from smartbkg_prod.store import Store, default_db_url
 
-STATUSES = ("open", "accepted", "overridden", "applied", "skipped", "all")
+STATUSES = (*RECOMMENDATION_STATUSES, "all")
 
 
 class _RecoverGroup(click.Group):

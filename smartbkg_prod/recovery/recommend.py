@@ -88,12 +88,18 @@ def recommend(
         actions, confidences = model.predict(rows)
     recommendations = []
     for i, (record, row) in enumerate(zip(targets, rows, strict=True)):
+        rule = decide(row)
         if use_model:
             action, confidence = actions[i], float(confidences[i])
             why = f"{model_name} trained on {model.n_labels} operator decisions"
+            # The rules' view stays visible: a disagreement is worth the operator's look.
+            why += (
+                f" (rules agree: {rule.why})"
+                if rule.action is action
+                else f" (rules would {rule.action.value}: {rule.why})"
+            )
             decided_by = model_name
         else:
-            rule = decide(row)
             action, confidence, why, decided_by = rule.action, rule.confidence, rule.why, "rules"
         info = describe(record.failure_code)
         recommendations.append(

@@ -47,14 +47,11 @@ from smartbkg_prod.recovery.taxonomy import parse_native_code
 from smartbkg_prod.store import AttemptRow, Base, CampaignRow, JobRow, ReportRow, Store
 
 # Recommendation states: open (waiting for review), accepted / overridden (decided, not yet
-# applied), applied, skipped (the job no longer needed it when applying).
-OPEN, ACCEPTED, OVERRIDDEN, APPLIED, SKIPPED = (
-    "open",
-    "accepted",
-    "overridden",
-    "applied",
-    "skipped",
-)
+# applied), applied, skipped (the job no longer needed it when applying), superseded (never
+# decided, and the job has moved on: it succeeded, was cancelled or failed again).
+OPEN, ACCEPTED, OVERRIDDEN, APPLIED = "open", "accepted", "overridden", "applied"
+SKIPPED, SUPERSEDED = "skipped", "superseded"
+STATUSES = (OPEN, ACCEPTED, OVERRIDDEN, APPLIED, SKIPPED, SUPERSEDED)
 
 
 class RecoveryError(SmartBkgError):
@@ -275,6 +272,24 @@ def record_decision(
     return get_recommendation(store, recommendation_id)
 
 
+def supersede_stale(store: Store, campaign_id: str, failed_attempts: dict[int, int]) -> int:
+    """Mark open recommendations superseded when their job is no longer failed at that
+    attempt (``failed_attempts``: job index -> latest failed attempt). Returns how many."""
+    with store.session() as session:
+        stale = [
+            row
+            for row in session.scalars(
+                select(RecommendationRow).where(
+                    RecommendationRow.campaign_id == campaign_id, RecommendationRow.status == OPEN
+                )
+            )
+            if failed_attempts.get(row.job_index) != row.attempt
+        ]
+        for row in stale:
+            row.status = SUPERSEDED
+        return len(stale)
+
+
 def pending_decisions(store: Store) -> list[StoredRecommendation]:
     """Decided recommendations whose action has not been applied yet."""
     return [
@@ -393,16 +408,20 @@ def _native(text: str | None):
         return None  # an engine string we cannot read: the exit status still classifies
 
 
-def failed_campaigns(store: Store) -> list[str]:
-    """Campaigns with at least one job in state failed."""
+def recommendation_campaigns(store: Store) -> list[str]:
+    """Campaigns with a failed job or an open recommendation (what a refresh looks at)."""
     with store.session() as session:
-        return list(
-            session.scalars(
-                select(JobRow.campaign_id)
-                .where(JobRow.state == "failed")
-                .group_by(JobRow.campaign_id)
-            )
+        failed = session.scalars(
+            select(JobRow.campaign_id).where(JobRow.state == "failed").distinct()
         )
+        # Offline recommendations (from a file) name campaigns this store does not hold.
+        open_ = session.scalars(
+            select(RecommendationRow.campaign_id)
+            .join(CampaignRow, CampaignRow.id == RecommendationRow.campaign_id)
+            .where(RecommendationRow.status == OPEN)
+            .distinct()
+        )
+        return sorted({*failed, *open_})
 
 
 # -- overrides and splits (what `recover apply` changes) --------------------------------------------

@@ -28,14 +28,15 @@ from smartbkg_prod.recovery.records import (
     RecoveryError,
     StoredRecommendation,
     campaign_records,
-    failed_campaigns,
     get_recommendation,
     latest_model,
     list_recommendations,
     live_jobs,
+    recommendation_campaigns,
     record_decision,
     save_model,
     save_recommendations,
+    supersede_stale,
     training_labels,
 )
 from smartbkg_prod.recovery.rules import decide
@@ -57,18 +58,21 @@ def refresh_recommendations(
     """Recommend for every job whose retries are exhausted (state ``failed``) and store
     what is new; returns the new recommendations."""
     model, model_name = _policy(store)
-    campaigns = [campaign_id] if campaign_id else failed_campaigns(store)
+    campaigns = [campaign_id] if campaign_id else recommendation_campaigns(store)
     new_ids: list[int] = []
     for campaign in campaigns:
         failed = set(live_jobs(store, campaign).get("failed", []))
-        if not failed:
-            continue
+        recommendations = (
+            [
+                r
+                for r in recommend(campaign_records(store, campaign), model, model_name)
+                if r.job_index in failed
+            ]
+            if failed
+            else []
+        )
+        supersede_stale(store, campaign, {r.job_index: r.attempt for r in recommendations})
         before = {r.id for r in list_recommendations(store, campaign_id=campaign)}
-        recommendations = [
-            r
-            for r in recommend(campaign_records(store, campaign), model, model_name)
-            if r.job_index in failed
-        ]
         new_ids += [i for i in save_recommendations(store, recommendations) if i not in before]
     return [get_recommendation(store, i) for i in new_ids]
 
