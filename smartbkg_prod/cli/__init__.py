@@ -7,6 +7,7 @@ library's own types become one line on stderr and a non-zero exit (2 for bad inp
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -29,8 +30,28 @@ db_option = click.option(
 )
 
 
+# Commands in their own modules, imported only when used: a worker start must not pay
+# for scikit-learn, the web server or the docker SDK.
+LAZY_COMMANDS = {
+    "build": "smartbkg_prod.cli.build:build",
+    "train": "smartbkg_prod.cli.filter:train",
+    "evaluate": "smartbkg_prod.cli.filter:evaluate",
+    "monitor": "smartbkg_prod.cli.monitor:monitor",
+    "recover": "smartbkg_prod.cli.recover:recover",
+}
+
+
 class _Group(click.Group):
-    """Turns library errors into one clear line instead of a traceback."""
+    """Lazily loaded subcommands; library errors become one clear line, not a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module_name, attribute = LAZY_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module_name), attribute)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -196,6 +217,8 @@ def status(
     from smartbkg_prod.errors import StoreError
 
     if watch_interval is not None:
+        from smartbkg_prod.cli.monitor import watch
+
         watch(db_url, campaign, interval=watch_interval)
         return
     store = Store(db_url)
@@ -226,13 +249,3 @@ def worker(job_file: str, index: int | None) -> None:
     from smartbkg_prod.worker import run_worker
 
     sys.exit(run_worker(Path(job_file), index))
-
-
-# Commands and groups that live in their own modules.
-from smartbkg_prod.cli.build import build  # noqa: E402
-from smartbkg_prod.cli.filter import evaluate, train  # noqa: E402
-from smartbkg_prod.cli.monitor import monitor, watch  # noqa: E402
-from smartbkg_prod.cli.recover import recover  # noqa: E402
-
-for command in (build, train, evaluate, monitor, recover):
-    main.add_command(command)
