@@ -262,7 +262,9 @@ class EventGenerator:
         for setting in settings:
             if not self._pythia.readString(setting):
                 raise WorkerError(
-                    ExitCode.GENERATOR, f"Pythia rejected the setting {setting!r} for {process}"
+                    ExitCode.GENERATOR,
+                    f"Pythia rejected the setting {setting!r} for {process}; if it rejects every "
+                    "setting its data files are missing: point PYTHIA8DATA to Pythia's xmldoc directory",
                 )
         masses = {q: self._pythia.particleData.m0(q) for q in setup.quark_flavours}
         # Keep a reference: Pythia holds the source through a shared pointer created here.
