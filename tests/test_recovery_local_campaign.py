@@ -76,3 +76,24 @@ def test_overridden_split_regenerates_exactly_the_parent_events(campaign, store,
     status = run(campaign, store)
     assert status.complete and status.events_generated == 600
     assert np.array_equal(event_numbers(campaign), np.arange(600))
+
+
+@pytest.mark.xfail(
+    reason="the driver (submit.CampaignRunner) does not yet submit with recovery overrides "
+    "(recovery.records.job_overrides)",
+    strict=False,
+)
+def test_accepted_memory_raise_reaches_the_next_attempt(campaign, store, monkeypatch):
+    monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "raise=OUT_OF_MEMORY@simulate:job=1:attempt=1")
+    run(campaign, store)
+    (recommendation,) = refresh_recommendations(store)
+    assert recommendation.action is Action.RESUBMIT_MORE_MEMORY
+    assert recommendation.changes.memory_mb == 3000  # x1.5 of the spec's 2000 MB
+    accept(store, recommendation.id, operator="shifter")
+    apply_decisions(store)
+
+    monkeypatch.delenv("SMARTBKG_INJECT_FAULT")
+    status = run(campaign, store)
+    assert status.complete and np.array_equal(event_numbers(campaign), np.arange(600))
+    retried = [r for r in store.reports(campaign.campaign_id) if r.job_index == 1 and r.succeeded]
+    assert retried[0].memory_requested_mb == 3000

@@ -76,7 +76,8 @@ def test_projected_need_extrapolates_from_progress():
     ("row", "action"),
     [
         ({"category=memory": 1, "projected_memory_ratio": 1.2}, Action.RESUBMIT_MORE_MEMORY),
-        ({"category=memory": 1, "projected_memory_ratio": 3.5}, Action.SPLIT_JOB),
+        ({"category=memory": 1, "projected_memory_ratio": 3.5, "progress": 0.3}, Action.SPLIT_JOB),
+        ({"category=memory": 1, "projected_memory_ratio": 3.5, "progress": 0.0}, Action.RESUBMIT_MORE_MEMORY),
         ({"category=walltime": 1, "projected_walltime_ratio": 1.5}, Action.RESUBMIT_MORE_WALLTIME),
         ({"category=walltime": 1, "projected_walltime_ratio": 6}, Action.SPLIT_JOB),
         ({"category=storage": 1, "transient": 1, "site_code_failures": 1}, Action.RESUBMIT),

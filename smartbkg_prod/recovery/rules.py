@@ -61,7 +61,9 @@ def decide(row: dict[str, float]) -> RuleDecision:
         )
     if category == "memory":
         need = row.get("projected_memory_ratio", row.get("memory_ratio", 1.0))
-        if need > SPLIT_MEMORY_RATIO:
+        # Splitting only helps when memory grows with events: that needs a job that got
+        # somewhere before dying; one that died at its first event needs a raise.
+        if need > SPLIT_MEMORY_RATIO and row.get("progress", 0.0) > 0.0:
             return RuleDecision(
                 Action.SPLIT_JOB, 0.7, f"projected memory need is {need:.1f}x the request"
             )
