@@ -250,26 +250,24 @@ class HTCondorBackend(Backend):
             for entry, job_input in enumerate(jobs)
         ]
 
-    def _worker_output_dir(self, output_dir: str) -> str:
-        return output_dir if self.shared_filesystem else "."
-
-    def _list_inputs(self, jobs: Sequence[JobInput]) -> list[JobInput]:
-        """Attempts as the worker sees them: with file transfer it writes into its scratch dir."""
-        worker_dir = self._worker_output_dir(jobs[0].output_dir)
-        if worker_dir == jobs[0].output_dir:
-            return list(jobs)
-        return [job_input.model_copy(update={"output_dir": worker_dir}) for job_input in jobs]
+    def _write_job_list(self, path: Path, campaign: Campaign, jobs: Sequence[JobInput]) -> Path:
+        # With file transfer the worker writes into its scratch directory ("."), and
+        # HTCondor brings the files back to initialdir, the campaign's output directory.
+        return write_job_list(path, jobs, campaign, None if self.shared_filesystem else ".")
 
     def render(self, campaign: Campaign, jobs: Sequence[JobInput], directory: Path) -> list[Path]:
         """``NAME.sub`` (queue ... from ``NAME.items``), the job list, and for a campaign
         whose filter model does not exist yet a DAG ``NAME.dag`` (train -> produce)."""
         directory = Path(directory).resolve()
         directory.mkdir(parents=True, exist_ok=True)
-        job_list = write_job_list(
-            directory / f"{campaign.name}.jobs.jsonl", self._list_inputs(jobs), campaign
-        )
+        job_list = self._write_job_list(directory / f"{campaign.name}.jobs.jsonl", campaign, jobs)
         items = directory / f"{campaign.name}.items"
-        items.write_text("".join(" ".join(row.values()) + "\n" for row in self.item_rows(jobs)))
+        items.write_text(
+            "".join(
+                f"{entry} {j.job.index} {j.job.first_event} {j.job.n_events} {j.attempt}\n"
+                for entry, j in enumerate(jobs)
+            )
+        )
         produce = self.description(campaign, job_list, jobs[0].output_dir, engine_retries=True)
         produce.setQArgs(f"{','.join(ITEM_COLUMNS)} from {items}")
         model = campaign.filter.model
@@ -337,7 +335,7 @@ class HTCondorBackend(Backend):
         directory = Path(output_dir) / "jobs" / "htcondor"
         directory.mkdir(parents=True, exist_ok=True)
         stem = f"{campaign.name}.{jobs[0].job.index}.a{jobs[0].attempt}.{os.getpid()}"
-        job_list = write_job_list(directory / f"{stem}.jsonl", self._list_inputs(jobs), campaign)
+        job_list = self._write_job_list(directory / f"{stem}.jsonl", campaign, jobs)
         description = self.description(campaign, job_list, output_dir, engine_retries=False)
         schedd = self._schedd()
         try:

@@ -334,8 +334,7 @@ class PandaBackend(Backend):
     ) -> tuple[Path, Path]:
         """The job list (the worker writes into its work directory) and the sandbox with it."""
         directory.mkdir(parents=True, exist_ok=True)
-        grid_jobs = [job_input.model_copy(update={"output_dir": "."}) for job_input in jobs]
-        job_list = write_job_list(directory / f"{stem}.jsonl", grid_jobs, campaign)
+        job_list = write_job_list(directory / f"{stem}.jsonl", jobs, campaign, output_dir=".")
         archive = directory / f"sources.{uuid.uuid4()}.tar.gz"
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
