@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smartbkg_prod.physics.events import ParticleBatch, offsets_from_counts
+from smartbkg_prod.physics.events import EventGrouped, ParticleBatch, offsets_from_counts
 from smartbkg_prod.spec import SimulationConfig
 
 PION, KAON, ELECTRON, MUON, PROTON, PHOTON = 211, 321, 11, 13, 2212, 22
@@ -45,7 +45,7 @@ LEPTON_PROTON_ID_EFFICIENCY = 0.95  # the rest is identified as a pion
 
 
 @dataclass(frozen=True)
-class RecoBatch:
+class RecoBatch(EventGrouped):
     """Reconstructed objects (tracks and photons) of many events, CSR like ParticleBatch."""
 
     event_number: np.ndarray  # int64 [n_events]
@@ -62,18 +62,8 @@ class RecoBatch:
     vz: np.ndarray
 
     @property
-    def n_events(self) -> int:
-        return len(self.event_number)
-
-    @property
     def n_objects(self) -> int:
         return int(self.offsets[-1])
-
-    def counts(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def event_index(self) -> np.ndarray:
-        return np.repeat(np.arange(self.n_events, dtype=np.int64), self.counts())
 
 
 def _signed_hypothesis(abs_pdg: np.ndarray, charge: np.ndarray) -> np.ndarray:

@@ -49,8 +49,28 @@ def ragged_take(offsets: np.ndarray, event_mask: np.ndarray) -> tuple[np.ndarray
     return rows, new_offsets
 
 
+class EventGrouped:
+    """Per-event helpers for a CSR batch with ``event_number`` [n_events] and ``offsets``
+    [n_events+1] (shared by MC particles and reconstructed objects)."""
+
+    event_number: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def n_events(self) -> int:
+        return len(self.event_number)
+
+    def counts(self) -> np.ndarray:
+        """Rows (particles, objects) per event, int64."""
+        return np.diff(self.offsets)
+
+    def event_index(self) -> np.ndarray:
+        """Position (0..n_events-1) of the event each row belongs to."""
+        return np.repeat(np.arange(self.n_events, dtype=np.int64), self.counts())
+
+
 @dataclass(frozen=True)
-class ParticleBatch:
+class ParticleBatch(EventGrouped):
     """MCParticles of ``n_events`` events; momenta in GeV, vertices in mm (t in mm/c), lab frame."""
 
     event_number: np.ndarray
@@ -78,20 +98,8 @@ class ParticleBatch:
                 )
 
     @property
-    def n_events(self) -> int:
-        return len(self.event_number)
-
-    @property
     def n_particles(self) -> int:
         return int(self.offsets[-1])
-
-    def counts(self) -> np.ndarray:
-        """Particles per event (int64)."""
-        return np.diff(self.offsets)
-
-    def event_index(self) -> np.ndarray:
-        """Position (0..n_events-1) of the event each particle belongs to."""
-        return np.repeat(np.arange(self.n_events, dtype=np.int64), self.counts())
 
     def columns(self) -> dict[str, np.ndarray]:
         """The per-particle arrays by name (no copies)."""

@@ -1,17 +1,21 @@
 """Hadronic B-tag skim on reconstructed objects (a cut-based stand-in for Belle II's FEI).
 
-Decay chains (and charge conjugates)::
+Decay chains (charge conjugates implied)::
 
-    π0  -> γ γ
-    D0  -> K- π+ | K- π+ π0 | K- π+ π+ π-
-    D+  -> K- π+ π+
-    D*+ -> D0 π+                       (ΔM = M(D0 π) - M(D0) window)
-    B+  -> anti-D0 π+                  B0 -> D- π+ | D*- π+
+    π0  -> γ γ                     K_S0 -> π+ π-
+    D0  -> K- π+ | K- π+ π0 | K- π+ π+ π- | K_S0 π+ π-
+    D+  -> K- π+ π+ | K- π+ π+ π0 | K_S0 π+ | K_S0 π+ π0
+    D*+ -> D0 π+,  D*0 -> D0 π0    (ΔM = M(D* ) - M(D0) window)
+    B   -> D(*) X,  X = π+ | ρ+ (π+ π0) | a1+ (π+ π+ π-)   (B+ from anti-D(*)0, B0 from D(*)-)
 
-Every step is a vectorized "combine within the same event" on flat candidate lists
+Event-level cuts first (at least ``min_tracks`` tracks, Fox-Wolfram R2 < ``r2_max``), then
+every step is a vectorized "combine within the same event" on flat candidate lists
 (:func:`_pair_within_events`); a candidate carries the track rows it uses so no track is
-counted twice. Mbc and ΔE are computed in the Υ(4S) frame. Events are processed in
-chunks and per-event object lists are capped, so memory stays bounded.
+counted twice. Kaons need a kaon identification; pion lists take every track (loose, as
+the FEI's). Mbc and ΔE are computed in the Υ(4S) frame; an event passes with at least
+one B candidate with Mbc > ``mbc_min`` and |ΔE| < ``delta_e_max``; its best candidate is
+the one with the smallest |ΔE|. Events are processed in chunks and per-event object lists
+are capped, so memory stays bounded.
 
 >>> sorted(MODE_NAMES)[:2]
 [0, 1]
