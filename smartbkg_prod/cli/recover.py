@@ -11,10 +11,9 @@ import json
 import click
 
 from smartbkg_prod.errors import SmartBkgError
-from smartbkg_prod.recovery.actions import ACTIONS
+from smartbkg_prod.recovery.actions import ACTIONS, Recommendation
 from smartbkg_prod.recovery.apply import apply_decisions
 from smartbkg_prod.recovery.classifier import MIN_LABELS, Evaluation
-from smartbkg_prod.recovery.recommend import Recommendation
 from smartbkg_prod.recovery.records import STATUSES as RECOMMENDATION_STATUSES
 from smartbkg_prod.recovery.records import get_recommendation, list_recommendations
 from smartbkg_prod.recovery.review import (

@@ -1,4 +1,5 @@
-"""Recovery actions and the concrete retry changes each one implies for a failed job.
+"""Recovery actions, the concrete retry changes each implies, and the recommendation that
+proposes one for a failed job.
 
 >>> record = FailureRecord(campaign_id="c", job_index=3, site="T2_X", exit_code=50,
 ...                        memory_used_mb=2010, memory_requested_mb=2000)
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from smartbkg_prod.backends.base import RetryChanges
 from smartbkg_prod.recovery.failures import FailureRecord
@@ -80,3 +83,24 @@ def retry_changes(
             parts = min(parts, record.n_events)
         return RetryChanges(split_into=max(parts, 2))
     return RetryChanges()
+
+
+class Recommendation(BaseModel):
+    """What to do about one failed job, why, and how sure we are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: str
+    job_index: int
+    attempt: int
+    site: str
+    failure_code: str  # token, e.g. "htcondor:34/102"
+    failure_name: str
+    category: str
+    action: Action
+    confidence: float = Field(ge=0.0, le=1.0)
+    reason: str
+    changes: RetryChanges
+    decided_by: str  # "rules" or "model:<digest>"
+    features: dict[str, float] = Field(default_factory=dict, repr=False)
+    record: FailureRecord = Field(repr=False)

@@ -14,36 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from smartbkg_prod.backends.base import RetryChanges
-from smartbkg_prod.recovery.actions import Action, retry_changes
+from smartbkg_prod.recovery.actions import Recommendation, retry_changes
 from smartbkg_prod.recovery.classifier import MIN_LABELS, ActionClassifier
 from smartbkg_prod.recovery.failures import FailureRecord, latest_failures
 from smartbkg_prod.recovery.features import failure_features
 from smartbkg_prod.recovery.rules import decide
 from smartbkg_prod.recovery.taxonomy import describe
-
-
-class Recommendation(BaseModel):
-    """What to do about one failed job, why, and how sure we are."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    campaign_id: str
-    job_index: int
-    attempt: int
-    site: str
-    failure_code: str  # token, e.g. "htcondor:34/102"
-    failure_name: str
-    category: str
-    action: Action
-    confidence: float = Field(ge=0.0, le=1.0)
-    reason: str
-    changes: RetryChanges
-    decided_by: str  # "rules" or "model:<digest>"
-    features: dict[str, float] = Field(default_factory=dict, repr=False)
-    record: FailureRecord = Field(repr=False)
 
 
 def evidence(record: FailureRecord, row: dict[str, float]) -> str:

@@ -39,10 +39,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from smartbkg_prod.backends.base import RetryChanges
 from smartbkg_prod.errors import SmartBkgError
 from smartbkg_prod.plan import Job
-from smartbkg_prod.recovery.actions import Action
-from smartbkg_prod.recovery.classifier import ActionClassifier
+from smartbkg_prod.recovery.actions import Action, Recommendation
 from smartbkg_prod.recovery.failures import FailureRecord
-from smartbkg_prod.recovery.recommend import Recommendation
 from smartbkg_prod.recovery.taxonomy import parse_native_code
 from smartbkg_prod.store import AttemptRow, Base, CampaignRow, JobRow, ReportRow, Store
 
@@ -322,16 +320,16 @@ def training_labels(store: Store) -> tuple[list[dict[str, float]], list[Action]]
 
 
 # -- models ------------------------------------------------------------------------------------
-def save_model(store: Store, model: ActionClassifier, label_counts: dict[str, int]) -> str:
-    """Store a trained classifier; returns its name (``model:<digest>``)."""
-    blob = model.to_bytes()
-    digest = ActionClassifier.digest(blob)
+def save_model(
+    store: Store, blob: bytes, digest: str, n_labels: int, label_counts: dict[str, int]
+) -> str:
+    """Store a trained classifier (pickled by the classifier itself); returns its name."""
     with store.session() as session:
         session.add(
             ModelRow(
                 created_at=time.time(),
                 digest=digest,
-                n_labels=model.n_labels,
+                n_labels=n_labels,
                 label_counts=label_counts,
                 blob=blob,
             )
@@ -339,13 +337,11 @@ def save_model(store: Store, model: ActionClassifier, label_counts: dict[str, in
     return f"model:{digest}"
 
 
-def latest_model(store: Store) -> tuple[ActionClassifier, str] | None:
-    """The newest stored classifier and its name, or None before the first `recover train`."""
+def latest_model_blob(store: Store) -> tuple[bytes, str] | None:
+    """The newest stored classifier's bytes and name, or None before the first training."""
     with store.session() as session:
         row = session.scalars(select(ModelRow).order_by(ModelRow.id.desc()).limit(1)).first()
-        if row is None:
-            return None
-        return ActionClassifier.from_bytes(row.blob), f"model:{row.digest}"
+        return None if row is None else (row.blob, f"model:{row.digest}")
 
 
 # -- the store's attempts as failure records -----------------------------------------------------

@@ -29,7 +29,7 @@ from smartbkg_prod.recovery.records import (
     StoredRecommendation,
     campaign_records,
     get_recommendation,
-    latest_model,
+    latest_model_blob,
     list_recommendations,
     live_jobs,
     recommendation_campaigns,
@@ -48,8 +48,12 @@ def default_operator() -> str:
 
 
 def _policy(store: Store) -> tuple[ActionClassifier | None, str]:
-    stored = latest_model(store)
-    return stored if stored is not None else (None, "rules")
+    """The newest trained classifier and its name, or (None, "rules")."""
+    stored = latest_model_blob(store)
+    if stored is None:
+        return None, "rules"
+    blob, name = stored
+    return ActionClassifier.from_bytes(blob), name
 
 
 def refresh_recommendations(
@@ -153,7 +157,8 @@ def train(store: Store, min_labels: int = MIN_LABELS) -> TrainResult:
     if len(counts) < 2:
         raise RecoveryError(f"every decision is {labels[0].value!r}: nothing to learn yet")
     model = ActionClassifier().fit(rows, labels)
-    name = save_model(store, model, dict(counts))
+    blob = model.to_bytes()
+    name = save_model(store, blob, ActionClassifier.digest(blob), model.n_labels, dict(counts))
     return TrainResult(model=name, n_labels=len(labels), label_counts=dict(counts))
 
 
