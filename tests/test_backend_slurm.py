@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from smartbkg_prod.backends import get_backend
 from smartbkg_prod.backends.base import JobHandle, RetryChanges, apply_retry_changes
@@ -18,7 +19,7 @@ from smartbkg_prod.backends.slurm import SlurmBackend, tasks_from_records
 from smartbkg_prod.cli import main
 from smartbkg_prod.plan import JobInput, plan_jobs, read_job_list_entry
 from smartbkg_prod.spec import Campaign, dump_campaign
-from smartbkg_prod.store import Store
+from smartbkg_prod.store import AttemptRow, Store
 from smartbkg_prod.submit import render_campaign, submit_campaign
 
 pytest_plugins = ["slurm_fixture"]  # the real-cluster fixture `slurm_cluster`
@@ -359,6 +360,13 @@ def test_campaign_through_slurm_matches_local_accounting_with_a_retried_kill(
     assert sorted((r.job_index, r.attempt) for r in reports) == [(0, 1), (1, 2), (2, 1)]
     assert all(r.backend == "slurm" and r.site == "localhost" for r in reports)
     assert all("_" in (r.backend_job_id or "") for r in reports)
+    with store.session() as session:
+        failed = session.execute(
+            select(AttemptRow.exit_code, AttemptRow.native_code).where(
+                AttemptRow.native_code.is_not(None)
+            )
+        ).all()
+    assert [tuple(row) for row in failed] == [(137, "slurm:FAILED/137")]
 
 
 @pytest.mark.slow
