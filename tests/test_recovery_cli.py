@@ -162,3 +162,16 @@ def test_train_and_evaluate_need_decisions(failed_store):
     assert "exclude_site=1, resubmit=1" in trained.output
     evaluated = json.loads(invoke("evaluate", "--json", "--db", db).output)
     assert evaluated["n_labels"] == 2 and evaluated["rules"]["accuracy"] == 0.5
+
+
+def test_matrix_counts_failures_by_code_and_site(failed_store):
+    from smartbkg_prod.store import Store
+
+    (campaign_id,) = Store(failed_store).campaign_ids()
+    matrix = json.loads(invoke("matrix", campaign_id, "--json", "--db", failed_store).output)
+    assert matrix == {
+        "codes": ["signal:9"], "sites": ["local"], "failures": [[2]], "attempts_per_site": [2]
+    }  # fmt: skip
+    assert "signal:9" in invoke("matrix", campaign_id, "--db", failed_store).output
+    unknown = invoke("matrix", "nope", "--db", failed_store)
+    assert unknown.exit_code == 1 and "no campaign 'nope'" in unknown.output

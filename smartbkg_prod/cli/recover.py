@@ -14,8 +14,13 @@ from smartbkg_prod.errors import SmartBkgError
 from smartbkg_prod.recovery.actions import ACTIONS, Recommendation
 from smartbkg_prod.recovery.apply import apply_decisions
 from smartbkg_prod.recovery.classifier import MIN_LABELS, Evaluation
+from smartbkg_prod.recovery.features import code_site_matrix
 from smartbkg_prod.recovery.records import STATUSES as RECOMMENDATION_STATUSES
-from smartbkg_prod.recovery.records import get_recommendation, list_recommendations
+from smartbkg_prod.recovery.records import (
+    campaign_records,
+    get_recommendation,
+    list_recommendations,
+)
 from smartbkg_prod.recovery.review import (
     accept,
     auto_accept,
@@ -227,6 +232,24 @@ def evaluate_command(db_url, as_json) -> None:
     click.echo(f"{result.n_labels} recorded decisions")
     for name in ("model", "rules", "majority"):
         click.echo(_figures(name, getattr(result, name)))
+
+
+@recover.command("matrix")
+@_db
+@_json_option
+@click.argument("campaign_id")
+def matrix_command(db_url, as_json, campaign_id) -> None:
+    """Failed attempts of a campaign by failure code and site."""
+    matrix = code_site_matrix(campaign_records(Store(db_url), campaign_id))
+    if as_json:
+        _dump(matrix.model_dump())
+        return
+    width = max([len(code) for code in matrix.codes] + [8])
+    click.echo(f"{'code':<{width}} " + " ".join(f"{site:>12}" for site in matrix.sites))
+    for code, row in zip(matrix.codes, matrix.failures, strict=True):
+        click.echo(f"{code:<{width}} " + " ".join(f"{count:>12}" for count in row))
+    attempts = " ".join(f"{count:>12}" for count in matrix.attempts_per_site)
+    click.echo(f"{'attempts':<{width}} {attempts}")
 
 
 @recover.command("recommend")

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import BaseModel
 
 from smartbkg_prod.recovery.failures import FailureRecord, latest_failures
 
@@ -201,3 +202,35 @@ def failure_features(
             row[f"log={group}"] = 1.0
         features.append(row)
     return features
+
+
+class CodeSiteMatrix(BaseModel):
+    """Failed attempts per (failure code, site) of one campaign: the recovery panel's view."""
+
+    codes: list[str]
+    sites: list[str]
+    failures: list[list[int]]  # rows: codes, columns: sites
+    attempts_per_site: list[int]
+
+
+def code_site_matrix(records: Sequence[FailureRecord]) -> CodeSiteMatrix:
+    """Count failed attempts by code token and site (all records: pass one campaign's).
+
+    >>> m = code_site_matrix([FailureRecord(campaign_id="c", job_index=0, site="A", exit_code=60)])
+    >>> m.codes, m.sites, m.failures
+    (['worker:60'], ['A'], [[1]])
+    """
+    sites, site_ids = np.unique(
+        np.asarray([r.site for r in records], dtype=str), return_inverse=True
+    )
+    failed = np.asarray([r.failed for r in records], dtype=bool)
+    tokens = np.asarray([r.failure_code.token for r in records], dtype=str)
+    codes, code_ids = np.unique(tokens[failed], return_inverse=True)
+    matrix = np.zeros((len(codes), len(sites)), dtype=int)
+    np.add.at(matrix, (code_ids, site_ids[failed]), 1)
+    return CodeSiteMatrix(
+        codes=codes.tolist(),
+        sites=sites.tolist(),
+        failures=matrix.tolist(),
+        attempts_per_site=np.bincount(site_ids, minlength=len(sites)).tolist(),
+    )
