@@ -8,6 +8,7 @@ import pytest
 from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.physics.beams import E_TOTAL, P_TOTAL_Z, SQRT_S
+from smartbkg_prod.physics.events import ParticleBatch
 from smartbkg_prod.physics.generate import (
     EventGenerator,
     generate_events,
@@ -160,3 +161,11 @@ def test_quark_direction_follows_one_plus_cos_squared():
     cos_theta = sample_cos_theta(np.random.default_rng(1), 200_000)
     assert np.abs(cos_theta).max() <= 1.0
     assert np.mean(cos_theta**2) == pytest.approx(0.4, abs=0.005)  # <cos²> = 2/5
+
+
+@pytest.mark.parametrize("process", ["bbbar_generic", "continuum_cc"])
+def test_splitting_a_run_into_calls_gives_the_same_events(process):
+    whole = generate_events(process, 60, seed=12)
+    generator = EventGenerator(process, seed=12)
+    parts = [generator.generate(25), generator.generate(35, first_event=25)]
+    assert ParticleBatch.concatenate(parts).equals(whole)

@@ -53,6 +53,7 @@ COMMON_SETTINGS = (
 # Pythia accepts seeds 1..900_000_000 (0 would mean "seed from the clock").
 PYTHIA_MAX_SEED = 900_000_000
 LHA_PROCESS_ID = 9999
+PYTHIA_BATCH_EVENTS = 2_000
 # How many skipped (failed) Pythia events we tolerate per requested event before giving up.
 MAX_FAILURE_FRACTION = 0.1
 
@@ -283,7 +284,8 @@ class EventGenerator:
         batches: list[ParticleBatch] = []
         produced, failures = 0, 0
         while produced < n_events:
-            wanted = n_events - produced
+            # Bounded batches: Pythia's awkward record holds ~10 kB per event before conversion.
+            wanted = min(n_events - produced, PYTHIA_BATCH_EVENTS)
             try:
                 records = self._pythia.nextBatch(wanted, "skip")
             except Exception as error:  # Pythia raises plain C++ exceptions mapped by pybind
