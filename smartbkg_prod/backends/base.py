@@ -115,11 +115,28 @@ def apply_retry_changes(campaign: Campaign, changes: RetryChanges) -> Campaign:
     )
 
 
-def site_resources(campaign: Campaign, site: str | None) -> Resources:
-    """Resources for jobs at ``site``: the site's override from the spec, else the default."""
+def site_resources(campaign: Campaign, site: str | None = None) -> Resources:
+    """Resources for jobs at ``site``: the site's override from the spec, else the default.
+
+    Without ``site``, a campaign allowed on exactly one site gets that site's override.
+    """
+    allowed = campaign.backend.sites.allowed
+    if site is None and len(allowed) == 1:
+        site = allowed[0]
     if site is not None and site in campaign.backend.sites.overrides:
         return campaign.backend.sites.overrides[site]
     return campaign.resources
+
+
+def attempt_handle(job_input: JobInput, backend: str, backend_job_id: str) -> JobHandle:
+    """The handle of a submitted attempt."""
+    return JobHandle(
+        campaign_id=job_input.job.campaign_id,
+        job_index=job_input.job.index,
+        attempt=job_input.attempt,
+        backend=backend,
+        backend_job_id=backend_job_id,
+    )
 
 
 def split_job(job: Job, parts: int) -> list[Job]:

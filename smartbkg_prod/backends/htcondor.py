@@ -30,10 +30,17 @@ import classad2
 import htcondor2
 from htcondor2 import dags
 
-from smartbkg_prod.backends.base import Backend, JobHandle, JobState, site_resources, worker_command
+from smartbkg_prod.backends.base import (
+    Backend,
+    JobHandle,
+    JobState,
+    attempt_handle,
+    site_resources,
+    worker_command,
+)
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.plan import JobInput, write_job_list
-from smartbkg_prod.spec import Campaign, Resources
+from smartbkg_prod.spec import Campaign
 
 ITEM_COLUMNS = ("entry", "job_index", "first_event", "n_events", "attempt")
 PROJECTION = [
@@ -146,10 +153,6 @@ class HTCondorBackend(Backend):
 
     # -- what is submitted -------------------------------------------------------------
 
-    def resources(self, campaign: Campaign) -> Resources:
-        allowed = campaign.backend.sites.allowed
-        return site_resources(campaign, allowed[0] if len(allowed) == 1 else None)
-
     def requirements(self, campaign: Campaign) -> str | None:
         sites = campaign.backend.sites
         clauses = []
@@ -170,7 +173,7 @@ class HTCondorBackend(Backend):
         ``engine_retries``: let HTCondor retry failed attempts itself (a rendered submission
         run by hand); the campaign driver retries by itself and submits without them.
         """
-        resources = self.resources(campaign)
+        resources = site_resources(campaign)
         image = campaign.container.image
         in_container = campaign.container.runtime == "docker" and bool(image)
         list_argument = str(job_list) if self.shared_filesystem else job_list.name
@@ -289,7 +292,7 @@ class HTCondorBackend(Backend):
 
         spec = directory / f"{campaign.name}.yaml"
         spec.write_text(dump_campaign(campaign))
-        resources = self.resources(campaign)
+        resources = site_resources(campaign)
         keys = {
             "universe": "vanilla",
             "executable": self.python,
@@ -344,13 +347,7 @@ class HTCondorBackend(Backend):
             raise SubmitError(f"htcondor: submission to the schedd failed: {error}") from None
         cluster, first_proc = result.cluster(), result.first_proc()
         return [
-            JobHandle(
-                campaign_id=job_input.job.campaign_id,
-                job_index=job_input.job.index,
-                attempt=job_input.attempt,
-                backend=self.name,
-                backend_job_id=f"{cluster}.{first_proc + offset}",
-            )
+            attempt_handle(job_input, self.name, f"{cluster}.{first_proc + offset}")
             for offset, job_input in enumerate(jobs)
         ]
 

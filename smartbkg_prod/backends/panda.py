@@ -42,12 +42,13 @@ from smartbkg_prod.backends.base import (
     JobState,
     RetryChanges,
     apply_retry_changes,
+    attempt_handle,
     site_resources,
     worker_command,
 )
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.plan import JobInput, write_job_list
-from smartbkg_prod.spec import Campaign, Resources
+from smartbkg_prod.spec import Campaign
 
 # What prun calls the worker's outputs: dataset suffix -> file pattern (wildcards are
 # archived into a tarball by the pilot).
@@ -218,15 +219,11 @@ class PandaBackend(Backend):
                 pass
         return "USER"
 
-    def resources(self, campaign: Campaign) -> Resources:
-        allowed = campaign.backend.sites.allowed
-        return site_resources(campaign, allowed[0] if len(allowed) == 1 else None)
-
     def task_params(
         self, campaign: Campaign, n_jobs: int, job_list_name: str, archive: str, out_ds: str
     ) -> dict:
         """Task parameters as prun builds them for a container job without input."""
-        resources = self.resources(campaign)
+        resources = site_resources(campaign)
         sites = campaign.backend.sites
         # As prun --site: one site is "site"; several are "includedSite" with brokerage.
         allowed = list(sites.allowed) or ([self.site] if self.site else [])
@@ -406,15 +403,7 @@ class PandaBackend(Backend):
         handles = []
         for entry, job_input in enumerate(jobs):
             self._tasks[(job_input.job.campaign_id, job_input.job.index)] = (task_id, entry)
-            handles.append(
-                JobHandle(
-                    campaign_id=job_input.job.campaign_id,
-                    job_index=job_input.job.index,
-                    attempt=job_input.attempt,
-                    backend=self.name,
-                    backend_job_id=f"{task_id}/{entry}",
-                )
-            )
+            handles.append(attempt_handle(job_input, self.name, f"{task_id}/{entry}"))
         return handles
 
     def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:
@@ -485,7 +474,7 @@ class PandaBackend(Backend):
             return super().retry(campaign, job, changes)
         task_id, entry = known
         changed = apply_retry_changes(campaign, changes)
-        resources = self.resources(changed)
+        resources = site_resources(changed)
         new_params = {
             "ramCount": math.ceil(resources.memory_mb / resources.cores),
             "maxWalltime": math.ceil(resources.walltime_s / 3600),
@@ -498,12 +487,4 @@ class PandaBackend(Backend):
         code, message = output
         if code not in (0, None, True):
             raise SubmitError(f"panda: retry of task {task_id} refused (code {code}): {message}")
-        return [
-            JobHandle(
-                campaign_id=job.job.campaign_id,
-                job_index=job.job.index,
-                attempt=job.attempt,
-                backend=self.name,
-                backend_job_id=f"{task_id}/{entry}",
-            )
-        ]
+        return [attempt_handle(job, self.name, f"{task_id}/{entry}")]

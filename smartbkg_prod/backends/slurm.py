@@ -32,7 +32,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smartbkg_prod.backends.base import Backend, JobHandle, JobState, site_resources, worker_command
+from smartbkg_prod.backends.base import (
+    Backend,
+    JobHandle,
+    JobState,
+    attempt_handle,
+    site_resources,
+    worker_command,
+)
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.plan import JobInput, write_job_list
 from smartbkg_prod.spec import Campaign, Resources
@@ -320,13 +327,7 @@ class SlurmBackend(Backend):
             if not array_id.isdigit():
                 raise SubmitError(f"slurm: sbatch printed {output.strip()!r}, expected a job id")
             handles += [
-                JobHandle(
-                    campaign_id=job_input.job.campaign_id,
-                    job_index=job_input.job.index,
-                    attempt=job_input.attempt,
-                    backend=self.name,
-                    backend_job_id=f"{array_id}_{task_id}",
-                )
+                attempt_handle(job_input, self.name, f"{array_id}_{task_id}")
                 for task_id, job_input in enumerate(chunk)
             ]
         return handles
