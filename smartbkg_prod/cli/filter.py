@@ -16,27 +16,16 @@ from smartbkg_prod.errors import SpecError
 
 
 def _training_events(
-    campaign, spec: str, outputs: str | None, in_process: bool, db_url: str | None
+    campaign, spec: str, outputs: str | None, in_process: bool, workers: int, db_url: str | None
 ):
     """Labelled events of the filter-off campaign ``spec``: reused, run, or made in-process."""
-    from smartbkg_prod.filter.data import LabelledEvents, read_campaign_outputs, simulate_labelled
-    from smartbkg_prod.plan import campaign_output_dir, iter_jobs
+    from smartbkg_prod.filter.data import read_campaign_outputs, simulate_campaign
+    from smartbkg_prod.plan import campaign_output_dir
 
     if outputs:
         return read_campaign_outputs(outputs)
     if in_process:
-        # Same event ranges and generator seeds as the campaign's jobs, without a backend.
-        return LabelledEvents.concatenate(
-            simulate_labelled(
-                campaign.process,
-                job.n_events,
-                job.seed,
-                campaign.simulation,
-                campaign.skim,
-                job.first_event,
-            )
-            for job in iter_jobs(campaign)
-        )
+        return simulate_campaign(campaign, workers)
     from smartbkg_prod.submit import submit_campaign
 
     status = submit_campaign(campaign, spec_path=spec, db_url=db_url, progress=True)
@@ -70,6 +59,9 @@ def _training_events(
     help="Generate, simulate and skim the campaign's events here instead of submitting it.",
 )
 @click.option(
+    "--workers", default=1, show_default=True, help="Processes for --in-process event production."
+)
+@click.option(
     "--cache",
     default=None,
     type=click.Path(dir_okay=False),
@@ -86,6 +78,13 @@ def _training_events(
 )
 @click.option("--max-epochs", default=200, show_default=True)
 @click.option("--threads", default=2, show_default=True, help="CPU threads for training.")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where to train.",
+)
 @click.option(
     "--disco-lambda",
     default=0.0,
@@ -106,18 +105,20 @@ def train(
     out,
     outputs,
     in_process,
+    workers,
     cache,
     hidden,
     max_minutes,
     max_epochs,
     threads,
+    device,
     disco_lambda,
     disco_variable,
     speedup_lambda,
     seed,
     db_url,
     as_json,
-) -> None:  # noqa: E501
+) -> None:
     """Train the NN filter on the filter-off campaign SPEC (label: the skim decision)."""
     from smartbkg_prod.filter.data import LabelledEvents
     from smartbkg_prod.filter.train import TrainOptions, save_trained, train_filter
@@ -132,7 +133,7 @@ def train(
     if cache and Path(cache).exists():
         events = LabelledEvents.load(cache)
     else:
-        events = _training_events(campaign, spec, outputs, in_process, db_url)
+        events = _training_events(campaign, spec, outputs, in_process, workers, db_url)
         if cache:
             events.save(cache)
     click.echo(f"training on {events.n_events} events, retention {events.retention:.4f}", err=True)
@@ -141,6 +142,7 @@ def train(
         max_minutes=max_minutes,
         max_epochs=max_epochs,
         threads=threads,
+        device=device,
         disco_lambda=disco_lambda,
         disco_variable=disco_variable,
         speedup_lambda=speedup_lambda,

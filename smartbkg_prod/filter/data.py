@@ -4,7 +4,8 @@ Two sources: a filter-off campaign's ROOT outputs (what ``smartbkg-prod train SP
 uses), or the physics chain run in-process (generate -> simulate -> skim), which
 ``evaluate`` uses for fresh held-out events and which also measures per-stage costs.
 
->>> from smartbkg_prod.spec import SimulationConfig, SkimConfig
+>>> from smartbkg_prod.plan import Job, plan_jobs
+from smartbkg_prod.spec import Campaign, SimulationConfig, SkimConfig
 >>> events = simulate_labelled("bbbar_generic", 50, seed=3, simulation=SimulationConfig(), skim=SkimConfig())
 >>> events.n_events
 50
@@ -13,15 +14,18 @@ uses), or the physics chain run in-process (generate -> simulate -> skim), which
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from smartbkg_prod.physics.events import PARTICLE_COLUMNS, ParticleBatch
-from smartbkg_prod.spec import SimulationConfig, SkimConfig
+from smartbkg_prod.plan import Job, plan_jobs
+from smartbkg_prod.spec import Campaign, SimulationConfig, SkimConfig
 
 CHARGED_FINAL_STATE = np.array([11, 13, 211, 321, 2212])
 # Event-level variables monitored for filter bias; the discrete ones get integer bins.
@@ -73,8 +77,14 @@ class LabelledEvents:
         return digest.hexdigest()
 
     def save(self, path: str | Path) -> None:
-        """Write to a compressed ``.npz`` (benchmark inputs, cached training sets)."""
-        columns = {f"particle_{name}": values for name, values in self.particles.columns().items()}
+        """Write to a compressed ``.npz`` (benchmark inputs, cached training sets).
+
+        Floating-point columns are stored as float32, the precision the filter uses.
+        """
+        columns = {
+            f"particle_{name}": values.astype(np.float32) if values.dtype == np.float64 else values
+            for name, values in self.particles.columns().items()
+        }
         np.savez_compressed(
             path,
             event_number=self.particles.event_number,
@@ -90,7 +100,10 @@ class LabelledEvents:
             particles = ParticleBatch(
                 event_number=stored["event_number"],
                 offsets=stored["offsets"],
-                **{name: stored[f"particle_{name}"] for name in PARTICLE_COLUMNS},
+                **{
+                    name: stored[f"particle_{name}"].astype(dtype)
+                    for name, dtype in PARTICLE_COLUMNS.items()
+                },
             )
             variables = {
                 key.removeprefix("variable_"): stored[key]
@@ -186,6 +199,28 @@ def simulate_labelled(
             "skim": skimmed - simulated,
         },
     )
+
+
+def _simulate_job(campaign: Campaign, job: Job) -> LabelledEvents:
+    return simulate_labelled(
+        campaign.process,
+        job.n_events,
+        job.seed,
+        campaign.simulation,
+        campaign.skim,
+        job.first_event,
+    )
+
+
+def simulate_campaign(campaign: Campaign, workers: int = 1) -> LabelledEvents:
+    """The campaign's events made in-process, job by job: the same event ranges and seeds as
+    its worker jobs (generate -> simulate -> skim, filter off), ``workers`` processes."""
+    jobs = plan_jobs(campaign)
+    if workers <= 1:
+        return LabelledEvents.concatenate(_simulate_job(campaign, job) for job in jobs)
+    context = multiprocessing.get_context("spawn")  # no inherited torch/OpenMP state
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return LabelledEvents.concatenate(pool.map(_simulate_job, [campaign] * len(jobs), jobs))
 
 
 def read_campaign_outputs(directory: str | Path) -> LabelledEvents:

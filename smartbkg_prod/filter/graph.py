@@ -120,7 +120,8 @@ class GraphBatch:
         # Scale rows before and after the sum instead of weighting each edge: two n x H
         # products instead of one n x H plus one 2n x H (the step is memory-bound).
         scaled = h * self.inv_sqrt_degree.to(h.dtype)[:, None]
-        out = scaled.index_add(0, self.edge_dst, scaled.index_select(0, self.edge_src))
+        # The gather is materialised before the in-place sum, so scaled may be overwritten.
+        out = scaled.index_add_(0, self.edge_dst, scaled.index_select(0, self.edge_src))
         return out.mul_(self.inv_sqrt_degree.to(h.dtype)[:, None])
 
     def mean_pool(self, h: torch.Tensor) -> torch.Tensor:
@@ -134,6 +135,13 @@ class GraphBatch:
         adjacency = torch.eye(self.n_nodes)
         adjacency[self.edge_dst.cpu(), self.edge_src.cpu()] = 1.0
         return inv_sqrt_degree[:, None] * adjacency * inv_sqrt_degree[None, :]
+
+
+def fast_asinh(x: torch.Tensor) -> torch.Tensor:
+    """``asinh`` from vectorised primitives: torch's CPU asinh is ~5x slower, and was a
+    quarter of the whole filter's time. Odd symmetry keeps it accurate for x << 0."""
+    magnitude = x.abs()
+    return torch.copysign(torch.log(magnitude + torch.sqrt(magnitude * magnitude + 1.0)), x)
 
 
 def _raw_features(particles: ParticleBatch) -> np.ndarray:
@@ -213,7 +221,7 @@ def build_graphs_from_tensors(tensors: ParticleTensors, encoding: EncodingTensor
         known = torch.zeros(n_nodes, dtype=torch.bool, device=device)
         pdg_index = torch.full((n_nodes,), UNKNOWN_PDG_INDEX, dtype=torch.long, device=device)
 
-    features = torch.asinh(tensors.features / encoding.scale).sub_(encoding.mean).div_(encoding.std)
+    features = fast_asinh(tensors.features / encoding.scale).sub_(encoding.mean).div_(encoding.std)
     inverse_counts = torch.where(counts > 0, 1.0 / counts.clamp(min=1).float(), 0.0)
     return GraphBatch(
         pdg_index=pdg_index,

@@ -78,7 +78,7 @@ class FilterNet(nn.Module):
         kinematic = F.linear(
             graph.features.to(table.dtype), first.weight[:, embedding_dim:], first.bias
         )
-        return kinematic + table.index_select(0, graph.pdg_index)
+        return kinematic.add_(table.index_select(0, graph.pdg_index))
 
     def forward(self, graph: GraphBatch) -> torch.Tensor:
         # In-place activations: the per-node steps are memory-bound on CPU.

@@ -75,6 +75,7 @@ class TrainOptions(BaseModel):
     speedup_lambda: float = Field(default=0.0, ge=0)
     seed: int = 1
     threads: int = Field(default=2, gt=0)
+    device: str = Field(default="cpu", pattern="^(cpu|cuda)$")
 
 
 @dataclass
@@ -125,9 +126,10 @@ class _Trainer:
         self.encoding = GraphEncoding.fit(
             events.particles.select(train_mask), options.min_pdg_count
         )
-        self.encoding_tensors = EncodingTensors(self.encoding)
-        self.tensors = ParticleTensors.from_batch(events.particles)
-        self.passed = torch.from_numpy(events.passed.astype(np.float32))
+        self.device = torch.device("cuda:0" if options.device == "cuda" else "cpu")
+        self.encoding_tensors = EncodingTensors(self.encoding, self.device)
+        self.tensors = ParticleTensors.from_batch(events.particles, self.device)
+        self.passed = torch.from_numpy(events.passed.astype(np.float32)).to(self.device)
         n_pass = float(events.passed[self.train_ids].sum())
         n_train = len(self.train_ids)
         if n_pass == 0 or n_pass == n_train:
@@ -140,11 +142,13 @@ class _Trainer:
                 f"DisCo variable {options.disco_variable!r} not in {sorted(events.variables)}"
             )
         self.disco_variable = (
-            None if variable is None else torch.from_numpy(variable.astype(np.float32))
+            None
+            if variable is None
+            else torch.from_numpy(variable.astype(np.float32)).to(self.device)
         )
         self.net = FilterNet(
             self.encoding.n_pdg, embedding_dim=options.embedding_dim, hidden=options.hidden
-        )
+        ).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=options.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=0.5, patience=4
@@ -174,14 +178,16 @@ class _Trainer:
         self.net.eval()
         with torch.inference_mode():
             parts = [
-                torch.sigmoid(self._logits(torch.from_numpy(ids[start : start + chunk])))
+                torch.sigmoid(
+                    self._logits(torch.from_numpy(ids[start : start + chunk]).to(self.device))
+                )
                 for start in range(0, len(ids), chunk)
             ]
-        return torch.cat(parts).numpy()
+        return torch.cat(parts).cpu().numpy()
 
     def _validation_loss(self) -> tuple[float, float]:
         scores = self.scores(self.validation_ids)
-        labels = self.passed.numpy()[self.validation_ids]
+        labels = self.passed.cpu().numpy()[self.validation_ids]
         weights = np.where(labels > 0.5, self.class_weight[1], self.class_weight[0])
         clipped = np.clip(scores, 1e-7, 1 - 1e-7)
         bce = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
@@ -195,7 +201,7 @@ class _Trainer:
         for epoch in range(1, options.max_epochs + 1):
             self.net.train()
             started = time.monotonic()
-            shuffled = torch.from_numpy(self.rng.permutation(self.train_ids))
+            shuffled = torch.from_numpy(self.rng.permutation(self.train_ids)).to(self.device)
             total = 0.0
             for start in range(0, len(shuffled), options.batch_size):
                 ids = shuffled[start : start + options.batch_size]
@@ -268,9 +274,14 @@ def train_filter(events: LabelledEvents, options: TrainOptions | None = None) ->
     finally:
         torch.set_num_threads(threads)
     validation_passed = events.passed[trainer.validation_ids]
-    timing_ids = torch.from_numpy(trainer.validation_ids[:4096])
+    # The artifact is a CPU model; t_NN for the sampling optimisation is one CPU core's.
+    trainer.net.cpu()
+    timing = np.zeros(events.n_events, dtype=bool)
+    timing[trainer.validation_ids[:4096]] = True
     filter_ms = cpu_filter_ms(
-        trainer.net, trainer.encoding_tensors, take_events(trainer.tensors, timing_ids)
+        trainer.net,
+        EncodingTensors(trainer.encoding),
+        ParticleTensors.from_batch(events.particles.select(timing)),
     )
     costs = reference_costs(filter_ms)
     calibration = fit_calibration(validation_scores, validation_passed, costs)

@@ -1,0 +1,214 @@
+"""NN filter throughput: events/s of graph building + inference on one CPU core or one GPU.
+
+Inputs are real Pythia events (``benchmarks/data/filter_events.npz``, made by
+``python benchmarks/bench_filter.py make-data``) replicated to the sizes needed, so the
+GPU run needs only torch, numpy and pydantic (no Pythia).
+
+    python benchmarks/bench_filter.py cpu --out benchmarks/results/filter_cpu.json
+    python benchmarks/bench_filter.py gpu --out benchmarks/results/filter_gpu.json
+
+Targets (issue 4): >= 10,000 events/s on one CPU core (torch.set_num_threads(1)),
+>= 1,000,000 events/s on one H100, t_NN / t_gen <= 0.1 in a GPU worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smartbkg_prod.filter.data import LabelledEvents
+from smartbkg_prod.filter.graph import ParticleTensors
+from smartbkg_prod.filter.infer import CPU_CHUNK_EVENTS, score_events, score_tensors, scoring_model
+from smartbkg_prod.filter.metrics import auc
+from smartbkg_prod.physics.events import ParticleBatch
+
+DATA = Path(__file__).parent / "data" / "filter_events.npz"
+
+
+def replicate(particles: ParticleBatch, n_events: int) -> ParticleBatch:
+    """``n_events`` events made by repeating the sample (copies, as a job would hold)."""
+    copies = -(-n_events // particles.n_events)
+    batch = ParticleBatch.concatenate([particles] * copies)
+    return batch.select(np.arange(batch.n_events) < n_events)
+
+
+def cpu_model_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def best_rate(run, n_events: int, repeats: int = 5) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return n_events / best
+
+
+def bench_cpu(model: str, events: LabelledEvents) -> dict:
+    torch.set_num_threads(1)
+    scorer = scoring_model(model, "cpu")
+    particles = replicate(events.particles, 20_000)
+    score_events(scorer, particles.select(np.arange(particles.n_events) < 1000))  # warm-up
+    rate = best_rate(lambda: score_events(scorer, particles), particles.n_events, repeats=3)
+    tensors = ParticleTensors.from_batch(particles)
+    rate_tensors = best_rate(
+        lambda: score_tensors(scorer.model.net, scorer.encoding, tensors, CPU_CHUNK_EVENTS),
+        particles.n_events,
+        repeats=3,
+    )
+    return {
+        "device": f"cpu: {cpu_model_name()}",
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "model_sha256": scorer.sha256,
+        "hidden": scorer.model.net.shape.hidden,
+        "events": particles.n_events,
+        "mean_particles_per_event": float(particles.counts().mean()),
+        "chunk_events": CPU_CHUNK_EVENTS,
+        "events_per_s_from_numpy": rate,
+        "events_per_s_from_tensors": rate_tensors,
+        "filter_ms_per_event": 1e3 / rate,
+        "target_events_per_s": 10_000,
+        "meets_target": rate >= 10_000,
+    }
+
+
+def bench_gpu(model: str, events: LabelledEvents, generation_ms: float | None) -> dict:
+    scorer = scoring_model(model, "cuda")
+    device = scorer.device
+    torch.backends.cuda.matmul.allow_tf32 = True
+    results: dict = {
+        "device": scorer.device_name,
+        "torch": str(torch.__version__),
+        "cuda": torch.version.cuda,
+        "model_sha256": scorer.sha256,
+        "hidden": scorer.model.net.shape.hidden,
+        "mean_particles_per_event": float(events.particles.counts().mean()),
+        "precision": "bf16 autocast",
+    }
+    big = replicate(events.particles, 2_000_000)
+    tensors = ParticleTensors.from_batch(big, device)
+    throughput = {}
+    for chunk in (65_536, 262_144, 1_048_576):
+        run = lambda chunk=chunk: (  # noqa: E731
+            score_tensors(scorer.model.net, scorer.encoding, tensors, chunk),
+            torch.cuda.synchronize(),
+        )
+        run()
+        throughput[str(chunk)] = best_rate(run, big.n_events, repeats=3)
+    results["events_per_s_on_device_by_chunk"] = throughput
+    results["events_per_s_on_device"] = max(throughput.values())
+    best_chunk = int(max(throughput, key=throughput.get))
+    # From host numpy arrays: float32 conversion and host->device copy included.
+    host = replicate(events.particles, 1_000_000)
+    score_events(scorer, host, best_chunk)
+    results["events_per_s_from_host"] = best_rate(
+        lambda: score_events(scorer, host, best_chunk), host.n_events, 3
+    )
+    results["target_events_per_s"] = 1_000_000
+    results["meets_target"] = results["events_per_s_on_device"] >= 1_000_000
+
+    # bf16 vs fp32 on the labelled real events.
+    labelled = ParticleTensors.from_batch(events.particles, device)
+    bf16, _ = score_tensors(scorer.model.net, scorer.encoding, labelled, best_chunk)
+    with torch.autocast("cuda", enabled=False):
+        net32 = scorer.model.net.float()
+        fp32 = _fp32_scores(net32, scorer, labelled)
+    bf16, fp32 = bf16.cpu().numpy(), fp32.cpu().numpy()
+    results["bf16_vs_fp32"] = {
+        "max_abs_score_difference": float(np.abs(bf16 - fp32).max()),
+        "auc_bf16": auc(events.passed, bf16),
+        "auc_fp32": auc(events.passed, fp32),
+        "events": events.n_events,
+    }
+
+    # A GPU worker: one run_filter call per job of 25k events, after the model is cached.
+    from smartbkg_prod.filter.apply import run_filter
+    from smartbkg_prod.spec import FilterConfig
+
+    job = replicate(events.particles, 25_000)
+    config = FilterConfig(
+        mode="sample", model=model, device="cuda", batch_size=best_chunk, p_min=0.01
+    )
+    run_filter(job, config, seed=1)
+    seconds = min(run_filter(job, config, seed=1).seconds for _ in range(5))
+    filter_ms = 1e3 * seconds / job.n_events
+    results["worker_job_events"] = job.n_events
+    results["worker_filter_ms_per_event"] = filter_ms
+    if generation_ms:
+        results["generation_ms_per_event"] = generation_ms
+        results["filter_over_generation"] = filter_ms / generation_ms
+        results["filter_over_generation_target"] = 0.1
+    return results
+
+
+def _fp32_scores(net, scorer, tensors: ParticleTensors) -> torch.Tensor:
+    from smartbkg_prod.filter.graph import build_graphs_from_tensors
+
+    with torch.inference_mode():
+        return torch.sigmoid(net(build_graphs_from_tensors(tensors, scorer.encoding)))
+
+
+def measure_generation_ms(n_events: int = 5000) -> float | None:
+    """Pythia cost per event here, when Pythia is installed (else None)."""
+    try:
+        from smartbkg_prod.physics.generate import generate_events
+    except ImportError:
+        return None
+    generate_events("bbbar_generic", 200, seed=11)
+    start = time.perf_counter()
+    generate_events("bbbar_generic", n_events, seed=12)
+    return 1e3 * (time.perf_counter() - start) / n_events
+
+
+def make_data(path: Path, n_events: int) -> None:
+    from smartbkg_prod.filter.data import simulate_labelled
+    from smartbkg_prod.spec import SimulationConfig, SkimConfig
+
+    events = simulate_labelled("bbbar_generic", n_events, 777_001, SimulationConfig(), SkimConfig())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    events.save(path)
+    print(
+        f"{path}: {events.n_events} events, retention {events.retention:.4f}, {path.stat().st_size / 1e6:.1f} MB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["cpu", "gpu", "make-data"])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--events", type=int, default=2500, help="make-data: events to store")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.what == "make-data":
+        make_data(args.data, args.events)
+        return
+    events = LabelledEvents.load(args.data)
+    if args.what == "cpu":
+        results = bench_cpu(args.model, events)
+    else:
+        results = bench_gpu(args.model, events, measure_generation_ms())
+    results["command"] = f"python benchmarks/bench_filter.py {args.what} --model {args.model}"
+    results["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
