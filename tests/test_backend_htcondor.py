@@ -19,7 +19,7 @@ from smartbkg_prod.backends.htcondor import ITEM_COLUMNS, HTCondorBackend, job_s
 from smartbkg_prod.cli import main  # noqa: E402
 from smartbkg_prod.errors import SubmitError  # noqa: E402
 from smartbkg_prod.plan import JobInput, plan_jobs, read_job_list_entry  # noqa: E402
-from smartbkg_prod.spec import Campaign, dump_campaign  # noqa: E402
+from smartbkg_prod.spec import Campaign, dump_campaign, load_campaign  # noqa: E402
 from smartbkg_prod.submit import render_campaign  # noqa: E402
 
 
@@ -132,7 +132,12 @@ def test_filter_campaign_without_a_model_renders_a_train_then_produce_dag(
     assert jobs == {"train:0": "train.sub", "produce:0": "produce.sub"}
     assert ["PARENT", "train:0", "CHILD", "produce:0"] in lines
     train = parse_back(tmp_path / "dag" / "train.sub")
-    assert str(tmp_path / "model.pt") in train["arguments"]
+    training_spec = tmp_path / "dag" / "condortest-train.yaml"
+    assert train["arguments"] == (
+        f'"-m smartbkg_prod.cli train {training_spec} --out {tmp_path / "model.pt"} '
+        '--in-process --workers 4"'
+    )
+    assert load_campaign(training_spec).filter.mode == "off"
     produce = parse_back(tmp_path / "dag" / "produce.sub")
     assert len(list(produce.itemdata())) == 3
 

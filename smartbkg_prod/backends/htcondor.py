@@ -40,7 +40,7 @@ from smartbkg_prod.backends.base import (
 )
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.plan import JobInput, write_job_list
-from smartbkg_prod.spec import Campaign
+from smartbkg_prod.spec import Campaign, FilterConfig, dump_campaign
 
 ITEM_COLUMNS = ("entry", "job_index", "first_event", "n_events", "attempt")
 PROJECTION = [
@@ -65,8 +65,10 @@ PERMANENT_EXIT_CODES = (10, 20)
 # 21 StartdHeldJob, 35 InvalidDockerImage (registry hiccups), 45 SingularityTestFailed.
 TRANSIENT_HOLD_CODES = (6, 7, 8, 12, 13, 21, 35, 45)
 RELEASE_AFTER_S = 600
-# The training stage of a multi-stage campaign (train -> produce).
-TRAIN_ARGUMENTS = "-m smartbkg_prod.cli train {spec} --model {model}"
+# The training stage of a multi-stage campaign (train -> produce): `smartbkg-prod train`
+# on a filter-off copy of the campaign, capped at this many events.
+TRAIN_ARGUMENTS = "-m smartbkg_prod.cli train {spec} --out {model} --in-process --workers {cores}"
+TRAIN_EVENTS = 200_000
 
 # JobStatus (HTCondor manual, "JobStatus" job ClassAd attribute).
 _STATUS = {
@@ -287,20 +289,31 @@ class HTCondorBackend(Backend):
         return [dag_file, directory / "train.sub", directory / "produce.sub", items, job_list]
 
     def train_description(self, campaign: Campaign, directory: Path) -> htcondor2.Submit:
-        """The training node: trains the filter model the produce stage loads."""
-        from smartbkg_prod.spec import dump_campaign
-
-        spec = directory / f"{campaign.name}.yaml"
-        spec.write_text(dump_campaign(campaign))
+        """The training node: ``smartbkg-prod train`` on a filter-off copy of the campaign
+        (at most ``TRAIN_EVENTS`` events), writing the model the produce stage loads."""
+        events = min(campaign.events, TRAIN_EVENTS)
+        training = campaign.model_copy(
+            update={
+                "name": f"{campaign.name}-train",
+                "events": events,
+                "events_per_job": min(campaign.events_per_job, events),
+                "filter": FilterConfig(),
+            }
+        )
+        spec = directory / f"{training.name}.yaml"
+        spec.write_text(dump_campaign(training))
         resources = site_resources(campaign)
+        arguments = TRAIN_ARGUMENTS.format(
+            spec=spec, model=campaign.filter.model, cores=resources.cores
+        )
         keys = {
             "universe": "vanilla",
             "executable": self.python,
             "transfer_executable": "false",
-            "arguments": _quote(TRAIN_ARGUMENTS.format(spec=spec, model=campaign.filter.model)),
+            "arguments": _quote(arguments),
             "request_cpus": str(resources.cores),
             "request_memory": str(resources.memory_mb),
-            "request_gpus": str(max(1, resources.gpus)),
+            "request_gpus": str(resources.gpus),
             "should_transfer_files": "IF_NEEDED",
             "initialdir": str(directory),
             "log": f"{campaign.name}.htcondor.log",
