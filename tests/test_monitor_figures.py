@@ -232,3 +232,24 @@ def test_watch_redraws_the_live_view(store, monitored):
     result = CliRunner().invoke(monitor, ["watch", "--db", store.url, "--iterations", "1"])
     assert result.exit_code == 0, result.output
     assert "pass rate 30.0%" in result.output
+
+
+def test_cached_figures_follow_every_change_of_the_campaign(store, monitored, tmp_path):
+    from monitor_reports import make_report
+
+    from smartbkg_prod.plan import plan_jobs
+
+    jobs = plan_jobs(filtered_campaign(tmp_path))
+    first = campaign_figures(store, monitored, now=NOW)
+    assert campaign_figures(store, monitored, now=NOW) == first
+    assert campaign_figures(store, monitored, now=NOW, cached=False) == first
+    ingest_reports(store, [make_report(jobs[8], 2, "T2_B", T0 + 850)])
+    assert campaign_figures(store, monitored, now=NOW).status.events_generated == 9000
+    set_filter_expectation(store, monitored, pass_rate=0.2)
+    assert campaign_figures(store, monitored, now=NOW).drift.alarm
+    store.start_attempt(jobs[9], "local", site="T2_B")
+    assert campaign_figures(store, monitored, now=NOW).attempts_running == 1
+    store.finish_attempt(monitored, 9, 2, 51, "walltime", final=True)
+    figures = campaign_figures(store, monitored, now=NOW)
+    assert (figures.attempts_running, figures.status.jobs_by_state["failed"]) == (0, 1)
+    assert figures == campaign_figures(store, monitored, now=NOW, cached=False)

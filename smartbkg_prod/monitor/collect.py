@@ -19,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState
+from smartbkg_prod.errors import StoreError
 from smartbkg_prod.monitor.records import BackendStateRow
 from smartbkg_prod.plan import JobInput, plan_jobs
 from smartbkg_prod.report import JobReport, ReportError, parse_report
@@ -146,37 +147,39 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
                 )
                 continue
             seen.add(key)
-            report_rows.append(_report_values(report))
+            report_rows.append(_report_row(report))
             job_id = job[0]
-            attempt_values = {
-                "state": DONE if report.succeeded else FAILED,
-                "exit_code": report.exit_code,
-                "error_class": report.error_class,
-                "finished_at": report.finished_at,
-                "site": report.site,
-            }
+            attempt_state = DONE if report.succeeded else FAILED
             existing = attempts.get((job_id, report.attempt))
             if existing is None:
                 new_attempts.append(
-                    {
-                        **attempt_values,
-                        "job_id": job_id,
-                        "attempt": report.attempt,
-                        "backend": report.backend,
-                        "backend_job_id": report.backend_job_id,
-                        "submitted_at": report.started_at,
-                    }
+                    (
+                        job_id,
+                        report.attempt,
+                        report.backend,
+                        report.backend_job_id,
+                        report.started_at,
+                        attempt_state,
+                        report.exit_code,
+                        report.error_class,
+                        report.finished_at,
+                        report.site,
+                    )
                 )
                 attempts[(job_id, report.attempt)] = (None, report.backend_job_id)
                 job[2] = max(job[2], report.attempt)
             else:
                 attempt_id, backend_job_id = existing
                 attempt_updates.append(
-                    {
-                        **attempt_values,
-                        "b_id": attempt_id,
-                        "backend_job_id": report.backend_job_id or backend_job_id,
-                    }
+                    (
+                        attempt_state,
+                        report.exit_code,
+                        report.error_class,
+                        report.finished_at,
+                        report.site,
+                        report.backend_job_id or backend_job_id,
+                        attempt_id,
+                    )
                 )
             if job[1] != DONE:
                 if report.succeeded:
@@ -190,28 +193,21 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
                     job[1] = FAILED if is_final else PENDING
             touched_jobs.add((report.campaign_id, report.job_index))
 
+        connection = session.connection()
         if report_rows:
-            session.execute(insert(ReportRow), report_rows)
+            _insert_many(connection, ReportRow.__tablename__, REPORT_COLUMNS, report_rows)
         if new_attempts:
-            session.execute(insert(AttemptRow), new_attempts)
+            _insert_many(connection, AttemptRow.__tablename__, ATTEMPT_COLUMNS, new_attempts)
         if attempt_updates:
-            table = AttemptRow.__table__
-            session.connection().execute(
-                update(table).where(table.c.id == bindparam("b_id")), attempt_updates
+            _update_many(
+                connection, AttemptRow.__tablename__, ATTEMPT_UPDATE_COLUMNS, attempt_updates
             )
         if touched_jobs:
-            table = JobRow.__table__
-            session.connection().execute(
-                update(table).where(table.c.id == bindparam("b_id")),
-                [
-                    {
-                        "b_id": jobs[key][0],
-                        "state": jobs[key][1],
-                        "attempts": jobs[key][2],
-                        "updated_at": now,
-                    }
-                    for key in touched_jobs
-                ],
+            _update_many(
+                connection,
+                JobRow.__tablename__,
+                ("state", "attempts", "updated_at"),
+                [(jobs[key][1], jobs[key][2], now, jobs[key][0]) for key in touched_jobs],
             )
         result.stored = len(report_rows)
     return result
@@ -229,27 +225,105 @@ def _name(report: JobReport) -> str:
     return f"{report.campaign_id} job {report.job_index} attempt {report.attempt}"
 
 
-def _report_values(report: JobReport) -> dict:
-    return {
-        "campaign_id": report.campaign_id,
-        "job_index": report.job_index,
-        "attempt": report.attempt,
-        "site": report.site,
-        "host": report.host,
-        "exit_code": report.exit_code,
-        "error_class": report.error_class,
-        "events_generated": report.events_generated,
-        "events_kept": report.events_kept,
-        "events_simulated": report.events_simulated,
-        "events_skimmed": report.events_skimmed,
-        "sum_weights_skimmed": report.sum_weights_skimmed,
-        "wall_seconds": report.wall_seconds,
-        "cpu_seconds": report.cpu_seconds,
-        "peak_rss_mb": report.peak_rss_mb,
-        "started_at": report.started_at,
-        "finished_at": report.finished_at,
-        "body": report.model_dump(mode="json"),
-    }
+REPORT_COLUMNS = (
+    "campaign_id",
+    "job_index",
+    "attempt",
+    "site",
+    "host",
+    "exit_code",
+    "error_class",
+    "events_generated",
+    "events_kept",
+    "events_simulated",
+    "events_skimmed",
+    "sum_weights_skimmed",
+    "wall_seconds",
+    "cpu_seconds",
+    "peak_rss_mb",
+    "started_at",
+    "finished_at",
+    "body",
+)
+ATTEMPT_COLUMNS = (
+    "job_id",
+    "attempt",
+    "backend",
+    "backend_job_id",
+    "submitted_at",
+    "state",
+    "exit_code",
+    "error_class",
+    "finished_at",
+    "site",
+)
+ATTEMPT_UPDATE_COLUMNS = (
+    "state",
+    "exit_code",
+    "error_class",
+    "finished_at",
+    "site",
+    "backend_job_id",
+)
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def _report_row(report: JobReport) -> tuple:
+    """A reports-table row in REPORT_COLUMNS order. The body is serialized by pydantic's
+    compiled serializer: the same JSON document as json.dumps(model_dump()), at half the cost."""
+    return (
+        report.campaign_id,
+        report.job_index,
+        report.attempt,
+        report.site,
+        report.host,
+        report.exit_code,
+        report.error_class,
+        report.events_generated,
+        report.events_kept,
+        report.events_simulated,
+        report.events_skimmed,
+        report.sum_weights_skimmed,
+        report.wall_seconds,
+        report.cpu_seconds,
+        report.peak_rss_mb,
+        report.started_at,
+        report.finished_at,
+        report.model_dump_json(),
+    )
+
+
+# Writes go straight to the DB-API cursor's executemany: at 10k rows, SQLAlchemy's per-row
+# parameter processing costs more than SQLite's own insert.
+def _mark(connection: Connection, column: str) -> str:
+    try:
+        mark = _PLACEHOLDERS[connection.dialect.paramstyle]
+    except KeyError:
+        raise StoreError(
+            f"bulk ingestion does not support the {connection.dialect.driver} driver "
+            f"(paramstyle {connection.dialect.paramstyle}); use SQLite or PostgreSQL with psycopg"
+        ) from None
+    # PostgreSQL does not put text into a json column without a cast.
+    if column == "body" and connection.dialect.name == "postgresql":
+        return f"CAST({mark} AS JSON)"
+    return mark
+
+
+def _insert_many(
+    connection: Connection, table: str, columns: Sequence[str], rows: list[tuple]
+) -> None:
+    marks = ", ".join(_mark(connection, column) for column in columns)
+    connection.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+def _update_many(
+    connection: Connection, table: str, columns: Sequence[str], rows: list[tuple]
+) -> None:
+    """UPDATE by primary key; each row holds the new values in ``columns`` order, then the id."""
+    assignments = ", ".join(f"{column} = {_mark(connection, column)}" for column in columns)
+    connection.exec_driver_sql(
+        f"UPDATE {table} SET {assignments} WHERE id = {_mark(connection, 'id')}", rows
+    )
 
 
 # -- report files ----------------------------------------------------------------------

@@ -32,11 +32,15 @@ Definitions:
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, func, select
 
+from smartbkg_prod.errors import StoreError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.monitor.drift import DriftReport, campaign_expectation, check_drift
 from smartbkg_prod.monitor.records import BackendStateRow
@@ -206,18 +210,42 @@ def bin_width(span_s: float) -> float:
     return float(math.ceil(span_s / _MAX_BINS))
 
 
-def campaign_figures(
-    store: Store,
-    campaign_id: str,
-    now: float | None = None,
-    window_s: float = DEFAULT_WINDOW_S,
-    stall_after_s: float = DEFAULT_STALL_AFTER_S,
-    reference_generation_ms: float = REFERENCE_GENERATION_MS,
-    reference_simulation_ms: float = REFERENCE_SIMULATION_MS,
-    recent: int = 10,
-) -> CampaignFigures:
-    """All figures of one campaign at time ``now`` (default: the current time)."""
-    now = time.time() if now is None else now
+@dataclass(frozen=True)
+class _CampaignData:
+    """What the figures need from the database (cached while the campaign is unchanged)."""
+
+    status: CampaignStatus
+    spec: dict
+    provenance: dict
+    created_at: float
+    finished: list
+    costs: tuple
+    site_rows: list
+    attempt_rows: list
+    held: int
+    failures: tuple
+
+
+def _version(session, campaign_id: str) -> tuple:
+    """Changes whenever anything the figures read changes: rows added (reports, attempts,
+    backend states), job states moved (``jobs.updated_at``), expectations edited."""
+    counts = [
+        select(func.count(ReportRow.id), func.max(ReportRow.id)).where(
+            ReportRow.campaign_id == campaign_id
+        ),
+        select(func.count(AttemptRow.id), func.max(AttemptRow.finished_at))
+        .join(JobRow, AttemptRow.job_id == JobRow.id)
+        .where(JobRow.campaign_id == campaign_id),
+        select(func.max(JobRow.updated_at)).where(JobRow.campaign_id == campaign_id),
+        select(func.count(BackendStateRow.id), func.max(BackendStateRow.observed_at)).where(
+            BackendStateRow.campaign_id == campaign_id
+        ),
+        select(CampaignRow.provenance).where(CampaignRow.id == campaign_id),
+    ]
+    return tuple(tuple(session.execute(query).one()) for query in counts)
+
+
+def _load(store: Store, campaign_id: str, recent: int) -> _CampaignData:
     status = store.status(campaign_id)
     with store.session() as session:
         campaign = session.get(CampaignRow, campaign_id)
@@ -227,25 +255,23 @@ def campaign_figures(
             .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
             .group_by(ReportRow.job_index)
         ).scalar_subquery()
-        stage = ReportRow.body["stage_seconds"]
-        costs = session.execute(
-            select(
-                func.coalesce(func.sum(stage["generate"].as_float()), 0.0),
-                func.coalesce(func.sum(stage["filter"].as_float()), 0.0),
-                func.coalesce(func.sum(stage["simulate"].as_float()), 0.0),
-                func.coalesce(func.sum(stage["skim"].as_float()), 0.0),
-                func.count(stage["filter"].as_float()),
-            ).where(ReportRow.id.in_(first_success))
-        ).one()
+        # Events and completion times: each job's first successful attempt only.
         finished = session.execute(
-            select(ReportRow.finished_at, ReportRow.events_generated)
+            select(ReportRow.finished_at, ReportRow.events_generated, ReportRow.site)
             .where(ReportRow.id.in_(first_success))
             .order_by(ReportRow.finished_at)
         ).all()
-        span = session.execute(
-            select(func.min(ReportRow.started_at), func.max(ReportRow.finished_at)).where(
-                ReportRow.campaign_id == campaign_id
-            )
+        # Per-event stage costs: every successful attempt's time over its own events.
+        costs = session.execute(
+            select(
+                *(
+                    func.coalesce(func.sum(ReportRow.body[("stage_seconds", name)].as_float()), 0.0)
+                    for name in ("generate", "filter", "simulate", "skim")
+                ),
+                func.count(ReportRow.body[("stage_seconds", "filter")].as_float()),
+                func.coalesce(func.sum(ReportRow.events_generated), 0),
+                func.coalesce(func.sum(ReportRow.events_simulated), 0),
+            ).where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
         ).one()
         site_rows = session.execute(
             select(
@@ -253,18 +279,12 @@ def campaign_figures(
                 func.count(),
                 func.coalesce(func.sum(ReportRow.cpu_seconds), 0.0),
                 func.coalesce(func.sum(ReportRow.wall_seconds), 0.0),
+                func.min(ReportRow.started_at),
+                func.max(ReportRow.finished_at),
             )
             .where(ReportRow.campaign_id == campaign_id)
             .group_by(ReportRow.site)
         ).all()
-        site_events = {
-            site: events
-            for site, events in session.execute(
-                select(ReportRow.site, func.sum(ReportRow.events_generated))
-                .where(ReportRow.id.in_(first_success))
-                .group_by(ReportRow.site)
-            )
-        }
         attempt_rows = session.execute(
             select(
                 AttemptRow.site,
@@ -302,12 +322,92 @@ def campaign_figures(
         )
         failures = _failures(session, campaign_id, attempt_rows, recent)
 
-    start, last_report_at = span
+    return _CampaignData(
+        status=status,
+        spec=spec if isinstance(spec, dict) else {},
+        provenance=provenance if isinstance(provenance, dict) else {},
+        created_at=created_at,
+        finished=finished,
+        costs=tuple(costs),
+        site_rows=site_rows,
+        attempt_rows=attempt_rows,
+        held=int(held or 0),
+        failures=failures,
+    )
+
+
+class _FiguresCache:
+    """Per-store cache of :class:`_CampaignData`, checked against :func:`_version`: an idle
+    or finished campaign costs five small queries per page or scrape instead of a scan of
+    all its reports (JSON timings included)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int], tuple[tuple, _CampaignData]] = {}
+        self._lock = threading.Lock()
+
+    def data(self, store: Store, campaign_id: str, recent: int) -> _CampaignData:
+        with store.session() as session:
+            version = _version(session, campaign_id)
+        key = (campaign_id, recent)
+        with self._lock:
+            cached = self._entries.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        data = _load(store, campaign_id, recent)
+        with self._lock:
+            self._entries[key] = (version, data)
+        return data
+
+
+_CACHES: weakref.WeakKeyDictionary[Store, _FiguresCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_for(store: Store) -> _FiguresCache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(store)
+        if cache is None:
+            cache = _CACHES[store] = _FiguresCache()
+        return cache
+
+
+def campaign_figures(
+    store: Store,
+    campaign_id: str,
+    now: float | None = None,
+    window_s: float = DEFAULT_WINDOW_S,
+    stall_after_s: float = DEFAULT_STALL_AFTER_S,
+    reference_generation_ms: float = REFERENCE_GENERATION_MS,
+    reference_simulation_ms: float = REFERENCE_SIMULATION_MS,
+    recent: int = 10,
+    cached: bool = True,
+) -> CampaignFigures:
+    """All figures of one campaign at time ``now`` (default: the current time).
+
+    ``cached`` reuses the database part of the last computation while the campaign is
+    unchanged (see :class:`_FiguresCache`); time-dependent figures are always recomputed.
+    """
+    now = time.time() if now is None else now
+    if store.campaign(campaign_id) is None:
+        raise StoreError(f"no campaign {campaign_id!r} in {store.url}")
+    data = (
+        _cache_for(store).data(store, campaign_id, recent)
+        if cached
+        else _load(store, campaign_id, recent)
+    )
+    status, spec, provenance, created_at = data.status, data.spec, data.provenance, data.created_at
+    finished, costs, site_rows = data.finished, data.costs, data.site_rows
+    attempt_rows, held, failures = data.attempt_rows, data.held, data.failures
+    start = min((row[4] for row in site_rows), default=None)
+    last_report_at = max((row[5] for row in site_rows), default=None)
+    site_events: dict[str, int] = {}
+    for _finished_at, events, site in finished:
+        site_events[site] = site_events.get(site, 0) + events
     # Moving window, clipped to the campaign's first start so a young campaign's rate is
     # not diluted by time before it ran.
     window_start = max(now - window_s, start if start is not None else now)
     window_length = max(now - window_start, 1e-9)
-    in_window = [(t, n) for t, n in finished if window_start <= t <= now]
+    in_window = [(t, n) for t, n, _site in finished if window_start <= t <= now]
     throughput = sum(n for _, n in in_window) / window_length if in_window else 0.0
     jobs_per_h = 3600.0 * len(in_window) / window_length if in_window else 0.0
     remaining = max(status.events_requested - status.events_generated, 0)
@@ -330,7 +430,15 @@ def campaign_figures(
     series, width = _series(finished, start, last_report_at if quiet else now)
     pass_rate, pass_rate_error = _fraction(status.events_kept, status.events_generated)
     retention, retention_error = _fraction(status.events_skimmed, status.events_simulated)
-    generate_s, filter_s, simulate_s, skim_s, reports_with_filter = costs
+    (
+        generate_s,
+        filter_s,
+        simulate_s,
+        skim_s,
+        reports_with_filter,
+        cost_generated,
+        cost_simulated,
+    ) = costs
     filter_mode = (
         str((spec or {}).get("filter", {}).get("mode", "off")) if isinstance(spec, dict) else "off"
     )
@@ -344,16 +452,10 @@ def campaign_figures(
     )
     if filter_mode == "off":
         drift.note = "filter off: nothing to drift"
-    t_nn_ms = (
-        1000.0 * filter_s / status.events_generated
-        if status.events_generated and reports_with_filter
-        else None
-    )
+    t_nn_ms = 1000.0 * filter_s / cost_generated if cost_generated and reports_with_filter else None
     measured = (
-        1000.0 * generate_s / status.events_generated if status.events_generated else None,
-        1000.0 * (simulate_s + skim_s) / status.events_simulated
-        if status.events_simulated
-        else None,
+        1000.0 * generate_s / cost_generated if cost_generated else None,
+        1000.0 * (simulate_s + skim_s) / cost_simulated if cost_simulated else None,
     )
     speedups = [
         effective_speedup(
@@ -463,7 +565,7 @@ def effective_speedup(
 
 
 def _series(
-    finished: list[tuple[float, int]], start: float | None, end: float
+    finished: list[tuple[float, int, str]], start: float | None, end: float
 ) -> tuple[list[ThroughputPoint], float]:
     if not finished or start is None:
         return [], float(_NICE_BINS_S[0])
@@ -471,7 +573,7 @@ def _series(
     n_bins = int((end - start) // width) + 1
     events = [0] * n_bins
     jobs = [0] * n_bins
-    for finished_at, n in finished:
+    for finished_at, n, _site in finished:
         index = min(max(int((finished_at - start) // width), 0), n_bins - 1)
         events[index] += n
         jobs[index] += 1
@@ -499,7 +601,7 @@ def _site_figures(site_rows, site_events, attempt_rows) -> list[SiteFigures]:
     for site, state, _code, _cls, count, _last in attempt_rows:
         per_state = attempts.setdefault(site, {})
         per_state[state] = per_state.get(state, 0) + count
-    resources = {site: (count, cpu, wall) for site, count, cpu, wall in site_rows}
+    resources = {site: (count, cpu, wall) for site, count, cpu, wall, _first, _last in site_rows}
     figures = []
     for site in sorted(set(attempts) | set(resources)):
         per_state = attempts.get(site, {})
