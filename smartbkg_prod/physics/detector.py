@@ -37,8 +37,8 @@ MASS = {
     PROTON: 0.93827209,
 }
 CHARGED_STABLE = np.array(sorted(MASS), dtype=np.int32)
-# Leptons carry the opposite sign convention: e- is +11.
-NEGATIVE_WHEN_POSITIVE = {ELECTRON, MUON}
+# Leptons carry the opposite PDG sign convention to hadrons: e- is +11, π- is -211.
+LEPTONS = (ELECTRON, MUON)
 TRACK_TURN_ON_WIDTH = 0.01  # GeV: width of the tracking-efficiency turn-on around track_pt_min
 MAX_TRACK_RADIUS_MM = 1100.0  # tracks born outside the drift chamber are not reconstructed
 LEPTON_PROTON_ID_EFFICIENCY = 0.95  # the rest is identified as a pion
@@ -66,9 +66,9 @@ class RecoBatch(EventGrouped):
         return int(self.offsets[-1])
 
 
-def _signed_hypothesis(abs_pdg: np.ndarray, charge: np.ndarray) -> np.ndarray:
-    lepton = np.isin(abs_pdg, list(NEGATIVE_WHEN_POSITIVE))
-    return (abs_pdg * np.where(lepton, -charge, charge)).astype(np.int32)
+def _lepton_flip(abs_pdg: np.ndarray) -> np.ndarray:
+    """-1 for leptons, +1 otherwise: sign(PDG id) = charge * flip."""
+    return np.where(np.isin(abs_pdg, LEPTONS), -1, 1)
 
 
 def _identify(
@@ -117,11 +117,11 @@ def simulate(particles: ParticleBatch, config: SimulationConfig, seed: int) -> R
     beta = p_true / energy[track_rows]
     sigma_rel = np.hypot(config.pt_resolution_a * track_pt, config.pt_resolution_b / beta)
     scale = np.maximum(1.0 + sigma_rel * rng.standard_normal(len(track_rows)), 1e-3)
-    # PDG sign: positive hadrons and negative leptons carry positive ids.
-    pdg_sign = np.sign(particles.pdg[track_rows])
-    lepton = np.isin(abs_pdg[track_rows], list(NEGATIVE_WHEN_POSITIVE))
-    track_charge = np.where(lepton, -pdg_sign, pdg_sign).astype(np.int8)
+    track_charge = (np.sign(particles.pdg[track_rows]) * _lepton_flip(abs_pdg[track_rows])).astype(
+        np.int8
+    )
     hypothesis = _identify(abs_pdg[track_rows], config, rng)
+    signed_hypothesis = hypothesis * track_charge * _lepton_flip(hypothesis)
     hyp_mass = np.select([hypothesis == code for code in MASS], list(MASS.values()))
     t_px, t_py, t_pz = px[track_rows] * scale, py[track_rows] * scale, pz[track_rows] * scale
     t_energy = np.sqrt(t_px**2 + t_py**2 + t_pz**2 + hyp_mass**2)
@@ -138,7 +138,7 @@ def simulate(particles: ParticleBatch, config: SimulationConfig, seed: int) -> R
     e_meas = e_true * (1.0 + sigma_e * rng.standard_normal(len(photon_rows)))
     above = e_meas > config.photon_energy_min
     photon_rows, e_meas = photon_rows[above], e_meas[above]
-    direction = e_meas / np.maximum(e_true[above], 1e-12)
+    photon_scale = e_meas / np.maximum(e_true[above], 1e-12)  # direction kept, energy measured
 
     # Merge, keeping objects grouped by event in MC order ------------------------------
     rows = np.concatenate([track_rows, photon_rows])
@@ -155,13 +155,13 @@ def simulate(particles: ParticleBatch, config: SimulationConfig, seed: int) -> R
     return RecoBatch(
         event_number=particles.event_number.copy(),
         offsets=offsets_from_counts(np.bincount(event_of, minlength=particles.n_events)),
-        px=merged(t_px, px[photon_rows] * direction, np.float64),
-        py=merged(t_py, py[photon_rows] * direction, np.float64),
-        pz=merged(t_pz, pz[photon_rows] * direction, np.float64),
+        px=merged(t_px, px[photon_rows] * photon_scale, np.float64),
+        py=merged(t_py, py[photon_rows] * photon_scale, np.float64),
+        pz=merged(t_pz, pz[photon_rows] * photon_scale, np.float64),
         energy=merged(t_energy, e_meas, np.float64),
         charge=merged(track_charge, np.zeros(len(photon_rows)), np.int8),
         pdg_hypothesis=merged(
-            _signed_hypothesis(hypothesis, track_charge),
+            signed_hypothesis,
             np.full(len(photon_rows), PHOTON),
             np.int32,
         ),

@@ -29,7 +29,7 @@ import pythia8mc
 
 from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
-from smartbkg_prod.physics.beams import BETA_GAMMA, E_ELECTRON, E_POSITRON, GAMMA, SQRT_S
+from smartbkg_prod.physics.beams import E_ELECTRON, E_POSITRON, SQRT_S, cm_to_lab
 from smartbkg_prod.physics.events import ParticleBatch, offsets_from_counts
 from smartbkg_prod.spec import PROCESSES
 
@@ -157,27 +157,20 @@ class _CollisionSource(pythia8mc.LHAup):
     def _draw_chunk(self) -> list[tuple[float, ...]]:
         setup, rng, n = self._setup, self._rng, self.CHUNK
         weights = np.asarray(setup.flavour_weights) / sum(setup.flavour_weights)
-        quark = rng.choice(np.asarray(setup.quark_flavours), size=n, p=weights)
-        mass = np.vectorize(self._masses.__getitem__, otypes=[float])(quark)
+        flavour = rng.choice(len(setup.quark_flavours), size=n, p=weights)
+        quark = np.asarray(setup.quark_flavours)[flavour]
+        mass = np.asarray([self._masses[q] for q in setup.quark_flavours])[flavour]
         cos_theta = sample_cos_theta(rng, n)
         phi = rng.uniform(0.0, 2.0 * math.pi, n)
         energy_cm = np.full(n, SQRT_S / 2)
         p_cm = np.sqrt(energy_cm**2 - mass**2)
-        sin_theta = np.sqrt(1.0 - cos_theta**2)
-        px, py, pz = (
-            p_cm * sin_theta * np.cos(phi),
-            p_cm * sin_theta * np.sin(phi),
-            p_cm * cos_theta,
-        )
-        # Boost q (+pz) and qbar (-pz) from the CM to the lab.
-        pz_q, e_q = GAMMA * pz + BETA_GAMMA * energy_cm, GAMMA * energy_cm + BETA_GAMMA * pz
-        pz_qbar, e_qbar = -GAMMA * pz + BETA_GAMMA * energy_cm, GAMMA * energy_cm - BETA_GAMMA * pz
-        return list(
-            zip(
-                *(a.tolist() for a in (quark, mass, px, py, pz_q, e_q, pz_qbar, e_qbar)),
-                strict=True,
-            )
-        )
+        p_t = p_cm * np.sqrt(1.0 - cos_theta**2)
+        px, py, pz = p_t * np.cos(phi), p_t * np.sin(phi), p_cm * cos_theta
+        # q along +p, qbar along -p in the CM; both boosted to the lab.
+        pz_q, e_q = cm_to_lab(pz, energy_cm)
+        pz_qbar, e_qbar = cm_to_lab(-pz, energy_cm)
+        columns = (quark, mass, px, py, pz_q, e_q, pz_qbar, e_qbar)
+        return list(zip(*(column.tolist() for column in columns), strict=True))
 
 
 def _kept_particles(pdg: np.ndarray, status: np.ndarray) -> np.ndarray:
