@@ -133,3 +133,16 @@ def test_continuum_retention_is_much_lower_than_bbbar(generic_skim):
     particles = generate_events("continuum_uds", 4000, seed=21)
     continuum = skim(simulate(particles, SimulationConfig(), seed=21), SkimConfig())
     assert continuum.retention < 0.5 * generic_skim.retention
+
+
+def test_processing_in_chunks_does_not_change_the_result(monkeypatch):
+    import smartbkg_prod.physics.skim as skim_module
+
+    reco = simulate(generate_events("bbbar_generic", 300, seed=4), SimulationConfig(), seed=4)
+    whole = skim(reco, SkimConfig())
+    monkeypatch.setattr(skim_module, "CHUNK_EVENTS", 37)
+    chunked = skim(reco, SkimConfig())
+    assert np.array_equal(whole.passed, chunked.passed)
+    assert np.array_equal(whole.best_mbc, chunked.best_mbc, equal_nan=True)
+    for name, values in whole.candidates.items():
+        assert np.array_equal(values, chunked.candidates[name], equal_nan=values.dtype.kind == "f")
