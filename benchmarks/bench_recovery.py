@@ -39,6 +39,48 @@ def labelled_rows(
     return failure_features(history.records, targets), labels, history.class_balance()
 
 
+def _figures(truth, predicted) -> dict[str, float]:
+    evaluation = evaluate(truth, predicted)
+    return {
+        "accuracy": evaluation.accuracy,
+        "macro_recall": evaluation.macro_recall,
+        "macro_precision": evaluation.macro_precision,
+    }
+
+
+def robustness(args: argparse.Namespace, model: ActionClassifier, rows: list, truth: list) -> dict:
+    """How the learned policy holds up: more label noise, noise biased towards "resubmit"
+    (the lazy operator), and test campaigns where site faults and bugs are 3x as common."""
+    results = {}
+    variants = {
+        "noise_0.0": {"label_noise": 0.0},
+        "noise_0.3": {"label_noise": 0.3},
+        "noise_0.4": {"label_noise": 0.4},
+        "noise_0.2_mostly_resubmit": {"label_noise": 0.2, "noise_resubmit_share": 0.9},
+    }
+    for name, knobs in variants.items():
+        config = SimulatorConfig(seed=args.train_seed, n_campaigns=args.train_campaigns, **knobs)
+        train_rows, train_labels, _ = labelled_rows(config)
+        variant = ActionClassifier().fit(
+            train_rows, [label.operator_action for label in train_labels]
+        )
+        results[name] = {"model": _figures(truth, variant.predict(rows)[0])}
+    shifted = SimulatorConfig(
+        seed=args.test_seeds[0] + 1000,
+        n_campaigns=args.test_campaigns,
+        p_broken_storage=0.06, p_broken_gpu=0.045, p_corrupted_replica=0.045, p_draining_site=0.06,
+        p_software_bug=0.012,
+    )  # fmt: skip
+    shifted_rows, shifted_labels, balance = labelled_rows(shifted)
+    shifted_truth = [label.true_action for label in shifted_labels]
+    results["shifted_test_3x_site_faults"] = {
+        "class_balance": balance,
+        "model": _figures(shifted_truth, model.predict(shifted_rows)[0]),
+        "rules": _figures(shifted_truth, [decide(row).action for row in shifted_rows]),
+    }
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/recovery.json"))
@@ -66,12 +108,15 @@ def main() -> None:
     majority = Counter(operator).most_common(1)[0][0]
 
     per_seed, all_truth, predictions = [], [], {"model": [], "rules": [], "majority": []}
+    test_rows_by_seed, test_truth_by_seed = [], []
     predict_s = 0.0
     for seed in args.test_seeds:
         rows, labels, balance = labelled_rows(
             SimulatorConfig(seed=seed, n_campaigns=args.test_campaigns)
         )
         truth = [label.true_action for label in labels]
+        test_rows_by_seed.append(rows)
+        test_truth_by_seed.append(truth)
         start = time.perf_counter()
         predicted, _ = model.predict(rows)
         predict_s += time.perf_counter() - start
@@ -94,6 +139,7 @@ def main() -> None:
 
     overall = {name: evaluate(all_truth, p) for name, p in predictions.items()}
     figures = overall["model"]
+    sensitivity = robustness(args, model, test_rows_by_seed[0], test_truth_by_seed[0])
     passed = {key: getattr(figures, key) >= bound for key, bound in TARGETS.items()}
     result = {
         "benchmark": "recovery classifier vs rules vs majority class",
@@ -120,6 +166,7 @@ def main() -> None:
         },
         "overall": {name: evaluation.model_dump() for name, evaluation in overall.items()},
         "per_seed": per_seed,
+        "robustness": sensitivity,
         "timing_s": {"simulate_train": simulate_s, "fit": train_s, "predict_all_test": predict_s},
         "environment": {
             "python": platform.python_version(),
@@ -137,6 +184,11 @@ def main() -> None:
     print(f"labels: {figures.labels}")
     for label, row in zip(figures.labels, figures.confusion, strict=True):
         print(f"  {label:24s} {row}")
+    for name, figures_by_policy in sensitivity.items():
+        for policy in ("model", "rules"):
+            if policy in figures_by_policy:
+                values = "  ".join(f"{k} {v:.3f}" for k, v in figures_by_policy[policy].items())
+                print(f"robustness {name:28s} {policy:5s} {values}")
     print(f"targets passed: {passed} -> {args.out}")
 
 
