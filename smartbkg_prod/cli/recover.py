@@ -17,6 +17,7 @@ from smartbkg_prod.recovery.classifier import MIN_LABELS, Evaluation
 from smartbkg_prod.recovery.features import code_site_matrix
 from smartbkg_prod.recovery.records import STATUSES as RECOMMENDATION_STATUSES
 from smartbkg_prod.recovery.records import (
+    StoredRecommendation,
     campaign_records,
     get_recommendation,
     list_recommendations,
@@ -71,12 +72,10 @@ def _public(recommendation: Recommendation) -> dict:
     return recommendation.model_dump(mode="json", exclude={"features"})
 
 
-def _line(recommendation) -> str:
-    prefix = (
-        f"{recommendation.id:>5} {recommendation.status:<10} "
-        if hasattr(recommendation, "id")
-        else ""
-    )
+def _line(recommendation: Recommendation) -> str:
+    prefix = ""
+    if isinstance(recommendation, StoredRecommendation):
+        prefix = f"{recommendation.id:>5} {recommendation.status:<10} "
     return (
         f"{prefix}{recommendation.campaign_id} job {recommendation.job_index} "
         f"attempt {recommendation.attempt} @ {recommendation.site}: {recommendation.failure_code} "

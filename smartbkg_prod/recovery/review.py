@@ -66,15 +66,12 @@ def refresh_recommendations(
     new_ids: list[int] = []
     for campaign in campaigns:
         failed = set(live_jobs(store, campaign).get("failed", []))
-        recommendations = (
-            [
-                r
-                for r in recommend(campaign_records(store, campaign), model, model_name)
-                if r.job_index in failed
+        recommendations = []
+        if failed:
+            records = campaign_records(store, campaign)
+            recommendations = [
+                r for r in recommend(records, model, model_name) if r.job_index in failed
             ]
-            if failed
-            else []
-        )
         supersede_stale(store, campaign, {r.job_index: r.attempt for r in recommendations})
         before = {r.id for r in list_recommendations(store, campaign_id=campaign)}
         new_ids += [i for i in save_recommendations(store, recommendations) if i not in before]
