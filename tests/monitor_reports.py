@@ -121,3 +121,17 @@ def register(store: Store, campaign: Campaign, tmp_path) -> list[Job]:
     jobs = plan_jobs(campaign)
     store.register_campaign(campaign, jobs, tmp_path / "out")
     return jobs
+
+
+def populate(store: Store, tmp_path, **expectation: float) -> tuple[str, list[Job]]:
+    """Register the campaign, collect its reports, lose job 9 and record the filter's
+    expected rates (``pass_rate``, ``retention_kept``, ``retention_unfiltered``)."""
+    from smartbkg_prod.monitor.collect import ingest_reports
+    from smartbkg_prod.monitor.drift import set_filter_expectation
+
+    campaign = filtered_campaign(tmp_path)
+    jobs = register(store, campaign, tmp_path)
+    ingest_reports(store, campaign_reports(jobs))
+    lose_job_9(store, jobs)
+    set_filter_expectation(store, campaign.campaign_id, **expectation)
+    return campaign.campaign_id, jobs

@@ -7,7 +7,7 @@ import math
 
 import pytest
 from click.testing import CliRunner
-from monitor_reports import T0, campaign_reports, filtered_campaign, lose_job_9, register
+from monitor_reports import T0, filtered_campaign, make_report, populate
 
 from smartbkg_prod.cli.monitor import monitor, watch
 from smartbkg_prod.monitor.collect import ingest_reports
@@ -25,14 +25,9 @@ NOW = T0 + 900
 
 @pytest.fixture
 def monitored(store, tmp_path):
-    campaign = filtered_campaign(tmp_path)
-    jobs = register(store, campaign, tmp_path)
-    ingest_reports(store, campaign_reports(jobs))
-    lose_job_9(store, jobs)
-    set_filter_expectation(
-        store, campaign.campaign_id, pass_rate=0.3, retention_kept=0.1, retention_unfiltered=0.05
-    )
-    return campaign.campaign_id
+    return populate(store, tmp_path, pass_rate=0.3, retention_kept=0.1, retention_unfiltered=0.05)[
+        0
+    ]
 
 
 def test_event_counts_come_once_from_each_done_job(store, monitored):
@@ -231,11 +226,10 @@ def test_watch_redraws_the_live_view(store, monitored):
     assert "top fail 50 out_of_memory x2 at T2_A" in lines[0]
     result = CliRunner().invoke(monitor, ["watch", "--db", store.url, "--iterations", "1"])
     assert result.exit_code == 0, result.output
-    assert "pass rate 30.0%" in result.output
+    assert "pass rate 30.00 %" in result.output
 
 
 def test_cached_figures_follow_every_change_of_the_campaign(store, monitored, tmp_path):
-    from monitor_reports import make_report
 
     from smartbkg_prod.plan import plan_jobs
 

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from monitor_reports import campaign_reports, filtered_campaign, lose_job_9, register
+from monitor_reports import populate
 from prometheus_client.parser import text_string_to_metric_families
 
-from smartbkg_prod.monitor.collect import ingest_reports
-from smartbkg_prod.monitor.drift import set_filter_expectation
 from smartbkg_prod.monitor.metrics import exposed_names
 from smartbkg_prod.monitor.web import start_server
 
@@ -26,24 +24,17 @@ METRIC_NAME = re.compile(r"\b(smartbkg_[a-z0-9_]+)")
 @pytest.fixture
 def scrape(store, tmp_path):
     """The parsed /metrics of a live server over the reference campaign."""
-    campaign = filtered_campaign(tmp_path)
-    jobs = register(store, campaign, tmp_path)
-    ingest_reports(store, campaign_reports(jobs))
-    lose_job_9(store, jobs)
-    set_filter_expectation(store, campaign.campaign_id, pass_rate=0.25, retention_kept=0.1)
+    campaign_id, _jobs = populate(store, tmp_path, pass_rate=0.25, retention_kept=0.1)
     server, thread = start_server(store)
     try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{server.server_address[1]}/metrics"
-        ) as response:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        with urllib.request.urlopen(url) as response:
             assert response.headers["Content-Type"].startswith("text/plain")
             text = response.read().decode()
     finally:
         server.shutdown()
         thread.join()
-    return campaign.campaign_id, {
-        family.name: family for family in text_string_to_metric_families(text)
-    }
+    return campaign_id, {family.name: family for family in text_string_to_metric_families(text)}
 
 
 def _samples(families, name: str, **labels) -> list[float]:

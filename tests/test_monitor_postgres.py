@@ -10,11 +10,10 @@ import threading
 
 import pytest
 import test_store
-from monitor_reports import T0, campaign_reports, filtered_campaign, lose_job_9, register
+from monitor_reports import T0, campaign_reports, filtered_campaign, populate, register
 from prometheus_client.parser import text_string_to_metric_families
 
 from smartbkg_prod.monitor.collect import ingest_reports
-from smartbkg_prod.monitor.drift import set_filter_expectation
 from smartbkg_prod.monitor.figures import campaign_figures
 from smartbkg_prod.monitor.metrics import exposition
 from smartbkg_prod.store import Store
@@ -45,14 +44,7 @@ globals().update(
 
 @pytest.fixture
 def monitored(store, tmp_path):
-    campaign = filtered_campaign(tmp_path)
-    jobs = register(store, campaign, tmp_path)
-    ingest_reports(store, campaign_reports(jobs))
-    lose_job_9(store, jobs)
-    set_filter_expectation(
-        store, campaign.campaign_id, pass_rate=0.3, retention_kept=0.1, retention_unfiltered=0.05
-    )
-    return campaign.campaign_id, jobs
+    return populate(store, tmp_path, pass_rate=0.3, retention_kept=0.1, retention_unfiltered=0.05)
 
 
 def test_monitor_figures_on_postgres(store, monitored):

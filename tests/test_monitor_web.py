@@ -9,10 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from monitor_reports import campaign_reports, filtered_campaign, lose_job_9, register
+from monitor_reports import filtered_campaign, make_report, populate, register
 
 from smartbkg_prod.monitor.collect import ingest_reports
-from smartbkg_prod.monitor.drift import set_filter_expectation
 from smartbkg_prod.monitor.routes import Response, Router
 from smartbkg_prod.monitor.web import MonitorApp, Request, start_server
 
@@ -30,14 +29,9 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 def campaign_id(store, tmp_path):
-    campaign = filtered_campaign(tmp_path)
-    jobs = register(store, campaign, tmp_path)
-    ingest_reports(store, campaign_reports(jobs))
-    lose_job_9(store, jobs)
-    set_filter_expectation(
-        store, campaign.campaign_id, pass_rate=0.25, retention_kept=0.1, retention_unfiltered=0.05
-    )
-    return campaign.campaign_id
+    return populate(store, tmp_path, pass_rate=0.25, retention_kept=0.1, retention_unfiltered=0.05)[
+        0
+    ]
 
 
 @pytest.fixture
@@ -107,7 +101,6 @@ def test_campaign_pages_accept_a_name_and_say_clearly_when_missing(base_url, cam
 def test_page_text_is_escaped(store, tmp_path):
     campaign = filtered_campaign(tmp_path)
     jobs = register(store, campaign, tmp_path)
-    from monitor_reports import make_report
 
     ingest_reports(
         store,

@@ -675,46 +675,27 @@ def _failures(session, campaign_id: str, attempt_rows, recent: int):
         if body is None:
             reason.message = "no report: the attempt was lost or killed before it could write one"
 
-    entries = [
-        FailureEntry(
-            job_index=job_index,
-            attempt=attempt,
-            site=site,
-            code=failure_code(exit_code, error_class),
-            finished_at=finished_at,
-            message=_excerpt(body)[0],
-            log_excerpt=_excerpt(body)[1],
+    report_rows = session.execute(
+        select(
+            ReportRow.job_index,
+            ReportRow.attempt,
+            ReportRow.site,
+            ReportRow.exit_code,
+            ReportRow.error_class,
+            ReportRow.finished_at,
+            ReportRow.body,
         )
-        for job_index, attempt, site, exit_code, error_class, finished_at, body in session.execute(
-            select(
-                ReportRow.job_index,
-                ReportRow.attempt,
-                ReportRow.site,
-                ReportRow.exit_code,
-                ReportRow.error_class,
-                ReportRow.finished_at,
-                ReportRow.body,
-            )
-            .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code != 0)
-            .order_by(ReportRow.finished_at.desc())
-            .limit(recent)
-        )
-    ]
+        .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code != 0)
+        .order_by(ReportRow.finished_at.desc())
+        .limit(recent)
+    ).all()
     # Attempts closed without a report (lost, killed): they have no log, but they are failures.
     reported = select(ReportRow.id).where(
         ReportRow.campaign_id == campaign_id,
         ReportRow.job_index == JobRow.job_index,
         ReportRow.attempt == AttemptRow.attempt,
     )
-    for (
-        job_index,
-        attempt,
-        site,
-        exit_code,
-        error_class,
-        finished_at,
-        native_code,
-    ) in session.execute(
+    lost_rows = session.execute(
         select(
             JobRow.job_index,
             AttemptRow.attempt,
@@ -728,20 +709,36 @@ def _failures(session, campaign_id: str, attempt_rows, recent: int):
         .where(JobRow.campaign_id == campaign_id, AttemptRow.state == FAILED, ~reported.exists())
         .order_by(AttemptRow.finished_at.desc())
         .limit(recent)
-    ):
-        entries.append(
-            FailureEntry(
-                job_index=job_index,
-                attempt=attempt,
-                site=site,
-                code=failure_code(exit_code, error_class),
-                finished_at=finished_at,
-                message=f"no report{f' (engine code {native_code})' if native_code else ''}",
-                log_excerpt=[],
-            )
-        )
+    ).all()
+    entries = [_failure_entry(*row) for row in report_rows]
+    entries += [
+        _failure_entry(*row[:6], None, f"no report{f' (engine code {row[6]})' if row[6] else ''}")
+        for row in lost_rows
+    ]
     entries.sort(key=lambda entry: -(entry.finished_at or 0.0))
     return matrix, top, entries[:recent]
+
+
+def _failure_entry(
+    job_index: int,
+    attempt: int,
+    site: str,
+    exit_code: int | None,
+    error_class: str | None,
+    finished_at: float | None,
+    body: dict | None,
+    message: str = "",
+) -> FailureEntry:
+    report_message, log_excerpt = _excerpt(body)
+    return FailureEntry(
+        job_index=job_index,
+        attempt=attempt,
+        site=site,
+        code=failure_code(exit_code, error_class),
+        finished_at=finished_at,
+        message=report_message or message,
+        log_excerpt=log_excerpt,
+    )
 
 
 def all_campaign_figures(

@@ -1,4 +1,5 @@
-"""Plain-text view of campaign figures for ``smartbkg-prod status --watch``.
+"""Plain-text view of campaign figures for ``smartbkg-prod status --watch``, and the
+number formats the web page shares.
 
 >>> format_watch([], now=0.0).splitlines()[0]
 'smartbkg-prod status  1970-01-01 00:00:00 UTC  (0 campaigns)'
@@ -11,17 +12,39 @@ import time
 from smartbkg_prod.monitor.figures import CampaignFigures
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def fmt_int(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
-def _duration(seconds: float | None) -> str:
+def fmt_rate(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def fmt_percent(value: float | None, error: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f} %" + (f" ± {100 * error:.2f}" if error is not None else "")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``1d 3h``, ``2h 05m``, ``4m 09s``, ``12s``; ``-`` when unknown."""
     if seconds is None:
         return "-"
     seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def fmt_time(timestamp: float | None) -> str:
+    return (
+        "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+    )
 
 
 def format_campaign(figures: CampaignFigures) -> str:
@@ -43,9 +66,9 @@ def format_campaign(figures: CampaignFigures) -> str:
         f"  events   {s.events_generated:,}/{s.events_requested:,} generated, kept {s.events_kept:,}, "
         f"simulated {s.events_simulated:,}, skimmed {s.events_skimmed:,}",
         f"  rate     {figures.throughput_events_per_s:,.1f} events/s, {figures.throughput_jobs_per_h:,.1f} jobs/h "
-        f"(last {_duration(figures.window_s)}), ETA {_duration(figures.eta_seconds)}",
-        f"  quality  CPU eff. {_percent(figures.cpu_efficiency)}, pass rate {_percent(figures.filter_pass_rate)}, "
-        f"retention {_percent(figures.skim_retention)}, failed attempts {figures.attempts_failed}",
+        f"(last {fmt_duration(figures.window_s)}), ETA {fmt_duration(figures.eta_seconds)}",
+        f"  quality  CPU eff. {fmt_percent(figures.cpu_efficiency)}, pass rate {fmt_percent(figures.filter_pass_rate)}, "
+        f"retention {fmt_percent(figures.skim_retention)}, failed attempts {figures.attempts_failed}",
     ]
     if figures.top_failures:
         top = figures.top_failures[0]
@@ -57,8 +80,5 @@ def format_campaign(figures: CampaignFigures) -> str:
 
 def format_watch(figures: list[CampaignFigures], now: float | None = None) -> str:
     now = time.time() if now is None else now
-    header = (
-        f"smartbkg-prod status  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(now))}  "
-        f"({len(figures)} campaigns)"
-    )
+    header = f"smartbkg-prod status  {fmt_time(now)}  ({len(figures)} campaigns)"
     return "\n\n".join([header, *(format_campaign(f) for f in figures)])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -27,6 +26,7 @@ from smartbkg_prod.monitor import svg
 from smartbkg_prod.monitor.figures import CampaignFigures, all_campaign_figures, campaign_figures
 from smartbkg_prod.monitor.metrics import registry_for
 from smartbkg_prod.monitor.routes import Request, Response, Router, load_extensions
+from smartbkg_prod.monitor.text import fmt_duration, fmt_int, fmt_percent, fmt_rate, fmt_time
 from smartbkg_prod.store import JOB_STATES, Store
 
 log = logging.getLogger("smartbkg_prod.monitor.web")
@@ -51,41 +51,6 @@ pre{background:#f8fafc;border:1px solid #e5e7eb;padding:4px 6px;margin:2px 0;fon
 .progress{background:#e5e7eb;width:120px;height:10px;border-radius:5px;overflow:hidden;display:inline-block}
 .progress span{display:block;height:10px;background:#16a34a}
 """
-
-
-# -- formatting ------------------------------------------------------------------------
-def fmt_int(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
-def fmt_rate(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def fmt_percent(value: float | None, error: float | None = None) -> str:
-    if value is None:
-        return "-"
-    return f"{100 * value:.2f} %" + (f" ± {100 * error:.2f}" if error is not None else "")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
-
-
-def fmt_time(timestamp: float | None) -> str:
-    return (
-        "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
-    )
 
 
 def _page(title: str, body: str) -> str:
