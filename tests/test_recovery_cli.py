@@ -175,3 +175,11 @@ def test_matrix_counts_failures_by_code_and_site(failed_store):
     assert "signal:9" in invoke("matrix", campaign_id, "--db", failed_store).output
     unknown = invoke("matrix", "nope", "--db", failed_store)
     assert unknown.exit_code == 1 and "no campaign 'nope'" in unknown.output
+
+
+def test_errors_under_the_main_command_use_its_one_line_format(failed_store):
+    from smartbkg_prod.cli import main
+
+    result = CliRunner().invoke(main, ["recover", "show", "999", "--db", failed_store])
+    assert result.exit_code == 1
+    assert "error: no recommendation 999" in result.output and "Traceback" not in result.output

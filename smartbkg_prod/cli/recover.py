@@ -37,14 +37,14 @@ STATUSES = (*RECOMMENDATION_STATUSES, "all")
 
 
 class _RecoverGroup(click.Group):
-    """Library errors become one line on stderr and exit 1; ``--debug`` on the root keeps
-    the traceback."""
+    """Used on its own, library errors become one line on stderr and exit 1; under the main
+    ``smartbkg-prod`` group they propagate to its handler (same format as every command)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except SmartBkgError as error:
-            if (ctx.find_root().obj or {}).get("debug"):
+            if ctx.parent is not None:
                 raise
             raise click.ClickException(str(error)) from None
 
