@@ -1,6 +1,6 @@
 """``smartbkg-prod monitor``: serve the web page and /metrics, collect reports, watch.
 
-Wired into the main group with ``main.add_command(monitor)``; ``status --watch`` calls
+Loaded lazily by the main group (``LAZY_COMMANDS``); ``status --watch`` calls
 :func:`watch`. Every command is a few lines over :mod:`smartbkg_prod.monitor`.
 """
 
@@ -14,15 +14,8 @@ from pathlib import Path
 
 import click
 
-from smartbkg_prod.store import Store, default_db_url
-
-db_option = click.option(
-    "--db",
-    "db_url",
-    default=None,
-    envvar="SMARTBKG_DB",
-    help=f"Database URL (default {default_db_url()}; env SMARTBKG_DB).",
-)
+from smartbkg_prod.cli import db_option
+from smartbkg_prod.store import Store
 
 
 @click.group()
