@@ -9,7 +9,12 @@ from monitor_reports import T0, campaign_reports, filtered_campaign, make_report
 
 from smartbkg_prod.backends.base import JobHandle, JobState, write_job_file
 from smartbkg_prod.cli.monitor import monitor
-from smartbkg_prod.monitor.collect import collect_directory, ingest_backend_states, ingest_reports
+from smartbkg_prod.monitor.collect import (
+    collect_directory,
+    ingest_backend_states,
+    ingest_reports,
+    poll_backend,
+)
 from smartbkg_prod.monitor.figures import campaign_figures
 from smartbkg_prod.plan import JobInput
 from smartbkg_prod.store import FAILED, PENDING, Store
@@ -160,3 +165,37 @@ def test_backend_states_are_upserted_and_held_attempts_counted(store, tmp_path):
     assert store.running_attempts(campaign.campaign_id) == {
         9: [1]
     }  # the driver's view is untouched
+
+
+def test_polling_a_backend_records_what_it_says(store, tmp_path):
+    from smartbkg_prod.backends.base import Backend
+
+    campaign = filtered_campaign(tmp_path)
+    jobs = register(store, campaign, tmp_path)
+    store.start_attempt(jobs[3], "slurm", site="cluster")
+    handle = JobHandle(
+        campaign_id=campaign.campaign_id,
+        job_index=3,
+        attempt=1,
+        backend="slurm",
+        backend_job_id="77_3",
+    )
+
+    class HoldingBackend(Backend):
+        name = "slurm"
+
+        def submit(self, campaign, jobs):
+            raise NotImplementedError
+
+        def poll(self, handles):
+            return [
+                JobState(handle=h, state="held", native_code="slurm:PENDING(JobHeldAdmin)")
+                for h in handles
+            ]
+
+        def cancel(self, handles):
+            raise NotImplementedError
+
+    states = poll_backend(store, HoldingBackend(), [handle])
+    assert [state.state for state in states] == ["held"]
+    assert campaign_figures(store, campaign.campaign_id).attempts_held == 1

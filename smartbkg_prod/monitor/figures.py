@@ -12,7 +12,8 @@ Definitions:
   (per hour); the time series bins the same counts;
 - ETA: events still to produce / windowed throughput (``None`` when nothing finished in
   the window: a stalled campaign has no honest ETA);
-- CPU efficiency: Σ cpu_seconds / Σ wall_seconds over all attempts with a report;
+- CPU efficiency: Σ cpu_seconds / (Σ wall_seconds × resources.cores) over all attempts
+  with a report;
 - filter pass rate: events_kept / events_generated; skim retention: events_skimmed /
   events_simulated (among kept events);
 - effective filter speedup (ARCHITECTURE.md), with t_NN measured from
@@ -481,7 +482,8 @@ def campaign_figures(
             expectation.retention_unfiltered if expectation else None,
         ),
     ]
-    sites = _site_figures(site_rows, site_events, attempt_rows)
+    cores = _cores(spec)
+    sites = _site_figures(site_rows, site_events, attempt_rows, cores)
     by_state: dict[str, int] = {}
     for _site, state, _code, _cls, count, _last in attempt_rows:
         by_state[state] = by_state.get(state, 0) + count
@@ -500,7 +502,7 @@ def campaign_figures(
         last_report_at=last_report_at,
         stalled=stalled,
         events_remaining=remaining,
-        cpu_efficiency=cpu / wall if wall > 0 else None,
+        cpu_efficiency=cpu / (wall * cores) if wall > 0 else None,
         filter_pass_rate=pass_rate,
         filter_pass_rate_error=pass_rate_error,
         skim_retention=retention,
@@ -596,7 +598,15 @@ def _series(
     return points, width
 
 
-def _site_figures(site_rows, site_events, attempt_rows) -> list[SiteFigures]:
+def _cores(spec: dict) -> int:
+    # A job using n cores has n x wall seconds of CPU to fill.
+    try:
+        return max(int(spec.get("resources", {}).get("cores", 1)), 1)
+    except (AttributeError, TypeError, ValueError):
+        return 1
+
+
+def _site_figures(site_rows, site_events, attempt_rows, cores: int) -> list[SiteFigures]:
     attempts: dict[str, dict[str, int]] = {}
     for site, state, _code, _cls, count, _last in attempt_rows:
         per_state = attempts.setdefault(site, {})
@@ -617,7 +627,7 @@ def _site_figures(site_rows, site_events, attempt_rows) -> list[SiteFigures]:
                 events_generated=int(site_events.get(site) or 0),
                 cpu_seconds=float(cpu),
                 wall_seconds=float(wall),
-                cpu_efficiency=float(cpu) / float(wall) if wall else None,
+                cpu_efficiency=float(cpu) / (float(wall) * cores) if wall else None,
             )
         )
     return figures
