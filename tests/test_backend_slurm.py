@@ -192,6 +192,27 @@ def test_container_image_runs_the_worker_in_docker_with_the_output_mounted(grid_
     assert out.startswith(str(tmp_path))
 
 
+def test_apptainer_runs_the_image_with_binds_and_the_worker_environment(grid_campaign, tmp_path):
+    campaign = Campaign.model_validate(
+        {
+            **grid_campaign.model_dump(),
+            "container": {"image": "smartbkg-worker:1", "runtime": "docker"},
+            "backend": {
+                **grid_campaign.backend.model_dump(),
+                "options": {"container_command": "apptainer"},
+            },
+        }
+    )
+    SlurmBackend.from_campaign(campaign).render(campaign, job_inputs(campaign), tmp_path)
+    line = (tmp_path / "gridtest.sbatch").read_text().splitlines()[-1]
+    assert line.startswith("apptainer exec --cleanenv")
+    assert f"--bind {tmp_path}" in line
+    assert '--env SMARTBKG_INJECT_FAULT="$SMARTBKG_INJECT_FAULT"' in line
+    assert line.endswith(
+        'docker://smartbkg-worker:1 python3 -m smartbkg_prod.cli worker --job "$1" --index $SLURM_ARRAY_TASK_ID'
+    )
+
+
 def test_cli_dry_run_renders_the_slurm_submission(grid_campaign, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(dump_campaign(grid_campaign))

@@ -48,6 +48,9 @@ from smartbkg_prod.spec import Campaign, Resources
 # several arrays.
 DEFAULT_MAX_ARRAY_SIZE = 1000
 
+# Worker environment that must reach a containerised worker (job id, site, fault drills).
+_FORWARDED_ENV = ("SMARTBKG_BACKEND_JOB_ID", "SMARTBKG_SITE", "SMARTBKG_INJECT_FAULT")
+
 # scontrol JobState -> our state. Terminal states not listed here are failures.
 _STATE = {
     "PENDING": "pending",
@@ -245,13 +248,22 @@ class SlurmBackend(Backend):
         inner = worker_command(job_list, "python3", index)
         if self.container_command == "apptainer":
             binds = [arg for path in mounts for arg in ("--bind", path)]
-            return _shell(["apptainer", "exec", "--cleanenv", *binds, f"docker://{image}", *inner])
+            passed = [arg for name in _FORWARDED_ENV for arg in ("--env", f'{name}="${name}"')]
+            return _shell(
+                [
+                    "apptainer",
+                    "exec",
+                    "--cleanenv",
+                    *binds,
+                    *passed,
+                    "--env",
+                    f"SMARTBKG_IMAGE={image}",
+                    f"docker://{image}",
+                    *inner,
+                ]
+            )
         volumes = [arg for path in mounts for arg in ("-v", f"{path}:{path}")]
-        forwarded = [
-            arg
-            for name in ("SMARTBKG_BACKEND_JOB_ID", "SMARTBKG_SITE", "SMARTBKG_INJECT_FAULT")
-            for arg in ("-e", name)
-        ]
+        forwarded = [arg for name in _FORWARDED_ENV for arg in ("-e", name)]
         docker = [
             "docker",
             "run",
@@ -448,7 +460,7 @@ def parse_config(text: str) -> dict[str, str]:
     return config
 
 
-_SHELL_VARIABLE = re.compile(r"^(\"\$\w+\"|\$\w+)$")
+_SHELL_VARIABLE = re.compile(r'^(\w+=)?("\$\w+"|\$\w+)$')
 
 
 def _shell(command: Sequence[str]) -> str:
