@@ -47,7 +47,7 @@ def default_operator() -> str:
     return os.environ.get("SMARTBKG_OPERATOR") or getpass.getuser()
 
 
-def _policy(store: Store) -> tuple[ActionClassifier | None, str]:
+def current_policy(store: Store) -> tuple[ActionClassifier | None, str]:
     """The newest trained classifier and its name, or (None, "rules")."""
     stored = latest_model_blob(store)
     if stored is None:
@@ -61,7 +61,7 @@ def refresh_recommendations(
 ) -> list[StoredRecommendation]:
     """Recommend for every job whose retries are exhausted (state ``failed``) and store
     what is new; returns the new recommendations."""
-    model, model_name = _policy(store)
+    model, model_name = current_policy(store)
     campaigns = [campaign_id] if campaign_id else recommendation_campaigns(store)
     new_ids: list[int] = []
     for campaign in campaigns:
@@ -87,7 +87,7 @@ def recommend_from_file(
     stored for review like the store's own.
     """
     records = read_failure_records(path)
-    model, model_name = _policy(store) if store is not None else (None, "rules")
+    model, model_name = current_policy(store) if store is not None else (None, "rules")
     recommendations = recommend(records, model, model_name)
     if save and store is not None:
         save_recommendations(store, recommendations)
