@@ -1,0 +1,19 @@
+"""Recovery of failed jobs: failure codes in, reviewed actions out, decisions learned.
+
+The flow, one module per step::
+
+    taxonomy    worker / HTCondor / Slurm / PanDA / WMCore / signal codes -> category, transient
+    failures    FailureRecord: one attempt (from a JobReport, the store, or a JSON-lines export)
+    features    per failed job: the attempt, its job's history, its campaign's code x site picture
+    rules       cold-start policy (what an operator does), and the baseline to beat
+    classifier  random forest trained on operators' decisions (noisy labels)
+    recommend   one Recommendation per failed job: action, confidence, reason, RetryChanges
+    actions     the actions and the retry changes each implies
+    records     recovery's tables and all its store access (overrides, splits, models)
+    review      refresh, accept / override (stored as labels), train, evaluate
+    apply       carry out decided actions in the store with exact event accounting
+    simulator   fault-injection simulator for tests and the benchmark
+
+A driver reads :func:`records.job_overrides` and :func:`records.split_jobs` to run what
+``recover apply`` changed; ``smartbkg-prod recover ...`` is the command line.
+"""
