@@ -230,7 +230,10 @@ def build_wheelhouse(
         if progress:
             progress(f"pip wheel {project_dir} -> {wheel_dir}")
         started = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        # A filled wheelhouse needs no index: try offline first (seconds, not a minute).
+        result = subprocess.run([*command, "--no-index"], capture_output=True, text=True)
+        if result.returncode != 0:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if not line.startswith("WARNING")]
         raise ContainerError(

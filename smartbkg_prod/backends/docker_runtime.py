@@ -6,10 +6,13 @@ where it runs changes. Selected by ``container.runtime: docker`` (with
 
 - the campaign's output directory is bind-mounted at the *same path* inside the
   container, so the job file, the report and the outputs have one path everywhere;
-- ``--network none``, a read-only root file system with a private ``/tmp``;
+- ``--network none``, a read-only root file system with a private ``/tmp``, and
+  ``--init`` (tini as PID 1) so the worker gets signals as a plain process does;
 - ``--cpus`` = ``resources.cores`` and ``--memory`` = ``resources.memory_mb`` (no swap);
 - the container runs as the submitting user's uid:gid (outputs stay theirs);
-- ``SMARTBKG_IMAGE`` / ``SMARTBKG_IMAGE_DIGEST`` tell the worker what to record;
+- ``SMARTBKG_IMAGE`` / ``SMARTBKG_IMAGE_DIGEST`` tell the worker what to record; the
+  submitter's other ``SMARTBKG_*`` variables (site, fault drills) pass through, as the
+  process runtime's environment does, and nothing else of the host's environment;
 - the container's exit code is the attempt's exit code (137 with ``OOMKilled`` is
   reported as ``docker:OOMKilled``).
 
@@ -33,6 +36,7 @@ from smartbkg_prod.spec import Campaign, Resources
 from smartbkg_prod.worker import ENV_IMAGE, ENV_IMAGE_DIGEST
 
 LABEL_PREFIX = "org.smartbkg"
+ENV_PREFIX = "SMARTBKG_"
 _RUNNING = {"created", "running", "restarting", "paused"}
 
 
@@ -59,6 +63,7 @@ def container_arguments(
         "image": image,
         "command": ["worker", "--job", str(job_file)],
         "detach": True,
+        "init": True,
         "network_mode": "none",
         "volumes": volumes,
         "working_dir": output_dir,
@@ -69,6 +74,7 @@ def container_arguments(
         "memswap_limit": memory,
         "user": f"{os.getuid()}:{os.getgid()}",
         "environment": {
+            **{key: value for key, value in os.environ.items() if key.startswith(ENV_PREFIX)},
             ENV_IMAGE: image,
             ENV_IMAGE_DIGEST: image_digest,
             "HOME": "/tmp",
@@ -84,7 +90,7 @@ def container_arguments(
 
 def docker_run_command(arguments: dict) -> list[str]:
     """The ``docker run`` command line equivalent to :func:`container_arguments`."""
-    command = ["docker", "run", "--detach", f"--network={arguments['network_mode']}"]
+    command = ["docker", "run", "--detach", "--init", f"--network={arguments['network_mode']}"]
     for source, mount in arguments["volumes"].items():
         command += ["--volume", f"{source}:{mount['bind']}:{mount['mode']}"]
     command += ["--workdir", arguments["working_dir"]]

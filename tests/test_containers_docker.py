@@ -1,0 +1,306 @@
+"""Real containers: a private Docker engine, an offline base image, the CPU worker image
+built with smartbkg_prod.containers, and a campaign run inside it that matches the bare
+process run event for event.
+
+The engine is started by the session fixture (scripts/start-docker-engine.sh, unix socket
+under a temp dir, no bridge, no iptables) and stopped at the end. The debootstrap root
+file system and the dependency wheels are cached in ``$SMARTBKG_CACHE`` (default
+``~/.cache/smartbkg-prod``), so reruns skip debootstrap and pip downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smartbkg_prod.backends.docker_runtime import DockerLocalBackend
+from smartbkg_prod.containers import (
+    ImageRecord,
+    build_worker_image,
+    check_image_provenance,
+    docker_reference,
+)
+from smartbkg_prod.errors import SubmitError
+from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.physics.rootio import read_output
+from smartbkg_prod.plan import JobInput, campaign_output_dir, plan_jobs
+from smartbkg_prod.spec import Campaign
+from smartbkg_prod.store import Store
+from smartbkg_prod.submit import submit_campaign
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("SMARTBKG_CACHE", Path.home() / ".cache" / "smartbkg-prod"))
+BASE_IMAGE = "smartbkg-base:local"
+# Report fields that describe the physics of an attempt (not where or when it ran).
+PHYSICS_FIELDS = (
+    "job_index",
+    "attempt",
+    "first_event",
+    "n_events",
+    "seed",
+    "events_generated",
+    "events_kept",
+    "events_simulated",
+    "events_skimmed",
+    "sum_weights_kept",
+    "sum_weights_skimmed",
+    "filter_mode",
+    "exit_code",
+    "error_class",
+)
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    """A private engine for this session; skipped only where none can start."""
+    install = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install-system-deps.sh"), "docker.io", "debootstrap"],
+        capture_output=True,
+        text=True,
+    )
+    if shutil.which("dockerd") is None:
+        pytest.skip(f"no Docker engine: docker.io is not installed ({_tail(install.stderr)})")
+    state = Path(tempfile.mkdtemp(prefix="sbk-docker-", dir="/tmp"))
+    started = subprocess.run(
+        ["bash", str(REPO / "scripts" / "start-docker-engine.sh"), str(state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if started.returncode != 0:
+        shutil.rmtree(state, ignore_errors=True)
+        pytest.skip(f"no Docker engine could start here: {_tail(started.stderr)}")
+    host = started.stdout.strip().split("=", 1)[1]
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DOCKER_HOST", host)
+            yield host
+    finally:
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "start-docker-engine.sh"), "--stop", str(state)],
+            timeout=60,
+        )
+        # Image layers are ~100k files: rm is several times faster than shutil.rmtree.
+        subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_host: str) -> str:
+    """The debootstrap-made Debian bookworm base (tarball cached between sessions)."""
+    made = subprocess.run(
+        ["bash", str(REPO / "scripts" / "bootstrap-base-image.sh"), BASE_IMAGE],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SMARTBKG_CACHE": str(CACHE)},
+        timeout=900,
+    )
+    assert made.returncode == 0, f"bootstrap-base-image.sh failed:\n{made.stdout}\n{made.stderr}"
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def worker_image(base_image: str) -> ImageRecord:
+    """The CPU worker image, built offline (--network none) with the docker SDK."""
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    lines: list[str] = []
+    started = time.perf_counter()
+
+    def progress(line: str) -> None:
+        lines.append(f"{time.perf_counter() - started:7.1f}s {line}")
+
+    image = build_worker_image(
+        "cpu", base_image=base_image, wheelhouse=CACHE / "wheelhouse", progress=progress
+    )
+    (artifacts / "container-build.log").write_text("\n".join(lines) + "\n")
+    (artifacts / "container-image.json").write_text(image.model_dump_json(indent=1) + "\n")
+    return image
+
+
+def small_campaign(tmp_path: Path, name: str, **changes) -> Campaign:
+    values = dict(
+        name="boxed",
+        process="bbbar_mixed",
+        events=400,
+        events_per_job=200,
+        seed=2024,
+        outputs={"directory": str(tmp_path / name)},
+        backend={"max_parallel": 2},
+    )
+    values.update(changes)
+    return Campaign(**values)
+
+
+def run(campaign: Campaign, store: Store, backend=None):
+    return submit_campaign(campaign, store=store, backend=backend, poll_interval=0.1)
+
+
+def test_image_is_tagged_non_root_and_carries_no_build_leftovers(worker_image, docker_host):
+    import docker
+
+    client = docker.from_env()
+    image = client.images.get(worker_image.reference)
+    assert image.id == worker_image.image_id
+    assert worker_image.reference.startswith(f"smartbkg-prod-worker:{worker_image.version}-cpu-g")
+    assert image.attrs["Config"]["User"] == "smartbkg"
+    labels = image.labels
+    assert labels["org.opencontainers.image.version"] == worker_image.version
+    assert labels["org.opencontainers.image.revision"].startswith(worker_image.commit or "unknown")
+    assert docker_reference(worker_image) == f"docker-daemon://{worker_image.reference}"
+    assert worker_image.size_bytes < 1.6e9
+    checks = (
+        "test ! -e /wheels && test ! -e /opt/smartbkg/bin/pip && ! command -v gcc"
+        " && ! python3 -m pip --version 2>/dev/null && id -u"
+    )
+    output = client.containers.run(
+        worker_image.reference, ["sh", "-c", checks], network_mode="none", remove=True
+    )
+    assert output.decode().strip() == "1000"
+
+
+def test_campaign_in_containers_matches_the_bare_process_run(worker_image, tmp_path, store: Store):
+    bare = small_campaign(tmp_path, "bare")
+    boxed = small_campaign(
+        tmp_path, "boxed", container={"image": worker_image.reference, "runtime": "docker"}
+    )
+    bare_status = run(bare, store)
+    backend = DockerLocalBackend.from_campaign(boxed)
+    store.register_campaign(boxed, plan_jobs(boxed), campaign_output_dir(boxed))
+    check_image_provenance(store, boxed, backend.image_digest)
+    started = time.perf_counter()
+    boxed_status = run(boxed, store, backend)
+    boxed_seconds = time.perf_counter() - started
+    assert bare_status.complete and boxed_status.complete
+
+    assert store.campaign(boxed.campaign_id).provenance["image_digest"] == worker_image.image_id
+    bare_reports = sorted(store.reports(bare.campaign_id), key=lambda r: r.job_index)
+    boxed_reports = sorted(store.reports(boxed.campaign_id), key=lambda r: r.job_index)
+    assert len(bare_reports) == len(boxed_reports) == 2
+    for plain, contained in zip(bare_reports, boxed_reports, strict=True):
+        for field in PHYSICS_FIELDS:
+            assert getattr(plain, field) == getattr(contained, field), field
+        assert [o.events for o in plain.outputs] == [o.events for o in contained.outputs]
+        assert contained.provenance.image == worker_image.reference
+        assert contained.provenance.image_digest == worker_image.image_id
+        assert plain.provenance.image is None
+        assert contained.provenance.versions["pythia8mc"] == plain.provenance.versions["pythia8mc"]
+        assert contained.host != plain.host  # it really ran in a container
+
+    for plain_file, boxed_file in zip(
+        sorted(campaign_output_dir(bare).glob("*.root")),
+        sorted(campaign_output_dir(boxed).glob("*.root")),
+        strict=True,
+    ):
+        assert boxed_file.stat().st_uid == os.getuid()
+        plain_out, boxed_out = read_output(plain_file), read_output(boxed_file)
+        for name in ("event_number", "weight", "passed_skim", "best_mode", "n_particles"):
+            assert np.array_equal(getattr(plain_out, name), getattr(boxed_out, name)), name
+        for name in ("score", "mbc", "delta_e"):
+            assert np.array_equal(
+                getattr(plain_out, name), getattr(boxed_out, name), equal_nan=True
+            )
+        for name in ("pdg", "mother", "px", "py", "pz", "energy", "x", "y", "z", "t", "status"):
+            assert np.array_equal(
+                getattr(plain_out.particles, name), getattr(boxed_out.particles, name)
+            )
+        assert plain_out.candidates.keys() == boxed_out.candidates.keys()
+        for name, values in plain_out.candidates.items():
+            assert np.array_equal(values, boxed_out.candidates[name], equal_nan=True), name
+
+    (REPO / "test-artifacts").mkdir(exist_ok=True)
+    (REPO / "test-artifacts" / "container-campaign.json").write_text(
+        json.dumps(
+            {
+                "jobs": 2,
+                "events": boxed.events,
+                "docker_wall_seconds": round(boxed_seconds, 1),
+                "docker_job_wall_seconds": [round(r.wall_seconds, 2) for r in boxed_reports],
+                "process_job_wall_seconds": [round(r.wall_seconds, 2) for r in bare_reports],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+
+
+def test_a_rebuilt_image_under_the_same_name_is_refused(worker_image, tmp_path, store: Store):
+    boxed = small_campaign(
+        tmp_path, "rebuilt", container={"image": worker_image.reference, "runtime": "docker"}
+    )
+    store.register_campaign(boxed, plan_jobs(boxed), campaign_output_dir(boxed))
+    check_image_provenance(store, boxed, "sha256:" + "0" * 64)
+    backend = DockerLocalBackend.from_campaign(boxed)
+    with pytest.raises(SubmitError, match="changed under campaign"):
+        check_image_provenance(store, boxed, backend.image_digest)
+
+
+def poll_until_finished(backend: DockerLocalBackend, handles, timeout: float = 180):
+    """Final states in submission order; each container is polled until it has finished
+    (the backend removes a finished container, as the campaign driver expects)."""
+    finished, deadline = {}, time.monotonic() + timeout
+    while len(finished) < len(handles) and time.monotonic() < deadline:
+        waiting = [handle for handle in handles if handle.backend_job_id not in finished]
+        for state in backend.poll(waiting):
+            if state.state not in {"pending", "running"}:
+                finished[state.handle.backend_job_id] = state
+        time.sleep(0.2)
+    assert len(finished) == len(handles), "containers did not finish in time"
+    return [finished[handle.backend_job_id] for handle in handles]
+
+
+def job_inputs(campaign: Campaign) -> list[JobInput]:
+    output_dir = campaign_output_dir(campaign)
+    return [
+        JobInput(job=job, campaign=campaign, output_dir=str(output_dir))
+        for job in plan_jobs(campaign)
+    ]
+
+
+def test_worker_exit_codes_and_signals_pass_through_the_container(
+    worker_image, tmp_path, monkeypatch
+):
+    campaign = small_campaign(
+        tmp_path,
+        "faults",
+        events=40,
+        events_per_job=20,
+        container={"image": worker_image.reference, "runtime": "docker"},
+    )
+    # The submitter's SMARTBKG_* drills reach the worker inside the container.
+    monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "raise=STAGE_OUT@write:job=0;kill@generate:job=1")
+    backend = DockerLocalBackend.from_campaign(campaign)
+    [stage_out, killed] = poll_until_finished(
+        backend, backend.submit(campaign, job_inputs(campaign))
+    )
+    assert (stage_out.state, stage_out.exit_code) == ("failed", int(ExitCode.STAGE_OUT))
+    assert (killed.state, killed.exit_code, killed.native_code) == ("failed", 137, "signal:9")
+    jobs = campaign_output_dir(campaign) / "jobs"
+    assert "generated 20 events" in next(jobs.glob("*job000000.attempt1.log")).read_text()
+
+
+def test_memory_limit_from_the_spec_is_enforced_by_the_engine(worker_image, tmp_path):
+    campaign = small_campaign(
+        tmp_path,
+        "oom",
+        events=20,
+        events_per_job=20,
+        resources={"memory_mb": 40},
+        container={"image": worker_image.reference, "runtime": "docker"},
+    )
+    backend = DockerLocalBackend.from_campaign(campaign)
+    [state] = poll_until_finished(backend, backend.submit(campaign, job_inputs(campaign)))
+    assert (state.state, state.exit_code, state.native_code) == ("failed", 137, "docker:OOMKilled")
