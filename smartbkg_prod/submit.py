@@ -132,6 +132,11 @@ class CampaignRunner:
                     if state.state not in {"done", "failed", "cancelled"}:
                         continue
                     index = state.handle.job_index
+                    # An engine may announce a finished attempt twice (or one we no longer
+                    # wait for): only the attempt in flight is ingested, once.
+                    current = self.inflight.get(index)
+                    if current is None or current[0].attempt != state.handle.attempt:
+                        continue
                     succeeded = self._finish(index, state)
                     if succeeded:
                         bar.advance(self.jobs[index].n_events, failed)
