@@ -36,24 +36,34 @@ def event_numbers(campaign) -> np.ndarray:
     return np.sort(np.concatenate([np.asarray(read_output(path).event_number) for path in files]))
 
 
-def test_accepted_resubmit_completes_the_campaign_with_every_event_once(
-    campaign, store, monkeypatch
-):
-    monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "raise=STAGE_OUT@write:job=1:attempt=1")
+def failed_once(campaign, store, monkeypatch, fault: str):
+    """Run with ``fault`` injected; return the one recommendation for the failed job."""
+    monkeypatch.setenv("SMARTBKG_INJECT_FAULT", fault)
     status = run(campaign, store)
-    assert not status.complete and store.job_states(campaign.campaign_id)[1] == FAILED
-
-    (recommendation,) = refresh_recommendations(store)
-    assert recommendation.job_index == 1 and recommendation.failure_code == "worker:60"
-    assert recommendation.action is Action.RESUBMIT
-    accept(store, recommendation.id, operator="shifter")
-    (applied,) = apply_decisions(store)
-    assert applied.applied
-
     monkeypatch.delenv("SMARTBKG_INJECT_FAULT")
+    assert not status.complete and store.job_states(campaign.campaign_id)[1] == FAILED
+    (recommendation,) = refresh_recommendations(store)
+    assert recommendation.job_index == 1
+    return recommendation
+
+
+def rerun_and_check_every_event_once(campaign, store):
     status = run(campaign, store)
     assert status.complete and status.events_generated == 600
     assert np.array_equal(event_numbers(campaign), np.arange(600))
+
+
+def test_accepted_resubmit_completes_the_campaign_with_every_event_once(
+    campaign, store, monkeypatch
+):
+    recommendation = failed_once(
+        campaign, store, monkeypatch, "raise=STAGE_OUT@write:job=1:attempt=1"
+    )
+    assert recommendation.failure_code == "worker:60" and recommendation.action is Action.RESUBMIT
+    accept(store, recommendation.id, operator="shifter")
+    (applied,) = apply_decisions(store)
+    assert applied.applied
+    rerun_and_check_every_event_once(campaign, store)
     assert list_recommendations(store, status="applied")[0].decision.operator == "shifter"
 
 
@@ -63,19 +73,13 @@ def test_accepted_resubmit_completes_the_campaign_with_every_event_once(
     strict=False,
 )
 def test_overridden_split_regenerates_exactly_the_parent_events(campaign, store, monkeypatch):
-    monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "kill@generate:job=1:attempt=1")
-    run(campaign, store)
-    (recommendation,) = refresh_recommendations(store)
+    recommendation = failed_once(campaign, store, monkeypatch, "kill@generate:job=1:attempt=1")
     assert recommendation.failure_code == "signal:9"
     override(store, recommendation.id, "split_job", operator="shifter")
     apply_decisions(store)
     assert sorted(split_jobs(store, campaign.campaign_id)) == [3, 4]
     assert store.job_states(campaign.campaign_id)[1] == CANCELLED
-
-    monkeypatch.delenv("SMARTBKG_INJECT_FAULT")
-    status = run(campaign, store)
-    assert status.complete and status.events_generated == 600
-    assert np.array_equal(event_numbers(campaign), np.arange(600))
+    rerun_and_check_every_event_once(campaign, store)
 
 
 @pytest.mark.xfail(
@@ -84,16 +88,13 @@ def test_overridden_split_regenerates_exactly_the_parent_events(campaign, store,
     strict=False,
 )
 def test_accepted_memory_raise_reaches_the_next_attempt(campaign, store, monkeypatch):
-    monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "raise=OUT_OF_MEMORY@simulate:job=1:attempt=1")
-    run(campaign, store)
-    (recommendation,) = refresh_recommendations(store)
+    recommendation = failed_once(
+        campaign, store, monkeypatch, "raise=OUT_OF_MEMORY@simulate:job=1:attempt=1"
+    )
     assert recommendation.action is Action.RESUBMIT_MORE_MEMORY
     assert recommendation.changes.memory_mb == 3000  # x1.5 of the spec's 2000 MB
     accept(store, recommendation.id, operator="shifter")
     apply_decisions(store)
-
-    monkeypatch.delenv("SMARTBKG_INJECT_FAULT")
-    status = run(campaign, store)
-    assert status.complete and np.array_equal(event_numbers(campaign), np.arange(600))
+    rerun_and_check_every_event_once(campaign, store)
     retried = [r for r in store.reports(campaign.campaign_id) if r.job_index == 1 and r.succeeded]
     assert retried[0].memory_requested_mb == 3000
