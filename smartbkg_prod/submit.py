@@ -28,6 +28,11 @@ from smartbkg_prod.worker import sha256_file
 
 log = logging.getLogger("smartbkg_prod.submit")
 
+# A poll that fails this many times in a row (with exponential backoff up to
+# MAX_POLL_BACKOFF_S between tries) stops the driver with a SubmitError.
+DEFAULT_POLL_RETRIES = 6
+MAX_POLL_BACKOFF_S = 60.0
+
 
 @dataclass
 class _Progress:
@@ -95,6 +100,7 @@ class CampaignRunner:
         max_parallel: int | None = None,
         progress: bool = False,
         poll_interval: float = 0.2,
+        poll_retries: int = DEFAULT_POLL_RETRIES,
     ):
         self.campaign = campaign
         self.store = store
@@ -103,6 +109,7 @@ class CampaignRunner:
         self.max_parallel = max_parallel or max_parallel_jobs(campaign)
         self.progress = progress
         self.poll_interval = poll_interval
+        self.poll_retries = max(1, poll_retries)
         self.jobs = {job.index: job for job in plan_jobs(campaign)}
         self.tries: Counter[int] = Counter()
         self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
@@ -128,7 +135,7 @@ class CampaignRunner:
                 if not self.inflight:
                     break
                 time.sleep(self.poll_interval)
-                for state in self.backend.poll([handle for _, handle in self.inflight.values()]):
+                for state in self._poll():
                     if state.state not in {"done", "failed", "cancelled"}:
                         continue
                     index = state.handle.job_index
@@ -149,11 +156,33 @@ class CampaignRunner:
         except BaseException:
             # Interrupted (Ctrl-C, submitter killed politely): stop workers, leave the
             # attempts open so the next `submit` closes them and resumes.
-            self.backend.cancel([handle for _, handle in self.inflight.values()])
+            try:
+                self.backend.cancel([handle for _, handle in self.inflight.values()])
+            except Exception as error:  # noqa: BLE001 - keep the original error
+                log.warning("could not cancel the attempts in flight: %s", error)
             raise
         finally:
             bar.close()
         return self.store.status(campaign_id)
+
+    def _poll(self) -> list[JobState]:
+        """The engine's states; a failing poll (engine unreachable, command timing out) is
+        retried with backoff, and only ``poll_retries`` failures in a row stop the driver."""
+        handles = [handle for _, handle in self.inflight.values()]
+        for failures in range(1, self.poll_retries + 1):
+            try:
+                return self.backend.poll(handles)
+            except Exception as error:  # noqa: BLE001 - engines raise many types
+                if failures == self.poll_retries:
+                    raise SubmitError(
+                        f"backend {self.backend.name}: poll failed {failures} times in a row "
+                        f"(last error: {error}); the {len(handles)} attempt(s) in flight stay "
+                        "open: re-run submit to resume once the engine answers"
+                    ) from error
+                delay = min(self.poll_interval * 2**failures, MAX_POLL_BACKOFF_S)
+                log.warning("backend poll failed (%s); retrying in %.1f s", error, delay)
+                time.sleep(delay)
+        return []
 
     def _launch(self, jobs: list[Job]) -> None:
         """Open an attempt for each job and submit them together (one array on grid engines)."""
@@ -275,6 +304,7 @@ def submit_campaign(
     progress: bool = False,
     base_dir: Path | None = None,
     poll_interval: float = 0.2,
+    poll_retries: int = DEFAULT_POLL_RETRIES,
 ) -> CampaignStatus:
     """Register ``campaign`` (idempotent) and run whatever of it is not done yet.
 
@@ -296,6 +326,7 @@ def submit_campaign(
         max_parallel=max_parallel,
         progress=progress,
         poll_interval=poll_interval,
+        poll_retries=poll_retries,
     )
     return runner.run()
 
