@@ -183,3 +183,13 @@ def test_errors_under_the_main_command_use_its_one_line_format(failed_store):
     result = CliRunner().invoke(main, ["recover", "show", "999", "--db", failed_store])
     assert result.exit_code == 1
     assert "error: no recommendation 999" in result.output and "Traceback" not in result.output
+
+
+def test_saved_offline_recommendations_are_reviewed_but_not_applied(db, reports_file):
+    invoke("recommend", "--reports", str(reports_file), "--save", "--db", db)
+    listed = json.loads(invoke("list", "--json", "--db", db).output)
+    assert {r["job_index"] for r in listed} == {1, 2, 3}
+    invoke("accept", str(listed[0]["id"]), "--operator", "alice", "--db", db)
+    (result,) = json.loads(invoke("apply", "--json", "--db", db).output)
+    assert not result["applied"] and "not in this database" in result["outcome"]
+    assert "skipped" in invoke("list", "--status", "skipped", "--db", db).output
