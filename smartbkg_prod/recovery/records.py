@@ -41,7 +41,7 @@ from smartbkg_prod.errors import SmartBkgError
 from smartbkg_prod.plan import Job
 from smartbkg_prod.recovery.actions import Action, Recommendation
 from smartbkg_prod.recovery.failures import FailureRecord
-from smartbkg_prod.recovery.taxonomy import parse_native_code
+from smartbkg_prod.recovery.taxonomy import FailureCode, parse_native_code
 from smartbkg_prod.store import AttemptRow, Base, CampaignRow, JobRow, ReportRow, Store
 
 # Recommendation states: open (waiting for review), accepted / overridden (decided, not yet
@@ -395,7 +395,7 @@ def campaign_records(store: Store, campaign_id: str) -> list[FailureRecord]:
     return records
 
 
-def _native(text: str | None):
+def _native(text: str | None) -> FailureCode | None:
     if not text:
         return None
     try:
