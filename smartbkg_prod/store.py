@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from smartbkg_prod.errors import StoreError
+from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.plan import Job
 from smartbkg_prod.report import JobReport
 from smartbkg_prod.spec import Campaign
@@ -402,6 +403,55 @@ class Store:
             # A concurrent writer stored the same report first.
             return False
         return True
+
+    def done_outputs(self, campaign_id: str) -> dict[int, list[dict]]:
+        """Output files (``OutputFile`` dicts) of each done job's latest successful report."""
+        with self.session() as session:
+            latest = (
+                select(func.max(ReportRow.id))
+                .join(
+                    JobRow,
+                    (JobRow.campaign_id == ReportRow.campaign_id)
+                    & (JobRow.job_index == ReportRow.job_index),
+                )
+                .where(
+                    ReportRow.campaign_id == campaign_id,
+                    ReportRow.exit_code == 0,
+                    JobRow.state == DONE,
+                )
+                .group_by(ReportRow.job_index)
+            )
+            rows = session.execute(
+                select(ReportRow.job_index, ReportRow.body).where(ReportRow.id.in_(latest))
+            )
+            return {index: list(body.get("outputs") or []) for index, body in rows}
+
+    def reopen_job(self, campaign_id: str, job_index: int) -> None:
+        """A done job whose output was lost or damaged after the fact: its successful
+        attempts stop counting (their reports are kept, marked ``output_validation``) and
+        the job is pending again, to be produced anew with the same seed."""
+        with self.session() as session:
+            job_row = self._job_row(session, campaign_id, job_index)
+            for report_row in session.scalars(
+                select(ReportRow).where(
+                    ReportRow.campaign_id == campaign_id,
+                    ReportRow.job_index == job_index,
+                    ReportRow.exit_code == 0,
+                )
+            ):
+                report_row.exit_code = int(ExitCode.OUTPUT_VALIDATION)
+                report_row.error_class = "output_validation"
+                attempt_row = session.scalar(
+                    select(AttemptRow).where(
+                        AttemptRow.job_id == job_row.id, AttemptRow.attempt == report_row.attempt
+                    )
+                )
+                if attempt_row is not None:
+                    attempt_row.state = FAILED
+                    attempt_row.exit_code = int(ExitCode.OUTPUT_VALIDATION)
+                    attempt_row.error_class = "output_validation"
+            job_row.state = PENDING
+            job_row.updated_at = time.time()
 
     def reports(self, campaign_id: str, successful_only: bool = False) -> list[JobReport]:
         with self.session() as session:

@@ -15,13 +15,14 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from smartbkg_prod.backends import get_backend
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.plan import Job, JobInput, campaign_output_dir, plan_jobs
-from smartbkg_prod.report import JobReport, ReportError, read_report
+from smartbkg_prod.report import JobReport, OutputFile, ReportError, read_report
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import DONE, CampaignStatus, Store
 from smartbkg_prod.worker import sha256_file
@@ -69,6 +70,24 @@ def max_parallel_jobs(campaign: Campaign) -> int:
     return max(1, (os.cpu_count() or 1) // campaign.resources.cores)
 
 
+# How `submit` checks the outputs of jobs already done when it resumes a campaign:
+# "size" (default: existence and size, cheap), "sha256" (reads every file), "none".
+VerifyOutputs = Literal["none", "size", "sha256"]
+
+
+def output_problem(output: OutputFile, check: VerifyOutputs = "sha256") -> str | None:
+    """Why an output file does not match its report, or None if it does."""
+    path = Path(output.path)
+    if not path.is_file():
+        return f"output {path} is missing"
+    size = path.stat().st_size
+    if size != output.size_bytes:
+        return f"output {path} has {size} bytes, its report says {output.size_bytes}"
+    if check == "sha256" and sha256_file(path) != output.sha256:
+        return f"output {path} fails its checksum"
+    return None
+
+
 def validate_report(report: JobReport, job: Job) -> str | None:
     """Why a 'successful' report cannot be trusted, or None if it can."""
     if (
@@ -80,11 +99,9 @@ def validate_report(report: JobReport, job: Job) -> str | None:
     if report.events_generated != job.n_events:
         return f"report says {report.events_generated} events generated, job has {job.n_events}"
     for output in report.outputs:
-        path = Path(output.path)
-        if not path.is_file():
-            return f"output {path} is missing"
-        if sha256_file(path) != output.sha256:
-            return f"output {path} fails its checksum"
+        problem = output_problem(output)
+        if problem:
+            return problem
     return None
 
 
@@ -101,6 +118,7 @@ class CampaignRunner:
         progress: bool = False,
         poll_interval: float = 0.2,
         poll_retries: int = DEFAULT_POLL_RETRIES,
+        verify_outputs: VerifyOutputs = "size",
     ):
         self.campaign = campaign
         self.store = store
@@ -110,6 +128,7 @@ class CampaignRunner:
         self.progress = progress
         self.poll_interval = poll_interval
         self.poll_retries = max(1, poll_retries)
+        self.verify_outputs = verify_outputs
         self.jobs = {job.index: job for job in plan_jobs(campaign)}
         self.tries: Counter[int] = Counter()
         self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
@@ -117,6 +136,8 @@ class CampaignRunner:
     def run(self) -> CampaignStatus:
         campaign_id = self.campaign.campaign_id
         self._close_stale_attempts()
+        if self.verify_outputs != "none":
+            self._reopen_damaged_outputs()
         states = self.store.job_states(campaign_id)
         todo = deque(index for index in sorted(self.jobs) if states.get(index) != DONE)
         done_events = sum(
@@ -263,6 +284,17 @@ class CampaignRunner:
                 log.warning("%s", error)
             return None
 
+    def _reopen_damaged_outputs(self) -> None:
+        """Done jobs whose output went missing or was damaged since are produced again."""
+        campaign_id = self.campaign.campaign_id
+        for index, outputs in self.store.done_outputs(campaign_id).items():
+            for output in outputs:
+                problem = output_problem(OutputFile.model_validate(output), self.verify_outputs)
+                if problem:
+                    log.warning("job %d is done but %s: producing it again", index, problem)
+                    self.store.reopen_job(campaign_id, index)
+                    break
+
     def _close_stale_attempts(self) -> None:
         """Attempts left running by an earlier submitter that died: ingest or close them."""
         campaign_id = self.campaign.campaign_id
@@ -305,6 +337,7 @@ def submit_campaign(
     base_dir: Path | None = None,
     poll_interval: float = 0.2,
     poll_retries: int = DEFAULT_POLL_RETRIES,
+    verify_outputs: VerifyOutputs = "size",
 ) -> CampaignStatus:
     """Register ``campaign`` (idempotent) and run whatever of it is not done yet.
 
@@ -327,6 +360,7 @@ def submit_campaign(
         progress=progress,
         poll_interval=poll_interval,
         poll_retries=poll_retries,
+        verify_outputs=verify_outputs,
     )
     return runner.run()
 

@@ -138,6 +138,14 @@ def plan(spec: str, as_json: bool) -> None:
     default=None,
     help="Progress bar (default: when stderr is a terminal).",
 )
+@click.option(
+    "--verify-outputs",
+    type=click.Choice(["size", "sha256", "none"]),
+    default="size",
+    show_default=True,
+    help="On resume, check the outputs of done jobs (size, or full checksum) and produce "
+    "missing or damaged ones again.",
+)
 def submit(
     spec: str,
     db_url: str | None,
@@ -145,6 +153,7 @@ def submit(
     max_parallel: int | None,
     dry_run: str | None,
     progress: bool | None,
+    verify_outputs: str,
 ) -> None:
     """Run (or resume) the campaign SPEC; prints its status at the end."""
     from smartbkg_prod.spec import load_campaign
@@ -162,6 +171,7 @@ def submit(
         backend=backend,
         max_parallel=max_parallel,
         progress=sys.stderr.isatty() if progress is None else progress,
+        verify_outputs=verify_outputs,
     )
     click.echo(format_status(status))
     if not status.complete:
