@@ -440,9 +440,7 @@ def campaign_figures(
         cost_generated,
         cost_simulated,
     ) = costs
-    filter_mode = (
-        str((spec or {}).get("filter", {}).get("mode", "off")) if isinstance(spec, dict) else "off"
-    )
+    filter_mode = str((spec.get("filter") or {}).get("mode", "off"))
     expectation = campaign_expectation(provenance, spec)
     drift = check_drift(
         expectation if filter_mode != "off" else None,
@@ -458,29 +456,23 @@ def campaign_figures(
         1000.0 * generate_s / cost_generated if cost_generated else None,
         1000.0 * (simulate_s + skim_s) / cost_simulated if cost_simulated else None,
     )
+    retention_unfiltered = expectation.retention_unfiltered if expectation else None
     speedups = [
         effective_speedup(
-            "reference",
+            costs_name,
             filter_mode,
-            reference_generation_ms,
+            t_g_ms,
             t_nn_ms,
-            reference_simulation_ms,
+            t_s_ms,
             pass_rate,
             retention,
             status,
-            expectation.retention_unfiltered if expectation else None,
-        ),
-        effective_speedup(
-            "measured",
-            filter_mode,
-            measured[0],
-            t_nn_ms,
-            measured[1],
-            pass_rate,
-            retention,
-            status,
-            expectation.retention_unfiltered if expectation else None,
-        ),
+            retention_unfiltered,
+        )
+        for costs_name, t_g_ms, t_s_ms in (
+            ("reference", reference_generation_ms, reference_simulation_ms),
+            ("measured", *measured),
+        )
     ]
     cores = _cores(spec)
     sites = _site_figures(site_rows, site_events, attempt_rows, cores)
