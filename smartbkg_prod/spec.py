@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -119,7 +120,9 @@ class SkimConfig(SpecModel):
     r2_max: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
         default=0.3, description="event cut: Fox-Wolfram R2 below this (continuum suppression)"
     )
-    min_tracks: NonNegativeInt = Field(default=3, description="event cut: at least this many tracks")
+    min_tracks: NonNegativeInt = Field(
+        default=3, description="event cut: at least this many tracks"
+    )
 
 
 class Resources(SpecModel):
@@ -230,6 +233,12 @@ class Campaign(SpecModel):
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+# Values quoted in error lines are shortened: a YAML alias bomb (nested anchors) would
+# otherwise turn into a message of hundreds of megabytes.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 4, 4, 60
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
@@ -238,13 +247,13 @@ def _describe(error: dict[str, Any]) -> str:
     """One readable line for one pydantic error, with what is allowed where we know it."""
     kind = error["type"]
     ctx = error.get("ctx") or {}
-    value = error.get("input")
+    value = _SHORT.repr(error.get("input"))
     if kind == "extra_forbidden":
         return f"unknown key '{error['loc'][-1]}' (remove it or check its spelling)"
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":
-        return f"'{value}' is not allowed (allowed: {ctx.get('expected', '')})"
+        return f"{value} is not allowed (allowed: {ctx.get('expected', '')})"
     if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
         bound = {
             "greater_than": ">",
@@ -253,12 +262,12 @@ def _describe(error: dict[str, Any]) -> str:
             "less_than_equal": "<=",
         }[kind]
         limit = next(iter(ctx.values()))
-        return f"{value!r} is out of range (allowed: {bound} {limit})"
+        return f"{value} is out of range (allowed: {bound} {limit})"
     if kind == "string_pattern_mismatch":
-        return f"{value!r} is not a valid name (allowed: letters, digits, '.', '_', '-'; up to 100 characters)"
+        return f"{value} is not a valid name (allowed: letters, digits, '.', '_', '-'; up to 100 characters)"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         expected = kind.removesuffix("_type").removesuffix("_parsing")
-        return f"{value!r} has the wrong type (allowed: {expected})"
+        return f"{value} has the wrong type (allowed: {expected})"
     message = error["msg"].removeprefix("Value error, ")
     return message
 
