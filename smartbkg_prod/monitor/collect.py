@@ -27,7 +27,7 @@ from smartbkg_prod.backends.base import Backend, JobHandle, JobState
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.monitor.records import BackendStateRow
 from smartbkg_prod.plan import JobInput, plan_jobs
-from smartbkg_prod.report import JobReport, ReportError, parse_report
+from smartbkg_prod.report import JobReport, ReportError, read_report
 from smartbkg_prod.store import (
     DONE,
     FAILED,
@@ -338,15 +338,11 @@ def read_report_files(paths: Iterable[str | Path]) -> tuple[list[JobReport], lis
         except OSError as error:
             errors.append(f"{path}: unreadable ({error.strerror or error})")
         except ValidationError:
-            # Re-parse the slow way only for the bad file, for a message naming the field.
+            # Read the bad file again the slow way: read_report's message names the field.
             try:
-                import json
-
-                parse_report(json.loads(Path(path).read_text()), str(path))
-            except (ReportError, ValueError) as error:
-                errors.append(
-                    str(error) if isinstance(error, ReportError) else f"{path}: not JSON ({error})"
-                )
+                read_report(Path(path))
+            except ReportError as error:
+                errors.append(str(error))
     return reports, errors
 
 
