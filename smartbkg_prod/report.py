@@ -8,6 +8,7 @@ version 1); new keys may be added, none renamed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,7 +86,12 @@ class JobReport(BaseModel):
         """Write atomically: a reader never sees half a report."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        # A stale or planted temporary file (a symlink to somewhere else) is replaced,
+        # never followed: the report is only ever written inside the output directory.
+        tmp.unlink(missing_ok=True)
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(self.model_dump_json(indent=2))
         tmp.replace(path)
 
 
@@ -101,6 +107,8 @@ def read_report(path: Path) -> JobReport:
         raise ReportError(f"{path}: no such report file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ReportError(f"{path}: not a readable JSON report ({error})") from None
+    except RecursionError:
+        raise ReportError(f"{path}: not a readable JSON report (nested too deeply)") from None
     return parse_report(data, str(path))
 
 
