@@ -336,6 +336,7 @@ class Store:
         error_class: str,
         final: bool,
         native_code: str | None = None,
+        site: str | None = None,
     ) -> None:
         """Close an attempt that produced no report (lost, killed, crashed)."""
         with self.session() as session:
@@ -346,6 +347,8 @@ class Store:
             attempt_row.exit_code = exit_code
             attempt_row.error_class = error_class
             attempt_row.native_code = native_code
+            if site:
+                attempt_row.site = site
             attempt_row.finished_at = time.time()
             job_row = self._job_row(session, campaign_id, job_index)
             if job_row.state != DONE:

@@ -75,9 +75,17 @@ def max_parallel_jobs(campaign: Campaign) -> int:
 VerifyOutputs = Literal["none", "size", "sha256"]
 
 
-def output_problem(output: OutputFile, check: VerifyOutputs = "sha256") -> str | None:
-    """Why an output file does not match its report, or None if it does."""
+def output_problem(
+    output: OutputFile, check: VerifyOutputs = "sha256", base: Path | None = None
+) -> str | None:
+    """Why an output file does not match its report, or None if it does.
+
+    A relative path (a worker that ran in an engine's scratch directory, its outputs
+    transferred back) is taken from ``base``, the campaign's output directory.
+    """
     path = Path(output.path)
+    if not path.is_absolute() and base is not None:
+        path = base / path
     if not path.is_file():
         return f"output {path} is missing"
     size = path.stat().st_size
@@ -88,7 +96,7 @@ def output_problem(output: OutputFile, check: VerifyOutputs = "sha256") -> str |
     return None
 
 
-def validate_report(report: JobReport, job: Job) -> str | None:
+def validate_report(report: JobReport, job: Job, base: Path | None = None) -> str | None:
     """Why a 'successful' report cannot be trusted, or None if it can."""
     if (
         report.job_index != job.index
@@ -99,7 +107,7 @@ def validate_report(report: JobReport, job: Job) -> str | None:
     if report.events_generated != job.n_events:
         return f"report says {report.events_generated} events generated, job has {job.n_events}"
     for output in report.outputs:
-        problem = output_problem(output)
+        problem = output_problem(output, base=base)
         if problem:
             return problem
     return None
@@ -157,7 +165,7 @@ class CampaignRunner:
                     break
                 time.sleep(self.poll_interval)
                 for state in self._poll():
-                    if state.state not in {"done", "failed", "cancelled"}:
+                    if state.state not in {"done", "failed", "cancelled", "held"}:
                         continue
                     index = state.handle.job_index
                     # An engine may announce a finished attempt twice (or one we no longer
@@ -165,6 +173,10 @@ class CampaignRunner:
                     current = self.inflight.get(index)
                     if current is None or current[0].attempt != state.handle.attempt:
                         continue
+                    if state.state == "held":
+                        # A held attempt waits for a person on the engine; the driver's
+                        # retry policy decides instead: remove it and count a failure.
+                        self.backend.cancel([state.handle])
                     succeeded = self._finish(index, state)
                     if succeeded:
                         bar.advance(self.jobs[index].n_events, failed)
@@ -255,7 +267,7 @@ class CampaignRunner:
         final = self.tries[index] >= self.campaign.retry.max_attempts
         report = self._read_report(job_input)
         if report is not None:
-            problem = validate_report(report, job) if report.succeeded else None
+            problem = validate_report(report, job, self.output_dir) if report.succeeded else None
             if problem is None:
                 self.store.record_report(report, final=final)
                 return report.succeeded
@@ -272,6 +284,7 @@ class CampaignRunner:
             error_class,
             final=final,
             native_code=state.native_code,
+            site=state.site,
         )
         return False
 
@@ -308,7 +321,10 @@ class CampaignRunner:
                     backend=self.backend.name,
                 )
                 report = self._read_report(job_input)
-                if report is not None and validate_report(report, self.jobs[index]) is None:
+                if (
+                    report is not None
+                    and validate_report(report, self.jobs[index], self.output_dir) is None
+                ):
                     self.store.record_report(report)
                 else:
                     self.store.finish_attempt(
