@@ -34,8 +34,12 @@ Process = Literal[
 PROCESSES: tuple[str, ...] = get_args(Process)
 
 FilterMode = Literal["off", "cut", "sample"]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+# Counts stay exact in JSON and fit the database's 64-bit integers.
+MAX_COUNT = 2**53
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+# Beyond this a campaign is several campaigns (planning and tracking stay bounded).
+MAX_JOBS = 10_000_000
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 # Job and campaign names become file and dataset names: keep them to a portable alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -130,7 +134,7 @@ class Resources(SpecModel):
 
     cores: PositiveInt = 1
     memory_mb: PositiveInt = 2000
-    walltime_s: PositiveInt = 3600
+    walltime_s: Annotated[int, Field(gt=0, le=10_000_000)] = 3600  # the worker's alarm()
     gpus: NonNegativeInt = 0
     disk_mb: PositiveInt = 2000
 
@@ -208,6 +212,11 @@ class Campaign(SpecModel):
             raise ValueError(
                 f"events_per_job ({self.events_per_job}) is larger than events ({self.events}); "
                 "lower events_per_job or raise events"
+            )
+        if self.n_jobs > MAX_JOBS:
+            raise ValueError(
+                f"{self.n_jobs} jobs is more than {MAX_JOBS:,} per campaign; "
+                "raise events_per_job or split the campaign"
             )
         return self
 
