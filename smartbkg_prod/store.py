@@ -201,10 +201,13 @@ class Store:
         spec_path: str = "",
         provenance: dict | None = None,
     ) -> bool:
-        """Record a campaign and its planned jobs. Returns False if it already existed."""
+        """Record a campaign and its planned jobs. Returns False if it already existed
+        (then only the backend it runs on now is updated)."""
         now = time.time()
         with self.session() as session:
-            if session.get(CampaignRow, campaign.campaign_id) is not None:
+            existing = session.get(CampaignRow, campaign.campaign_id)
+            if existing is not None:
+                existing.backend = campaign.backend.name
                 return False
             session.add(
                 CampaignRow(

@@ -362,6 +362,12 @@ def submit_campaign(
     store = store or Store(db_url)
     if not isinstance(backend, Backend):
         backend = get_backend(backend or campaign.backend.name, campaign)
+    if backend.name != campaign.backend.name:
+        # The backend is not part of the campaign's identity: the same campaign may be
+        # resumed elsewhere, and its record says where it runs now.
+        campaign = campaign.model_copy(
+            update={"backend": campaign.backend.model_copy(update={"name": backend.name})}
+        )
     existing = store.campaign(campaign.campaign_id)
     # A resumed campaign keeps the output directory it was registered with.
     output_dir = Path(existing.output_dir) if existing else campaign_output_dir(campaign, base_dir)
