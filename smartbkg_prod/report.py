@@ -10,21 +10,27 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smartbkg_prod.errors import SmartBkgError
 
 SCHEMA_VERSION = 1
+# Integers must fit the store's 64-bit columns; floats must be finite (SQLite stores NaN
+# as NULL, and a report that cannot be stored must be rejected, not dropped).
+INT64_MAX = 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Int64 = Annotated[int, Field(ge=-INT64_MAX, le=INT64_MAX)]
 
 
 class OutputFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    size_bytes: int = Field(ge=0)
+    size_bytes: Count
     sha256: str
-    events: int = Field(ge=0)
+    events: Count
 
 
 class Provenance(BaseModel):
@@ -41,16 +47,16 @@ class Provenance(BaseModel):
 class JobReport(BaseModel):
     """One attempt of one job, as seen by the worker (or by a backend for a lost worker)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Int64 = SCHEMA_VERSION
     campaign_id: str
     campaign_name: str
-    job_index: int = Field(ge=0)
-    attempt: int = Field(ge=1)
-    first_event: int = Field(ge=0)
-    n_events: int = Field(gt=0)
-    seed: int
+    job_index: Count
+    attempt: Annotated[int, Field(ge=1, le=INT64_MAX)]
+    first_event: Count
+    n_events: Annotated[int, Field(gt=0, le=INT64_MAX)]
+    seed: Int64
     backend: str = "local"
     backend_job_id: str | None = None
     site: str = "local"
@@ -60,18 +66,18 @@ class JobReport(BaseModel):
     wall_seconds: float = Field(ge=0)
     cpu_seconds: float = Field(ge=0)
     stage_seconds: dict[str, float] = Field(default_factory=dict)
-    events_generated: int = Field(default=0, ge=0)
-    events_kept: int = Field(default=0, ge=0)
-    events_simulated: int = Field(default=0, ge=0)
-    events_skimmed: int = Field(default=0, ge=0)
+    events_generated: Count = 0
+    events_kept: Count = 0
+    events_simulated: Count = 0
+    events_skimmed: Count = 0
     sum_weights_kept: float = 0.0
     sum_weights_skimmed: float = 0.0
     filter_mode: str = "off"
     peak_rss_mb: float = Field(default=0.0, ge=0)
-    memory_requested_mb: int | None = None
-    walltime_requested_s: int | None = None
+    memory_requested_mb: Int64 | None = None
+    walltime_requested_s: Int64 | None = None
     gpu: str | None = None
-    exit_code: int
+    exit_code: Int64
     error_class: str
     error_message: str = ""
     log_tail: list[str] = Field(default_factory=list)
