@@ -149,7 +149,9 @@ def train(
         seed=seed,
     )
     result = train_filter(events, options)
-    command = "smartbkg-prod train " + " ".join(shlex.quote(arg) for arg in sys.argv[2:])
+    # The command line as typed from SPEC on (also when run as `python -c` or `-m`).
+    arguments = sys.argv[sys.argv.index(spec) :] if spec in sys.argv else [spec]
+    command = "smartbkg-prod train " + shlex.join(arguments)
     sha256 = save_trained(result, out, events, options, command)
     summary = {"model": str(out), "sha256": sha256, **result.metrics}
     if as_json:
@@ -199,6 +201,18 @@ def train(
     help="Sample-mode p_min (default: the model's recommendation).",
 )
 @click.option(
+    "--oracle",
+    default=0,
+    show_default=True,
+    help="Also re-simulate the events this many times for the best speedup any generator-level filter could reach.",
+)
+@click.option(
+    "--save-events",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the evaluation events (.npz) for later --events-file runs.",
+)
+@click.option(
     "--out",
     "out_dir",
     default=None,
@@ -207,7 +221,17 @@ def train(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def evaluate(
-    model, n_events, events_file, process, seed, threshold, p_min, out_dir, as_json
+    model,
+    n_events,
+    events_file,
+    process,
+    seed,
+    threshold,
+    p_min,
+    oracle,
+    save_events,
+    out_dir,
+    as_json,
 ) -> None:
     """Evaluate a filter model: AUC, speedups (measured and reference costs), bias."""
     from smartbkg_prod.filter.data import LabelledEvents, simulate_labelled
@@ -218,7 +242,11 @@ def evaluate(
         events = LabelledEvents.load(events_file)
     else:
         events = simulate_labelled(process, n_events, seed, SimulationConfig(), SkimConfig())
-    report, scores = evaluate_model(model, events, threshold=threshold, p_min=p_min, seed=seed)
+    if save_events:
+        events.save(save_events)
+    report, scores = evaluate_model(
+        model, events, threshold=threshold, p_min=p_min, seed=seed, oracle_resimulations=oracle
+    )
     if out_dir:
         report.plots = write_plots(report, events, scores, out_dir)
         Path(out_dir, "evaluation.json").write_text(report.model_dump_json(indent=2))
@@ -237,3 +265,9 @@ def evaluate(
         f"bias (sample, p_min {report.p_min}): max KL {report.max_kl_sample:.2e} (limit {report.kl_limit}), "
         f"min p-value {report.min_p_value_sample:.3f}"
     )
+    if report.oracle:
+        click.echo(
+            f"oracle ({report.oracle.resimulations} re-simulations): AUC {report.oracle.auc:.4f}, "
+            f"sample {report.oracle.sample_speedup_reference:.2f} "
+            f"({report.oracle.sample_fraction_of_max:.2f} of S_max), cut {report.oracle.cut_speedup_reference:.2f}"
+        )

@@ -115,6 +115,7 @@ def _atomic_write(path: Path, write: Any) -> None:
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; models are shared read-only files
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -49,6 +49,17 @@ class SpeedupFigures(BaseModel):
     sample_fraction_of_max: float
 
 
+class OracleFigures(BaseModel):
+    """The best any generator-level filter could do: ``q`` = P(pass | generated event)
+    estimated by re-running simulation + skim ``resimulations`` times per event."""
+
+    resimulations: int
+    auc: float
+    sample_speedup_reference: float
+    sample_fraction_of_max: float
+    cut_speedup_reference: float
+
+
 class EvaluationReport(BaseModel):
     model: str
     model_sha256: str
@@ -74,6 +85,7 @@ class EvaluationReport(BaseModel):
     max_kl_sample: float
     kl_limit: float = KL_LIMIT
     min_p_value_sample: float
+    oracle: OracleFigures | None = None
     plots: list[str] = []
 
 
@@ -106,6 +118,39 @@ def _bias(events: LabelledEvents, kept: np.ndarray, weights: np.ndarray) -> list
     return tests
 
 
+def oracle_figures(
+    events: LabelledEvents, resimulations: int, costs: StageCosts, seed: int = 97_000
+) -> OracleFigures:
+    """Separation limit set by the detector and skim: the events' own labels are scored
+    with their pass rate over ``resimulations`` independent detector seeds."""
+    from smartbkg_prod.filter.sampling import fit_calibration
+    from smartbkg_prod.filter.train import best_threshold
+    from smartbkg_prod.physics.detector import simulate
+    from smartbkg_prod.physics.skim import skim
+    from smartbkg_prod.spec import SimulationConfig, SkimConfig
+
+    passes = np.zeros(events.n_events)
+    for k in range(resimulations):
+        passes += skim(
+            simulate(events.particles, SimulationConfig(), seed + k), SkimConfig()
+        ).passed
+    q = passes / resimulations
+    passed = events.passed
+    calibration = fit_calibration(q, passed, costs)
+    sample = sampling_speedup(calibration.keep_probability(q), passed, costs)
+    keep = q > best_threshold(q, passed, costs)
+    retention = float(passed.mean())
+    return OracleFigures(
+        resimulations=resimulations,
+        auc=auc(passed, q),
+        sample_speedup_reference=sample,
+        sample_fraction_of_max=sample / max_speedup(retention, costs),
+        cut_speedup_reference=cut_speedup(
+            retention, float(keep[passed].mean()), float(keep[~passed].mean()), costs
+        ),
+    )
+
+
 def evaluate_model(
     model: str | Path | None,
     events: LabelledEvents,
@@ -114,6 +159,7 @@ def evaluate_model(
     p_min: float | None = None,
     seed: int = 1,
     device: str = "cpu",
+    oracle_resimulations: int = 0,
 ) -> tuple[EvaluationReport, np.ndarray]:
     """Figures of merit of ``model`` on ``events``; also returns the scores (for plots)."""
     scorer = scoring_model(model, device)
@@ -170,6 +216,8 @@ def evaluate_model(
         max_kl_sample=max((test.kl_divergence for test in bias_sample), default=0.0),
         min_p_value_sample=min((test.p_value for test in bias_sample), default=1.0),
     )
+    if oracle_resimulations > 0:
+        report.oracle = oracle_figures(events, oracle_resimulations, reference_costs(filter_ms))
     return report, scores
 
 

@@ -1,7 +1,7 @@
 """Batched inference: events -> scores on CPU or CUDA, model loaded once per process.
 
 On CPU events are scored in cache-sized chunks (the per-node layers are memory-bound:
-~256 events of ~40 particles keep the activations in cache); on CUDA in chunks of
+~128 events of ~40 particles keep the activations in cache); on CUDA in chunks of
 ``batch_size`` events with bf16 autocast, graph building included on the device.
 
 >>> device, name = resolve_device("cpu")
@@ -25,7 +25,7 @@ from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors, build_g
 from smartbkg_prod.filter.model import FilterNet
 from smartbkg_prod.physics.events import ParticleBatch
 
-CPU_CHUNK_EVENTS = 256
+CPU_CHUNK_EVENTS = 128
 
 
 def resolve_device(requested: str) -> tuple[torch.device, str]:

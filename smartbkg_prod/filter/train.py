@@ -127,6 +127,7 @@ class _Trainer:
             events.particles.select(train_mask), options.min_pdg_count
         )
         self.device = torch.device("cuda:0" if options.device == "cuda" else "cpu")
+        torch.backends.cuda.matmul.allow_tf32 = True  # ample precision for training, much faster
         self.encoding_tensors = EncodingTensors(self.encoding, self.device)
         self.tensors = ParticleTensors.from_batch(events.particles, self.device)
         self.passed = torch.from_numpy(events.passed.astype(np.float32)).to(self.device)
