@@ -7,7 +7,7 @@ import math
 
 import pytest
 from click.testing import CliRunner
-from monitor_reports import T0, filtered_campaign, make_report, populate
+from monitor_reports import T0, filtered_campaign, make_report, populate, register
 
 from smartbkg_prod.cli.monitor import monitor, watch
 from smartbkg_prod.monitor.collect import ingest_reports
@@ -247,3 +247,15 @@ def test_cached_figures_follow_every_change_of_the_campaign(store, monitored, tm
     figures = campaign_figures(store, monitored, now=NOW)
     assert (figures.attempts_running, figures.status.jobs_by_state["failed"]) == (0, 1)
     assert figures == campaign_figures(store, monitored, now=NOW, cached=False)
+
+
+def test_cpu_efficiency_is_per_core_requested(store, tmp_path):
+    campaign = filtered_campaign(tmp_path)
+    four_cores = campaign.model_copy(
+        update={"resources": campaign.resources.model_copy(update={"cores": 4})}
+    )
+    jobs = register(store, four_cores, tmp_path)
+    ingest_reports(store, [make_report(jobs[0], 1, "T2_B", T0)])  # 8 cpu s in 10 wall s
+    figures = campaign_figures(store, four_cores.campaign_id)
+    assert figures.cpu_efficiency == pytest.approx(8.0 / (10.0 * 4))
+    assert figures.sites[0].cpu_efficiency == pytest.approx(0.2)
