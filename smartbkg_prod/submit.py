@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Literal
 
 from smartbkg_prod.backends import get_backend
-from smartbkg_prod.backends.base import Backend, JobHandle, JobState
+from smartbkg_prod.backends.base import Backend, JobHandle, JobState, apply_retry_changes
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.plan import Job, JobInput, campaign_output_dir, plan_jobs
+from smartbkg_prod.recovery.records import job_overrides, split_jobs
 from smartbkg_prod.report import JobReport, OutputFile, ReportError, read_report
 from smartbkg_prod.spec import Campaign
-from smartbkg_prod.store import DONE, CampaignStatus, Store
+from smartbkg_prod.store import CANCELLED, DONE, CampaignStatus, Store
 from smartbkg_prod.worker import sha256_file
 
 log = logging.getLogger("smartbkg_prod.submit")
@@ -138,6 +139,10 @@ class CampaignRunner:
         self.poll_retries = max(1, poll_retries)
         self.verify_outputs = verify_outputs
         self.jobs = {job.index: job for job in plan_jobs(campaign)}
+        # Recovery may have split jobs (new indices, parent cancelled) and set per-job
+        # resources / excluded sites for the next attempts.
+        self.jobs.update(split_jobs(store, campaign.campaign_id))
+        self.overrides = job_overrides(store, campaign.campaign_id)
         self.tries: Counter[int] = Counter()
         self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
 
@@ -147,7 +152,9 @@ class CampaignRunner:
         if self.verify_outputs != "none":
             self._reopen_damaged_outputs()
         states = self.store.job_states(campaign_id)
-        todo = deque(index for index in sorted(self.jobs) if states.get(index) != DONE)
+        todo = deque(
+            index for index in sorted(self.jobs) if states.get(index) not in (DONE, CANCELLED)
+        )
         done_events = sum(
             self.jobs[i].n_events for i, s in states.items() if s == DONE and i in self.jobs
         )
@@ -218,8 +225,19 @@ class CampaignRunner:
         return []
 
     def _launch(self, jobs: list[Job]) -> None:
-        """Open an attempt for each job and submit them together (one array on grid engines)."""
-        resources = self.campaign.resources
+        """Open an attempt for each job and submit them together (one array on grid engines).
+
+        Jobs that recovery gave other resources or excluded sites go in their own submission,
+        with the campaign as their next attempt sees it."""
+        plain = [job for job in jobs if job.index not in self.overrides]
+        if plain:
+            self._submit(self.campaign, plain)
+        for job in jobs:
+            if job.index in self.overrides:
+                self._submit(apply_retry_changes(self.campaign, self.overrides[job.index]), [job])
+
+    def _submit(self, campaign: Campaign, jobs: list[Job]) -> None:
+        resources = campaign.resources
         job_inputs = []
         for job in jobs:
             attempt = self.store.start_attempt(
@@ -232,14 +250,14 @@ class CampaignRunner:
             job_inputs.append(
                 JobInput(
                     job=job,
-                    campaign=self.campaign,
+                    campaign=campaign,
                     attempt=attempt,
                     output_dir=str(self.output_dir),
                     backend=self.backend.name,
                 )
             )
         try:
-            handles = self.backend.submit(self.campaign, job_inputs)
+            handles = self.backend.submit(campaign, job_inputs)
         except SubmitError:
             for job_input in job_inputs:
                 self.store.finish_attempt(

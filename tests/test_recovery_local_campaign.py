@@ -67,11 +67,6 @@ def test_accepted_resubmit_completes_the_campaign_with_every_event_once(
     assert list_recommendations(store, status="applied")[0].decision.operator == "shifter"
 
 
-@pytest.mark.xfail(
-    reason="the driver (submit.CampaignRunner) does not yet run recovery split jobs "
-    "(recovery.records.split_jobs) nor skip cancelled parents",
-    strict=False,
-)
 def test_overridden_split_regenerates_exactly_the_parent_events(campaign, store, monkeypatch):
     recommendation = failed_once(campaign, store, monkeypatch, "kill@generate:job=1:attempt=1")
     assert recommendation.failure_code == "signal:9"
@@ -82,11 +77,6 @@ def test_overridden_split_regenerates_exactly_the_parent_events(campaign, store,
     rerun_and_check_every_event_once(campaign, store)
 
 
-@pytest.mark.xfail(
-    reason="the driver (submit.CampaignRunner) does not yet submit with recovery overrides "
-    "(recovery.records.job_overrides)",
-    strict=False,
-)
 def test_accepted_memory_raise_reaches_the_next_attempt(campaign, store, monkeypatch):
     recommendation = failed_once(
         campaign, store, monkeypatch, "raise=OUT_OF_MEMORY@simulate:job=1:attempt=1"
