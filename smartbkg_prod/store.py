@@ -354,7 +354,7 @@ class Store:
                 attempt_row.site = site
             attempt_row.finished_at = time.time()
             job_row = self._job_row(session, campaign_id, job_index)
-            if job_row.state != DONE:
+            if job_row.state not in (DONE, CANCELLED):
                 job_row.state = DONE if exit_code == 0 else (FAILED if final else PENDING)
                 job_row.updated_at = time.time()
 
@@ -399,7 +399,9 @@ class Store:
                 attempt_row.site = report.site
                 if report.backend_job_id:
                     attempt_row.backend_job_id = report.backend_job_id
-                if job_row.state != DONE:
+                # A cancelled job (killed, or replaced by its split parts) stays cancelled
+                # even if a late report of it arrives.
+                if job_row.state not in (DONE, CANCELLED):
                     if report.succeeded:
                         job_row.state = DONE
                     else:
@@ -484,9 +486,17 @@ class Store:
                 by_state[state] = count
             # One successful attempt per job counts; a job done twice (a late duplicate
             # attempt) must not double its events, so take the first success per job.
+            # Cancelled jobs never count: a split parent's events are its parts'.
+            live_jobs = select(JobRow.job_index).where(
+                JobRow.campaign_id == campaign_id, JobRow.state != CANCELLED
+            )
             first_success = (
                 select(func.min(ReportRow.id))
-                .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
+                .where(
+                    ReportRow.campaign_id == campaign_id,
+                    ReportRow.exit_code == 0,
+                    ReportRow.job_index.in_(live_jobs),
+                )
                 .group_by(ReportRow.job_index)
             )
             totals = session.execute(

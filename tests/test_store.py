@@ -95,7 +95,9 @@ def test_lost_attempt_is_closed_and_job_can_run_again(store, small_campaign, reg
     store.start_attempt(job, "local")
     assert store.running_attempts(small_campaign.campaign_id) == {0: [1]}
     assert store.job_states(small_campaign.campaign_id)[0] == RUNNING
-    store.finish_attempt(small_campaign.campaign_id, 0, 1, 137, "signal_9", final=False, native_code="signal:9")
+    store.finish_attempt(
+        small_campaign.campaign_id, 0, 1, 137, "signal_9", final=False, native_code="signal:9"
+    )
     assert store.running_attempts(small_campaign.campaign_id) == {}
     assert store.job_states(small_campaign.campaign_id)[0] == PENDING
 
@@ -119,3 +121,18 @@ def test_unknown_campaign_and_bad_url_are_clear_errors(store, tmp_path):
         Store("notadb://x")
     with pytest.raises(StoreError, match="cannot open"):
         Store(f"sqlite:///{tmp_path}/missing/dir/x.db")
+
+
+def test_late_report_of_a_cancelled_job_neither_revives_nor_counts(
+    store, small_campaign, registered
+):
+    from smartbkg_prod.store import CANCELLED, JobRow
+
+    job = registered[0]
+    store.start_attempt(job, "local")
+    with store.session() as session:
+        row = session.query(JobRow).filter_by(campaign_id=job.campaign_id, job_index=0).one()
+        row.state = CANCELLED
+    store.record_report(report_for(job, 1))
+    assert store.job_states(small_campaign.campaign_id)[0] == CANCELLED
+    assert store.status(small_campaign.campaign_id).events_generated == 0
