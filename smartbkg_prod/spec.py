@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smartbkg_prod.errors import SpecError
+from smartbkg_prod.redact import is_secret_name
 
 Process = Literal[
     "bbbar_mixed",  # Y(4S) -> B0 anti-B0
@@ -169,6 +170,19 @@ class BackendConfig(SpecModel):
     queue: str | None = None
     sites: SitePolicy = Field(default_factory=SitePolicy)
     options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _no_credentials(cls, options: dict[str, str]) -> dict[str, str]:
+        # Specs are stored, copied into every job file and shown on the monitor page.
+        secret = sorted(name for name in options if is_secret_name(name))
+        if secret:
+            raise ValueError(
+                f"backend.options {', '.join(secret)} look like credentials; specs must not hold "
+                "them: use the engine's environment (PANDA_AUTH_ID_TOKEN, OIDC_AUTH_TOKEN_FILE, "
+                "X509_USER_PROXY, docker login) instead"
+            )
+        return options
 
 
 class RetryPolicy(SpecModel):

@@ -38,6 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.plan import Job
+from smartbkg_prod.redact import redact, redact_url
 from smartbkg_prod.report import JobReport
 from smartbkg_prod.spec import Campaign
 
@@ -165,7 +166,9 @@ class Store:
         try:
             self.engine = create_engine(self.url, future=True)
         except (SQLAlchemyError, ImportError, ValueError) as error:
-            raise StoreError(f"database URL {self.url!r} is not usable: {error}") from None
+            raise StoreError(
+                f"database URL {redact_url(self.url)!r} is not usable: {redact(str(error))}"
+            ) from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -173,7 +176,9 @@ class Store:
         try:
             Base.metadata.create_all(self.engine)
         except OperationalError as error:
-            raise StoreError(f"cannot open database {self.url!r}: {error.orig}") from None
+            raise StoreError(
+                f"cannot open database {redact_url(self.url)!r}: {redact(str(error.orig))}"
+            ) from None
 
     @staticmethod
     def _import_extension_tables() -> None:
@@ -476,7 +481,7 @@ class Store:
         with self.session() as session:
             campaign = session.get(CampaignRow, campaign_id)
             if campaign is None:
-                raise StoreError(f"no campaign {campaign_id!r} in {self.url}")
+                raise StoreError(f"no campaign {campaign_id!r} in {redact_url(self.url)}")
             by_state = dict.fromkeys(JOB_STATES, 0)
             for state, count in session.execute(
                 select(JobRow.state, func.count())

@@ -31,6 +31,7 @@ from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.faults import maybe_inject
 from smartbkg_prod.plan import JobInput, read_job_list_entry
+from smartbkg_prod.redact import redact
 from smartbkg_prod.report import JobReport, OutputFile, Provenance
 
 log = logging.getLogger("smartbkg_prod.worker")
@@ -107,7 +108,8 @@ class _LogTail(logging.Handler):
         self.lines: deque[str] = deque(maxlen=size)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        # Reports are stored and shown on the monitor page: no credentials in them.
+        self.lines.append(redact(self.format(record)))
 
 
 def read_job_input(path: Path, index: int | None = None) -> JobInput:
@@ -307,7 +309,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         gpu=counts.get("gpu"),
         exit_code=int(exit_code),
         error_class=exit_code.name.lower(),
-        error_message=message,
+        error_message=redact(message),
         log_tail=list(tail.lines),
         outputs=outputs,
         provenance=Provenance(

@@ -16,6 +16,7 @@ import click
 
 from smartbkg_prod import __version__
 from smartbkg_prod.errors import SmartBkgError, SpecError
+from smartbkg_prod.redact import redact, redact_url
 from smartbkg_prod.store import Store, default_db_url
 
 EXIT_BAD_INPUT = 2
@@ -26,7 +27,7 @@ db_option = click.option(
     "db_url",
     default=None,
     envvar="SMARTBKG_DB",
-    help=f"Database URL (default {default_db_url()}; env SMARTBKG_DB).",
+    help=f"Database URL (default {redact_url(default_db_url())}; env SMARTBKG_DB).",
 )
 
 
@@ -59,7 +60,7 @@ class _Group(click.Group):
         except SmartBkgError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            for line in str(error).splitlines():
+            for line in redact(str(error)).splitlines():
                 click.echo(line if isinstance(error, SpecError) else f"error: {line}", err=True)
             ctx.exit(EXIT_BAD_INPUT if isinstance(error, SpecError) else EXIT_FAILED)
 
@@ -234,13 +235,13 @@ def status(
     store = Store(db_url)
     ids = store.find_campaigns(campaign) if campaign else store.campaign_ids()
     if campaign and not ids:
-        raise StoreError(f"no campaign named or with id {campaign!r} in {store.url}")
+        raise StoreError(f"no campaign named or with id {campaign!r} in {redact_url(store.url)}")
     statuses = [store.status(campaign_id) for campaign_id in ids]
     if as_json:
         click.echo(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
         return
     if not statuses:
-        click.echo(f"no campaigns in {store.url}")
+        click.echo(f"no campaigns in {redact_url(store.url)}")
     click.echo("\n\n".join(format_status(s) for s in statuses))
 
 
