@@ -44,10 +44,10 @@ class AppliedAction(BaseModel):
     outcome: str
 
 
-def apply_decisions(store: Store) -> list[AppliedAction]:
-    """Apply every decided, not yet applied recommendation, oldest first."""
+def apply_decisions(store: Store, campaign_id: str | None = None) -> list[AppliedAction]:
+    """Apply every decided, not yet applied recommendation (of one campaign), oldest first."""
     results = []
-    for recommendation in pending_decisions(store):
+    for recommendation in pending_decisions(store, campaign_id):
         applied, outcome = _apply(store, recommendation)
         mark_applied(store, recommendation.id, outcome, applied)
         results.append(

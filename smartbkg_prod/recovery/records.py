@@ -288,11 +288,11 @@ def supersede_stale(store: Store, campaign_id: str, failed_attempts: dict[int, i
         return len(stale)
 
 
-def pending_decisions(store: Store) -> list[StoredRecommendation]:
-    """Decided recommendations whose action has not been applied yet."""
+def pending_decisions(store: Store, campaign_id: str | None = None) -> list[StoredRecommendation]:
+    """Decided recommendations whose action has not been applied yet (of one campaign)."""
     return [
         r
-        for r in list_recommendations(store)
+        for r in list_recommendations(store, campaign_id=campaign_id)
         if r.status in (ACCEPTED, OVERRIDDEN) and r.decision is not None
     ]
 
