@@ -356,8 +356,10 @@ def job_input(campaign: Campaign) -> JobInput:
 
 
 def test_container_sees_the_output_dir_at_the_same_path_with_limits_and_no_network(
-    docker_campaign,
+    docker_campaign, monkeypatch
 ):
+    monkeypatch.setenv("SMARTBKG_SITE", "DESY-HH")
+    monkeypatch.setenv("SMARTBKG_DB", "postgresql+psycopg://user:secret@db/prod")
     given = job_input(docker_campaign)
     job_file = Path(given.output_dir) / "jobs" / "j.json"
     arguments = container_arguments(given, job_file, "img:1", IMAGE_ID)
@@ -368,6 +370,8 @@ def test_container_sees_the_output_dir_at_the_same_path_with_limits_and_no_netwo
     assert arguments["mem_limit"] == arguments["memswap_limit"] == "1500m"
     assert arguments["environment"][ENV_IMAGE] == "img:1"
     assert arguments["environment"][ENV_IMAGE_DIGEST] == IMAGE_ID
+    assert arguments["environment"]["SMARTBKG_SITE"] == "DESY-HH"
+    assert "SMARTBKG_DB" not in arguments["environment"]
     assert arguments["user"] == f"{os.getuid()}:{os.getgid()}"
     assert arguments["labels"]["org.smartbkg.attempt"] == "2"
     # The SDK accepts exactly these keyword arguments for a container's host config.
@@ -381,6 +385,16 @@ def test_container_sees_the_output_dir_at_the_same_path_with_limits_and_no_netwo
         read_only=arguments["read_only"],
         tmpfs=arguments["tmpfs"],
     )
+
+
+def test_gpu_jobs_request_the_engines_gpus(docker_campaign):
+    given = job_input(docker_campaign)
+    gpus = docker_campaign.resources.model_copy(update={"gpus": 1})
+    arguments = container_arguments(given, Path(given.output_dir) / "j.json", "i", "d", gpus)
+    [request] = arguments["device_requests"]
+    assert request["Count"] == 1 and request["Capabilities"] == [["gpu"]]
+    assert "--gpus=1" in docker_run_command(arguments)
+    assert "device_requests" not in container_arguments(given, Path("/x/j.json"), "i", "d")
 
 
 def test_retry_resources_override_the_jobs_own(docker_campaign):

@@ -8,11 +8,13 @@ where it runs changes. Selected by ``container.runtime: docker`` (with
   container, so the job file, the report and the outputs have one path everywhere;
 - ``--network none``, a read-only root file system with a private ``/tmp``, and
   ``--init`` (tini as PID 1) so the worker gets signals as a plain process does;
-- ``--cpus`` = ``resources.cores`` and ``--memory`` = ``resources.memory_mb`` (no swap);
+- ``--cpus`` = ``resources.cores``, ``--memory`` = ``resources.memory_mb`` (no swap) and
+  ``--gpus`` = ``resources.gpus`` (for the GPU image);
 - the container runs as the submitting user's uid:gid (outputs stay theirs);
 - ``SMARTBKG_IMAGE`` / ``SMARTBKG_IMAGE_DIGEST`` tell the worker what to record; the
   submitter's other ``SMARTBKG_*`` variables (site, fault drills) pass through, as the
-  process runtime's environment does, and nothing else of the host's environment;
+  process runtime's environment does; nothing else of the host's environment does, nor
+  ``SMARTBKG_DB`` (it may hold credentials);
 - the container's exit code is the attempt's exit code (137 with ``OOMKilled`` is
   reported as ``docker:OOMKilled``).
 
@@ -37,6 +39,8 @@ from smartbkg_prod.worker import ENV_IMAGE, ENV_IMAGE_DIGEST
 
 LABEL_PREFIX = "org.smartbkg"
 ENV_PREFIX = "SMARTBKG_"
+# The database URL may hold credentials, and the worker never talks to the database.
+ENV_KEPT_OUT = {"SMARTBKG_DB"}
 _RUNNING = {"created", "running", "restarting", "paused"}
 
 
@@ -59,7 +63,7 @@ def container_arguments(
         # A rendered job file outside the output directory is still seen at its path.
         volumes[str(job_file.parent)] = {"bind": str(job_file.parent), "mode": "ro"}
     memory = f"{resources.memory_mb}m"
-    return {
+    arguments = {
         "image": image,
         "command": ["worker", "--job", str(job_file)],
         "detach": True,
@@ -74,7 +78,11 @@ def container_arguments(
         "memswap_limit": memory,
         "user": f"{os.getuid()}:{os.getgid()}",
         "environment": {
-            **{key: value for key, value in os.environ.items() if key.startswith(ENV_PREFIX)},
+            **{
+                key: value
+                for key, value in os.environ.items()
+                if key.startswith(ENV_PREFIX) and key not in ENV_KEPT_OUT
+            },
             ENV_IMAGE: image,
             ENV_IMAGE_DIGEST: image_digest,
             "HOME": "/tmp",
@@ -86,6 +94,12 @@ def container_arguments(
             f"{LABEL_PREFIX}.job_file": str(job_file),
         },
     }
+    if resources.gpus:
+        # The GPU image carries CUDA; the engine's NVIDIA runtime injects the driver.
+        from docker.types import DeviceRequest
+
+        arguments["device_requests"] = [DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])]
+    return arguments
 
 
 def docker_run_command(arguments: dict) -> list[str]:
@@ -101,6 +115,8 @@ def docker_run_command(arguments: dict) -> list[str]:
     command += [f"--cpus={arguments['nano_cpus'] / 1e9:g}"]
     command += [f"--memory={arguments['mem_limit']}", f"--memory-swap={arguments['memswap_limit']}"]
     command += ["--user", arguments["user"]]
+    for request in arguments.get("device_requests", []):
+        command.append(f"--gpus={request['Count']}")
     for key, value in arguments["environment"].items():
         command += ["--env", f"{key}={value}"]
     for key, value in arguments["labels"].items():
