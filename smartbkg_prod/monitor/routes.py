@@ -33,6 +33,10 @@ class Request:
     query: dict[str, list[str]] = field(default_factory=dict)
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
 
     def form(self) -> dict[str, str]:
         """An ``application/x-www-form-urlencoded`` body (HTML forms), first value per key."""

@@ -53,10 +53,12 @@ pre{background:#f8fafc;border:1px solid #e5e7eb;padding:4px 6px;margin:2px 0;fon
 """
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str, refresh: bool = True) -> str:
+    """A whole page in the monitor's frame (``refresh``: reload every REFRESH_S seconds)."""
+    reload = f"<meta http-equiv='refresh' content='{REFRESH_S}'>" if refresh else ""
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<meta http-equiv='refresh' content='{REFRESH_S}'><title>{escape(title)}</title>"
+        f"{reload}<title>{escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body><header><a href='/'>smartbkg-prod monitor</a></header>"
         f"<main>{body}</main></body></html>"
     )
@@ -108,7 +110,7 @@ def campaign_list_html(figures: list[CampaignFigures]) -> str:
         if rows
         else "<p id='campaigns' class='muted'>No campaign in this database yet.</p>"
     )
-    return _page("campaigns", f"<h1>Campaigns</h1>{table}")
+    return html_page("campaigns", f"<h1>Campaigns</h1>{table}")
 
 
 def _drift_html(figures: CampaignFigures) -> str:
@@ -261,7 +263,7 @@ def campaign_detail_html(figures: CampaignFigures, router: Router | None = None)
         f"<th>t_NN ms</th><th>t_s ms</th><th>S</th><th>S_max</th><th></th></tr></thead><tbody>{speedups}</tbody></table>"
         f"{_failures_html(figures)}<h2>Sites</h2>{_sites_html(figures)}{recovery}"
     )
-    return _page(s.name, body)
+    return html_page(s.name, body)
 
 
 # -- the application -------------------------------------------------------------------
@@ -309,10 +311,10 @@ class MonitorApp:
             figures.model_dump(mode="json", exclude={"series", "recent_failures", "failure_matrix"})
             for figures in all_campaign_figures(self.store)
         ]
-        return _json(summaries)
+        return json_response(summaries)
 
     def api_campaign(self, request: Request) -> Response:
-        return _json(self._figures(request).model_dump(mode="json"))
+        return json_response(self._figures(request).model_dump(mode="json"))
 
     def metrics(self, _request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -320,8 +322,15 @@ class MonitorApp:
         return Response(body=generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
 
 
-def _json(document) -> Response:
-    return Response(body=json.dumps(document, indent=1), content_type="application/json")
+def json_response(
+    document: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        status=status,
+        body=json.dumps(document, indent=1),
+        content_type="application/json",
+        headers=headers or {},
+    )
 
 
 def _handler_class(app: MonitorApp) -> type[BaseHTTPRequestHandler]:
@@ -336,6 +345,7 @@ def _handler_class(app: MonitorApp) -> type[BaseHTTPRequestHandler]:
                 path=url.path,
                 query=parse_qs(url.query),
                 body=self.rfile.read(length) if length else b"",
+                headers={key.lower(): value for key, value in self.headers.items()},
             )
             try:
                 response = app.handle(request)
