@@ -27,7 +27,12 @@ from smartbkg_prod.monitor.operators import (
     token_digest,
 )
 from smartbkg_prod.monitor.web import start_server
-from smartbkg_prod.recovery.records import get_recommendation, job_overrides, live_jobs
+from smartbkg_prod.recovery.records import (
+    RecommendationRow,
+    get_recommendation,
+    job_overrides,
+    live_jobs,
+)
 from smartbkg_prod.recovery.review import refresh_recommendations
 
 TOKENS = {"alice": "alice-0f3c9e7d1b2a", "bob": "bob-77aa19c0de42"}
@@ -177,8 +182,9 @@ def test_cookie_posts_from_another_origin_are_403_and_change_nothing(
 def test_a_forged_session_cookie_is_401(store, client, recommendations):
     name, value = client.login(TOKENS["alice"]).split("=", 1)
     payload, signature = value.rsplit(".", 1)
-    forged = f"{name}={payload}.{'0' * len(signature)}"
-    assert client.form(f"/recovery/{recommendations[0].id}/accept", {}, cookie=forged)[0] == 401
+    path = f"/recovery/{recommendations[0].id}/accept"
+    for forged in (f"{payload}.{'0' * len(signature)}", f"{payload}.é{signature}", "forged"):
+        assert client.form(path, {}, cookie=f"{name}={forged}")[0] == 401, forged
     assert is_open(store, recommendations[0])
 
 
@@ -256,6 +262,13 @@ def test_pages_and_json_list_the_recommendations_with_text_escaped(
         _status, _headers, body = client.request("GET", "/api/recovery")
         listed = json.loads(body)
         assert len(listed) == 4 and "features" not in listed[0]
+        # A foreign worker's log line quoting a credential is redacted in the JSON.
+        jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+        with store.session() as session:
+            row = session.get(RecommendationRow, listed[0]["id"])
+            row.record = {**row.record, "log_lines": [f"PANDA_AUTH_ID_TOKEN={jwt}"]}
+        _status, _headers, body = client.request("GET", f"/api/recovery/{listed[0]['id']}")
+        assert jwt not in body and json.loads(body)["record"]["log_lines"]
         status, _headers, body = client.request("GET", "/api/recovery/999")
         assert status == 404 and "no recommendation 999" in json.loads(body)["error"]
     finally:

@@ -150,7 +150,9 @@ class Authenticator:
         if not session or "." not in session:
             return None
         payload, signature = session.rsplit(".", 1)
-        if not hmac.compare_digest(self._sign(payload.encode()), signature):
+        # Bytes: compare_digest refuses str with non-ASCII characters (a forged cookie).
+        expected = self._sign(payload.encode()).encode()
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
             return None
         claims = json.loads(base64.urlsafe_b64decode(payload))
         operator = claims["operator"]

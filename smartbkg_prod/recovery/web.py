@@ -55,6 +55,7 @@ from smartbkg_prod.recovery.records import (
     pending_decisions,
 )
 from smartbkg_prod.recovery.review import accept, override, refresh_recommendations
+from smartbkg_prod.redact import redact
 from smartbkg_prod.store import Store
 
 MAX_ROWS = 200  # per table; the JSON endpoint lists them all
@@ -121,7 +122,7 @@ class RecoveryWeb:
             except AuthError as error:
                 return _error_page(error.status, str(error), back)
             except RecoveryError as error:
-                return _error_page(400, str(error), back)
+                return _error_page(400, redact(str(error)), back)
             return Response(status=303, headers={"Location": back})
 
         return handle
@@ -135,7 +136,7 @@ class RecoveryWeb:
                 headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
                 return json_response({"error": str(error)}, error.status, headers)
             except RecoveryError as error:
-                return json_response({"error": str(error)}, 400)
+                return json_response({"error": redact(str(error))}, 400)
             return json_response(_public(result))
 
         return handle
@@ -228,7 +229,7 @@ class RecoveryWeb:
         try:
             return json_response(_public(get_recommendation(self.store, int(request.params["id"]))))
         except RecoveryError as error:
-            return json_response({"error": str(error)}, 404)
+            return json_response({"error": redact(str(error))}, 404)
 
 
 # -- HTML fragments -------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def _decision_html(recommendation: StoredRecommendation) -> str:
         f"{escape(decision.operator)}</b> at {fmt_time(decision.decided_at)}"
     )
     if decision.comment:
-        text += f"<br><span class='muted'>{escape(decision.comment)}</span>"
+        text += f"<br><span class='muted'>{escape(redact(decision.comment))}</span>"
     if decision.applied_at is not None:
         text += f"<br>{fmt_time(decision.applied_at)}: {escape(decision.outcome)}"
     return text
@@ -361,11 +362,15 @@ def _json_fields(request: Request) -> dict[str, str]:
 
 
 def _public(result: object) -> object:
-    """JSON of library results; recommendations without their bulky feature rows."""
+    """JSON of library results; recommendations without their bulky feature rows, and
+    log lines redacted (reports from foreign or older workers may quote credentials)."""
     if isinstance(result, list):
         return [_public(item) for item in result]
     if isinstance(result, StoredRecommendation):
-        return result.model_dump(mode="json", exclude={"features"})
+        document = result.model_dump(mode="json", exclude={"features"})
+        record = document["record"]
+        record["log_lines"] = [redact(line) for line in record["log_lines"]]
+        return document
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")
     return result
