@@ -62,7 +62,7 @@ def test_train_refuses_a_campaign_with_the_filter_on(tmp_path):
 
 @pytest.mark.slow
 def test_shipped_model_beats_random_on_fresh_pythia_events():
-    events = simulate_labelled("bbbar_generic", 20_000, 31_337, SimulationConfig(), SkimConfig())
+    events = simulate_labelled("bbbar_generic", 10_000, 31_337, SimulationConfig(), SkimConfig())
     decision = run_filter(
         events.particles, FilterConfig(mode="cut", model="default", device="cpu"), 1
     )
