@@ -417,11 +417,12 @@ class Store:
             return False
         return True
 
-    def done_outputs(self, campaign_id: str) -> dict[int, list[dict]]:
-        """Output files (``OutputFile`` dicts) of each done job's latest successful report."""
+    def done_outputs(self, campaign_id: str) -> dict[int, list[list[dict]]]:
+        """For each done job, the output files (``OutputFile`` dicts) of each of its
+        successful reports (a late duplicate attempt may have written the file last)."""
         with self.session() as session:
-            latest = (
-                select(func.max(ReportRow.id))
+            rows = session.execute(
+                select(ReportRow.job_index, ReportRow.body)
                 .join(
                     JobRow,
                     (JobRow.campaign_id == ReportRow.campaign_id)
@@ -432,12 +433,12 @@ class Store:
                     ReportRow.exit_code == 0,
                     JobRow.state == DONE,
                 )
-                .group_by(ReportRow.job_index)
+                .order_by(ReportRow.id)
             )
-            rows = session.execute(
-                select(ReportRow.job_index, ReportRow.body).where(ReportRow.id.in_(latest))
-            )
-            return {index: list(body.get("outputs") or []) for index, body in rows}
+            outputs: dict[int, list[list[dict]]] = {}
+            for index, body in rows:
+                outputs.setdefault(index, []).append(list(body.get("outputs") or []))
+            return outputs
 
     def reopen_job(self, campaign_id: str, job_index: int) -> None:
         """A done job whose output was lost or damaged after the fact: its successful

@@ -318,13 +318,19 @@ class CampaignRunner:
     def _reopen_damaged_outputs(self) -> None:
         """Done jobs whose output went missing or was damaged since are produced again."""
         campaign_id = self.campaign.campaign_id
-        for index, outputs in self.store.done_outputs(campaign_id).items():
-            for output in outputs:
-                problem = output_problem(OutputFile.model_validate(output), self.verify_outputs)
-                if problem:
-                    log.warning("job %d is done but %s: producing it again", index, problem)
-                    self.store.reopen_job(campaign_id, index)
-                    break
+        for index, reports in self.store.done_outputs(campaign_id).items():
+            # The files must match one successful attempt's report (two attempts of a
+            # job may both have succeeded; the file is whichever was moved in last).
+            problems = [
+                next(filter(None, (self._output_problem(output) for output in outputs)), None)
+                for outputs in reports
+            ]
+            if problems and all(problems):
+                log.warning("job %d is done but %s: producing it again", index, problems[-1])
+                self.store.reopen_job(campaign_id, index)
+
+    def _output_problem(self, output: dict) -> str | None:
+        return output_problem(OutputFile.model_validate(output), self.verify_outputs)
 
     def _close_stale_attempts(self) -> None:
         """Attempts left running by an earlier submitter that died: ingest or close them."""
