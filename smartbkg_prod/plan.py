@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartbkg_prod.spec import Campaign, safe_component
+from smartbkg_prod.spec import Campaign, PathText, safe_component
 
 # Pythia's Random:seed accepts 0..900_000_000 (0 = time based, which we never use).
 PYTHIA_MAX_SEED = 900_000_000
@@ -70,7 +70,7 @@ class JobInput(BaseModel):
     job: Job
     campaign: Campaign
     attempt: int = Field(default=1, ge=1)
-    output_dir: str
+    output_dir: PathText
     backend: str = "local"
     site: str = "local"
 

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from smartbkg_prod.errors import SpecError
 from smartbkg_prod.redact import is_secret_name
@@ -41,6 +49,16 @@ PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
 NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 # Beyond this a campaign is several campaigns (planning and tracking stay bounded).
 MAX_JOBS = 10_000_000
+
+
+def _no_nul(value: str) -> str:
+    # The OS cannot take such a path: refuse it here, not as a traceback in plan or worker.
+    if "\x00" in value:
+        raise ValueError("a path must not contain a NUL character")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_no_nul)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 # Job and campaign names become file and dataset names: keep them to a portable alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -56,7 +74,7 @@ class FilterConfig(SpecModel):
     """The NN filter stage applied between generation and simulation."""
 
     mode: FilterMode = "off"
-    model: str | None = Field(
+    model: PathText | None = Field(
         default=None, description="path to a model artifact (.pt) made by `smartbkg-prod train`"
     )
     threshold: Fraction = Field(
@@ -190,7 +208,7 @@ class RetryPolicy(SpecModel):
 
 
 class Outputs(SpecModel):
-    directory: str = "output"
+    directory: PathText = "output"
     format: Literal["root"] = "root"
     keep_mc_particles: bool = True
 

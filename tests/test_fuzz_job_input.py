@@ -214,3 +214,12 @@ def test_invalid_attempt_numbers_are_config_errors(attempt, tmp_path):
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(data))
     assert run_cli_worker(job_file).exit_code == int(ExitCode.CONFIG)
+
+
+def test_an_output_dir_with_a_nul_byte_is_a_config_error_not_a_traceback(tmp_path):
+    data = valid_job(tmp_path / "out")
+    data["output_dir"] = str(tmp_path / "o\x00ut")
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(data))
+    result = run_cli_worker(job_file)
+    assert result.exit_code == int(ExitCode.CONFIG) and "NUL" in result.output

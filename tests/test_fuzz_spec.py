@@ -236,3 +236,17 @@ def test_relative_output_directory_with_dotdot_stays_under_the_given_base(tmp_pa
     # The operator chose ../elsewhere relative to base; the campaign's own files still go
     # into exactly one directory named after the campaign id.
     assert output_dir == (tmp_path / "elsewhere" / campaign.campaign_id)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"outputs": {"directory": "out\x00put"}}, {"filter": {"mode": "cut", "model": "m\x00.pt"}}],
+)
+def test_paths_with_a_nul_byte_are_spec_errors_not_tracebacks(change, tmp_path):
+    with pytest.raises(SpecError, match="NUL"):
+        parse_campaign({**VALID, **change}, "spec.yaml")
+    spec = tmp_path / "nul.yaml"
+    spec.write_text(yaml.safe_dump({**VALID, **change}))
+    for command in (["validate", str(spec)], ["plan", "--json", str(spec)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and "NUL" in result.output, result.output
