@@ -44,6 +44,8 @@ BASE_IMAGE = "smartbkg-base:local"
 # The engine keeps its images in memory where plenty is free: the build's layers (~4 GiB
 # at peak) commit faster and teardown is an unmount instead of deleting ~100k files.
 TMPFS_GIB, TMPFS_MIN_FREE_GIB = 8, 12
+# Seconds per phase of the session's setup, written to test-artifacts/ with the image.
+TIMINGS: dict[str, float | bool] = {}
 # Report fields that describe the physics of an attempt (not where or when it ran).
 PHYSICS_FIELDS = (
     "job_index",
@@ -87,6 +89,7 @@ def docker_host() -> str:
         pytest.skip(f"no Docker engine: docker.io is not installed ({_tail(install.stderr)})")
     state = Path(tempfile.mkdtemp(prefix="sbk-docker-", dir="/tmp"))
     env = dict(os.environ)
+    started_at = time.perf_counter()
     if _available_memory_gib() >= TMPFS_MIN_FREE_GIB:
         env["SMARTBKG_DOCKER_TMPFS_GB"] = str(TMPFS_GIB)
     started = subprocess.run(
@@ -100,6 +103,8 @@ def docker_host() -> str:
         shutil.rmtree(state, ignore_errors=True)
         pytest.skip(f"no Docker engine could start here: {_tail(started.stderr)}")
     host = started.stdout.strip().split("=", 1)[1]
+    TIMINGS["engine_start"] = round(time.perf_counter() - started_at, 2)
+    TIMINGS["engine_on_tmpfs"] = "SMARTBKG_DOCKER_TMPFS_GB" in env
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("DOCKER_HOST", host)
@@ -116,6 +121,7 @@ def docker_host() -> str:
 @pytest.fixture(scope="session")
 def base_image(docker_host: str) -> str:
     """The debootstrap-made Debian bookworm base (tarball cached between sessions)."""
+    started_at = time.perf_counter()
     made = subprocess.run(
         ["bash", str(REPO / "scripts" / "bootstrap-base-image.sh"), BASE_IMAGE],
         capture_output=True,
@@ -124,6 +130,8 @@ def base_image(docker_host: str) -> str:
         timeout=900,
     )
     assert made.returncode == 0, f"bootstrap-base-image.sh failed:\n{made.stdout}\n{made.stderr}"
+    TIMINGS["base_image"] = round(time.perf_counter() - started_at, 1)
+    TIMINGS["base_image_ran_debootstrap"] = ": debootstrap " in made.stdout
     return BASE_IMAGE
 
 
@@ -143,6 +151,8 @@ def worker_image(base_image: str) -> ImageRecord:
     )
     (artifacts / "container-build.log").write_text("\n".join(lines) + "\n")
     (artifacts / "container-image.json").write_text(image.model_dump_json(indent=1) + "\n")
+    TIMINGS["worker_image_build"] = image.build_seconds
+    (artifacts / "container-timings.json").write_text(json.dumps(TIMINGS, indent=1) + "\n")
     return image
 
 
