@@ -19,6 +19,7 @@ partly written, before it is moved into place), ``report`` (before the report is
 from __future__ import annotations
 
 import os
+import re
 import signal
 from dataclasses import dataclass
 
@@ -44,7 +45,12 @@ class FaultRule:
         )
 
 
+_SYNTAX = "ACTION@STAGE[:job=I][:attempt=A]"
+_ACTION = re.compile(r"^(kill|exit=-?\d+|raise=[A-Z_]+)$")
+
+
 def parse_rules(text: str) -> list[FaultRule]:
+    """Rules of ``text``; ValueError naming the variable and the bad rule otherwise."""
     rules = []
     for chunk in filter(None, (part.strip() for part in text.split(";"))):
         head, *filters = chunk.split(":")
@@ -53,7 +59,18 @@ def parse_rules(text: str) -> list[FaultRule]:
             raise ValueError(
                 f"{ENV_VAR}: unknown stage {stage!r} in {chunk!r} (allowed: {', '.join(STAGES)})"
             )
-        selectors = dict(item.split("=", 1) for item in filters)
+        if not _ACTION.match(action) or (
+            action.startswith("raise=")
+            and action.removeprefix("raise=") not in ExitCode.__members__
+        ):
+            raise ValueError(
+                f"{ENV_VAR}: unknown action {action!r} in {chunk!r} (allowed: kill, exit=N, raise=CODE)"
+            )
+        selectors = dict(item.partition("=")[::2] for item in filters)
+        if set(selectors) - {"job", "attempt"} or not all(
+            value.isdigit() for value in selectors.values()
+        ):
+            raise ValueError(f"{ENV_VAR}: cannot read {chunk!r} (expected {_SYNTAX})")
         rules.append(
             FaultRule(
                 action=action,
@@ -63,6 +80,15 @@ def parse_rules(text: str) -> list[FaultRule]:
             )
         )
     return rules
+
+
+def check_environment() -> None:
+    """Raise ``WorkerError(CONFIG)`` when the variable is set but unreadable: a worker
+    stops at once with one clear line, not with a traceback at the faulty stage."""
+    try:
+        parse_rules(os.environ.get(ENV_VAR, ""))
+    except ValueError as error:
+        raise WorkerError(ExitCode.CONFIG, str(error)) from None
 
 
 def maybe_inject(stage: str, job: int, attempt: int) -> None:

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from smartbkg_prod import __version__
 from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
-from smartbkg_prod.faults import maybe_inject
+from smartbkg_prod.faults import check_environment, maybe_inject
 from smartbkg_prod.plan import JobInput, read_job_list_entry
 from smartbkg_prod.redact import redact
 from smartbkg_prod.report import JobReport, OutputFile, Provenance
@@ -241,6 +241,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
     started_at, cpu_start = time.time(), time.process_time()
 
     try:
+        check_environment()
         job_input = read_job_input(job_file, index)
     except WorkerError as error:
         # Without a valid job file there is no report location: say it and exit.
