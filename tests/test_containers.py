@@ -409,7 +409,7 @@ def test_dry_run_renders_equivalent_docker_run_commands(docker_campaign, tmp_pat
     jobs = [job_input(docker_campaign)]
     files = backend.render(docker_campaign, jobs, tmp_path / "render")
     script = files[-1].read_text()
-    assert script.count("docker run") == 1
+    assert script.count("docker run --rm") == 1 and "set -e" in script
     assert "--network=none" in script and "--cpus=2" in script and "--memory=1500m" in script
     # The rendered job file lies outside the output directory: mounted read-only.
     assert f"{tmp_path / 'render'}:{tmp_path / 'render'}:ro" in script

@@ -103,8 +103,9 @@ def container_arguments(
 
 
 def docker_run_command(arguments: dict) -> list[str]:
-    """The ``docker run`` command line equivalent to :func:`container_arguments`."""
-    command = ["docker", "run", "--detach", "--init", f"--network={arguments['network_mode']}"]
+    """The ``docker run`` command line equivalent to :func:`container_arguments`, in the
+    foreground (``--rm``): a rendered script waits for each job and stops at a failure."""
+    command = ["docker", "run", "--rm", "--init", f"--network={arguments['network_mode']}"]
     for source, mount in arguments["volumes"].items():
         command += ["--volume", f"{source}:{mount['bind']}:{mount['mode']}"]
     command += ["--workdir", arguments["working_dir"]]
@@ -268,7 +269,10 @@ class DockerLocalBackend(LocalBackend):
         """Job files and the equivalent ``docker run`` commands (digest resolved if the
         engine answers, else a placeholder)."""
         directory.mkdir(parents=True, exist_ok=True)
-        digest = self._image_digest or "<image id, resolved at submit>"
+        try:
+            digest = self.image_digest
+        except SubmitError:
+            digest = "<image id, resolved at submit>"
         files, lines = [], ["#!/bin/sh", "set -e"]
         for job_input in jobs:
             path = write_job_file(job_input, directory)
