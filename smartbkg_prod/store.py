@@ -194,8 +194,16 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except OperationalError as error:
+            # Locked past the busy timeout, server gone, disk full: one clear error.
+            raise StoreError(
+                f"database {redact_url(self.url)} failed: {redact(str(error.orig))} "
+                "(another writer holding it too long, or the server or disk unavailable); "
+                "re-run the command when it is back: campaigns resume from the store"
+            ) from None
 
     # -- campaigns and jobs -------------------------------------------------------
     def register_campaign(
@@ -598,12 +606,16 @@ def _report_row(report: JobReport, body: dict) -> ReportRow:
     )
 
 
+# How long a writer waits for another writer's lock before the command fails.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers (status, monitor) work while the submitter writes; the busy
     # timeout turns a concurrent writer's lock into a short wait instead of an error.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -23,7 +23,7 @@ from fault_harness import (
 from sqlalchemy import func, select
 
 from smartbkg_prod.backends.local import LocalBackend
-from smartbkg_prod.errors import SubmitError
+from smartbkg_prod.errors import StoreError, SubmitError
 from smartbkg_prod.monitor.collect import collect_directory
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.report import read_report
@@ -410,6 +410,60 @@ def test_store_locked_by_a_concurrent_writer(campaign, tmp_path, fault_table, re
         status,
         reference_outputs,
     )
+
+
+def test_store_locked_past_the_busy_timeout_is_a_clear_error_then_resume(
+    campaign, tmp_path, monkeypatch, fault_table, reference_outputs
+):
+    """A writer holds the lock longer than the busy timeout (shortened to 0.5 s here): the
+    driver stops with one clear StoreError instead of a traceback, and a resume after the
+    lock is gone completes the campaign; workers started before the error are absorbed."""
+    import smartbkg_prod.store as store_module
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 500)
+    db_file = tmp_path / "locked.db"
+    store = Store(f"sqlite:///{db_file}")
+    lockers = []
+
+    def lock_after_first_submit(_handles):
+        if not lockers:
+            locker = subprocess.Popen(
+                [sys.executable, "-c", HOLD_LOCK, str(db_file), "3"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert locker.stdout.readline().strip() == "locked"
+            lockers.append(locker)
+
+    backend = MisbehavingBackend(LocalBackend(), on_submit=lock_after_first_submit)
+    with pytest.raises(StoreError, match="another writer holding it too long"):
+        run(campaign, store, backend=backend)
+    assert lockers[0].wait(timeout=30) == 0
+    status = run(campaign, store)
+    worker_pids = [int(pid) for pid in store_pids(store, campaign) if pid]
+    wait_for(lambda: not any(pid_alive(pid) for pid in worker_pids), 120, "workers to end")
+    collect_directory(store, campaign_output_dir(campaign))
+    check_and_record(
+        fault_table,
+        "store locked past the busy timeout: clear error, then resume",
+        1,
+        campaign,
+        store,
+        store.status(campaign.campaign_id),
+        reference_outputs,
+    )
+    assert status.complete
+
+
+def store_pids(store: Store, campaign) -> list[str | None]:
+    with store.session() as session:
+        return list(
+            session.scalars(
+                select(AttemptRow.backend_job_id)
+                .join(JobRow, AttemptRow.job_id == JobRow.id)
+                .where(JobRow.campaign_id == campaign.campaign_id)
+            )
+        )
 
 
 # -- the submitter itself ---------------------------------------------------------------------
