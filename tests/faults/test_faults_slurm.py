@@ -5,12 +5,24 @@ event exactly once, with the content of the fault-free local run."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import pytest
-from fault_harness import MisbehavingBackend, assert_same_content, coverage, fault_campaign
+from fault_harness import (
+    MisbehavingBackend,
+    assert_same_content,
+    coverage,
+    fault_campaign,
+    wait_for,
+)
 
 from smartbkg_prod.backends import get_backend
 from smartbkg_prod.errors import SubmitError
+from smartbkg_prod.monitor.collect import collect_directory
 from smartbkg_prod.plan import campaign_output_dir
+from smartbkg_prod.spec import dump_campaign
 from smartbkg_prod.store import Store
 from smartbkg_prod.submit import submit_campaign
 
@@ -58,3 +70,55 @@ def test_faults_on_a_real_slurm_cluster(
     assert store.job_attempts(campaign.campaign_id) == {0: 2, 1: 2, 2: 2}
     assert (cover.lost, cover.duplicated) == (0, 0), cover
     assert_same_content(output_dir, reference_outputs)
+
+
+def test_submitter_killed_and_restarted_on_slurm(
+    slurm_cluster, tmp_path, fault_table, reference_outputs
+):
+    """SIGKILL the submitter while array tasks run: they go on under slurmd; a new
+    submitter resumes from the store, the tasks' late reports are collected afterwards,
+    and every event is there once."""
+    campaign = fault_campaign(tmp_path / "out", backend={"name": "slurm", "max_parallel": 3})
+    spec = tmp_path / "faults.yaml"
+    spec.write_text(dump_campaign(campaign))
+    store = Store(f"sqlite:///{tmp_path / 'slurm.db'}")
+    submitter = subprocess.Popen(
+        [sys.executable, "-m", "smartbkg_prod.cli", "submit", str(spec), "--db", store.url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def tasks_running() -> bool:
+        queue = subprocess.run(
+            ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True
+        )
+        return bool(queue.stdout.strip()) and bool(store.campaign_ids())
+
+    try:
+        wait_for(tasks_running, 120, "array tasks running")
+    finally:
+        submitter.send_signal(signal.SIGKILL)
+        submitter.wait()
+    status = submit_campaign(
+        campaign, store=store, backend=get_backend("slurm", campaign), poll_interval=0.3
+    )
+    wait_for(
+        lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(),
+        180,
+        "the killed submitter's tasks to end",
+    )
+    collect_directory(store, campaign_output_dir(campaign))
+    after = store.status(campaign.campaign_id)
+    cover = coverage(campaign, campaign_output_dir(campaign), store)
+    fault_table.record(
+        "submitter SIGKILLed while array tasks run, restarted",
+        1,
+        bool(after.complete and cover.exact),
+        cover,
+        backend="slurm",
+        note=f"attempts per job {store.job_attempts(campaign.campaign_id)}",
+    )
+    assert status.complete, slurm_cluster.logs()
+    assert (cover.lost, cover.duplicated) == (0, 0), cover
+    assert_same_content(campaign_output_dir(campaign), reference_outputs)
