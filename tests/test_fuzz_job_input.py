@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from fuzz_inputs import FUZZ, mutate, mutations
+from hypothesis import given
 from hypothesis import strategies as st
 
 from smartbkg_prod.cli import main
@@ -22,12 +23,6 @@ from smartbkg_prod.plan import JobInput, plan_jobs
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.worker import read_job_input
 
-FUZZ = settings(
-    max_examples=120,
-    deadline=2000,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 CAMPAIGN = Campaign(name="fuzzjob", process="bbbar_mixed", events=30, events_per_job=10)
 BAD_INPUT_CODES = {int(ExitCode.CONFIG), int(ExitCode.INPUT)}
 
@@ -55,31 +50,6 @@ PATHS = [
     ("site",),
     ("surprise",),
 ]
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats()
-    | st.text(max_size=30)
-    | st.sampled_from(["../../etc", "/", "..", "a/../../b", "job\x00", ""])
-)
-values = st.recursive(
-    scalars,
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-    max_leaves=8,
-)
-
-
-def mutate(data: dict, path, action, value) -> None:
-    node = data
-    for key in path[:-1]:
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        node = node[key]
-    if action == "delete":
-        node.pop(path[-1], None)
-    else:
-        node[path[-1]] = value
 
 
 def run_cli_worker(job_file: Path, *extra: str):
@@ -87,20 +57,14 @@ def run_cli_worker(job_file: Path, *extra: str):
 
 
 @FUZZ
-@given(
-    mutations=st.lists(
-        st.tuples(st.sampled_from(PATHS), st.sampled_from(["set", "delete"]), values),
-        min_size=1,
-        max_size=3,
-    )
-)
+@given(changes=mutations(PATHS, max_size=3))
 def test_mutated_job_files_are_refused_clearly_or_stay_inside_their_output_dir(
-    mutations, tmp_path_factory
+    changes, tmp_path_factory
 ):
     base = tmp_path_factory.mktemp("job")
     output_dir = base / "out"
     data = valid_job(output_dir)
-    for path, action, value in mutations:
+    for path, action, value in changes:
         mutate(data, path, action, value)
     job_file = base / "job.json"
     job_file.write_text(json.dumps(data))

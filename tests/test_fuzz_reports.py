@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from fuzz_inputs import FUZZ, mutate, mutations
+from hypothesis import given
 from hypothesis import strategies as st
 
 from smartbkg_prod.cli import main
@@ -20,12 +21,6 @@ from smartbkg_prod.report import JobReport, ReportError, parse_report, read_repo
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import Store
 
-FUZZ = settings(
-    max_examples=120,
-    deadline=3000,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 CAMPAIGN = Campaign(name="fuzzreport", process="bbbar_mixed", events=40, events_per_job=10)
 VALID = JobReport(
     campaign_id=CAMPAIGN.campaign_id,
@@ -44,34 +39,13 @@ VALID = JobReport(
     events_generated=10,
     outputs=[{"path": "/x.root", "size_bytes": 10, "sha256": "0" * 64, "events": 10}],
 ).model_dump(mode="json")
-FIELDS = [key for key in VALID if key != "provenance"] + ["outputs", "surprise"]
-
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats()
-    | st.text(max_size=20)
-)
-values = st.recursive(
-    scalars,
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-    max_leaves=8,
-)
-mutations = st.lists(
-    st.tuples(st.sampled_from(FIELDS), st.sampled_from(["set", "delete"]), values),
-    min_size=1,
-    max_size=3,
-)
+FIELDS = [(key,) for key in VALID if key != "provenance"] + [("outputs",), ("surprise",)]
 
 
 def mutated(changes) -> dict:
     data = copy.deepcopy(VALID)
-    for key, action, value in changes:
-        if action == "delete":
-            data.pop(key, None)
-        else:
-            data[key] = value
+    for path, action, value in changes:
+        mutate(data, path, action, value)
     return data
 
 
@@ -83,7 +57,7 @@ def store(tmp_path_factory) -> Store:
 
 
 @FUZZ
-@given(changes=mutations)
+@given(changes=mutations(FIELDS, max_size=3))
 def test_mutated_reports_are_valid_and_storable_or_a_report_error(changes, store):
     data = mutated(changes)
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from fuzz_inputs import FUZZ, mutate, mutations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,12 +18,6 @@ from smartbkg_prod.cli import main
 from smartbkg_prod.errors import SpecError
 from smartbkg_prod.plan import campaign_output_dir, iter_jobs
 from smartbkg_prod.spec import NAME_PATTERN, load_campaign, parse_campaign
-
-FUZZ = settings(
-    max_examples=120,
-    deadline=2000,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 VALID = {
     "name": "fuzz",
@@ -71,35 +66,6 @@ PATHS = [
     ("unknown_key",),
 ]
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=30)
-    | st.sampled_from(["off", "cut", "sample", "..", "../..", "/etc", "a/b", "", " ", "local"])
-)
-values = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=10,
-)
-mutation = st.tuples(st.sampled_from(PATHS), st.sampled_from(["set", "delete"]), values)
-
-
-def mutate(data: dict, path: tuple[str, ...], action: str, value) -> None:
-    node = data
-    for key in path[:-1]:
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        node = node[key]
-    if action == "delete":
-        node.pop(path[-1], None)
-    else:
-        node[path[-1]] = value
-
 
 def check_spec_error(error: SpecError, source: str) -> None:
     text = str(error)
@@ -125,10 +91,10 @@ def check_campaign(campaign, base: Path) -> None:
 
 
 @FUZZ
-@given(mutations=st.lists(mutation, min_size=1, max_size=4))
-def test_mutated_specs_are_valid_or_a_clear_spec_error(mutations, tmp_path):
+@given(changes=mutations(PATHS))
+def test_mutated_specs_are_valid_or_a_clear_spec_error(changes, tmp_path):
     data = copy.deepcopy(VALID)
-    for path, action, value in mutations:
+    for path, action, value in changes:
         mutate(data, path, action, value)
     try:
         campaign = parse_campaign(data, "fuzz.yaml")
@@ -152,11 +118,11 @@ def test_any_yaml_text_is_valid_or_a_clear_spec_error(text, tmp_path):
 yaml_documents = st.builds(
     lambda data, mutations: (data, mutations),
     st.just(VALID),
-    st.lists(mutation, min_size=0, max_size=3),
+    mutations(PATHS, max_size=3),
 )
 
 
-@settings(max_examples=40, deadline=5000, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=5000, database=None, suppress_health_check=list(HealthCheck))
 @given(case=yaml_documents)
 def test_cli_validate_exits_0_or_2_without_traceback(case, tmp_path):
     data, mutations = case
