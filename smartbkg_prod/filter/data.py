@@ -28,9 +28,9 @@ from smartbkg_prod.plan import Job, plan_jobs
 from smartbkg_prod.spec import Campaign, SimulationConfig, SkimConfig
 
 CHARGED_FINAL_STATE = np.array([11, 13, 211, 321, 2212])
-# Event-level variables monitored for filter bias; the discrete ones get integer bins.
+# Event-level variables monitored for filter bias, by how they are binned.
+CATEGORICAL_VARIABLES = ("best_mode",)
 DISCRETE_VARIABLES = (
-    "best_mode",
     "n_candidates",
     "n_mc_particles",
     "n_charged_final",
@@ -92,6 +92,7 @@ class LabelledEvents:
             passed=self.passed,
             **columns,
             **{f"variable_{name}": values for name, values in self.variables.items()},
+            **{f"seconds_{stage}": np.float64(value) for stage, value in self.seconds.items()},
         )
 
     @classmethod
@@ -110,8 +111,16 @@ class LabelledEvents:
                 for key in stored.files
                 if key.startswith("variable_")
             }
+            seconds = {
+                key.removeprefix("seconds_"): float(stored[key])
+                for key in stored.files
+                if key.startswith("seconds_")
+            }
             return cls(
-                particles=particles, passed=stored["passed"].astype(bool), variables=variables
+                particles=particles,
+                passed=stored["passed"].astype(bool),
+                variables=variables,
+                seconds=seconds,
             )
 
     @classmethod

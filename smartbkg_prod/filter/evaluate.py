@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from smartbkg_prod.filter.data import CONTINUOUS_VARIABLES, DISCRETE_VARIABLES, LabelledEvents
+from smartbkg_prod.filter.data import (
+    CATEGORICAL_VARIABLES,
+    CONTINUOUS_VARIABLES,
+    DISCRETE_VARIABLES,
+    LabelledEvents,
+)
 from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors
 from smartbkg_prod.filter.infer import cpu_filter_ms, score_events, scoring_model
 from smartbkg_prod.filter.metrics import (
@@ -107,14 +112,15 @@ def _speedups(scores, passed, keep_cut, keep_probability, costs: StageCosts) -> 
 def _bias(events: LabelledEvents, kept: np.ndarray, weights: np.ndarray) -> list[BiasTest]:
     passed = events.passed
     tests = []
-    for name in (*CONTINUOUS_VARIABLES, *DISCRETE_VARIABLES):
+    kinds = {
+        **dict.fromkeys(CONTINUOUS_VARIABLES, "continuous"),
+        **dict.fromkeys(DISCRETE_VARIABLES, "discrete"),
+        **dict.fromkeys(CATEGORICAL_VARIABLES, "categorical"),
+    }
+    for name, kind in kinds.items():
         if name in events.variables:
             values = events.variables[name][passed]
-            tests.append(
-                bias_test(
-                    name, values, kept[passed], weights[passed], discrete=name in DISCRETE_VARIABLES
-                )
-            )
+            tests.append(bias_test(name, values, kept[passed], weights[passed], kind=kind))
     return tests
 
 

@@ -88,21 +88,39 @@ def sampling_speedup(keep_probability: np.ndarray, passed: np.ndarray, costs: St
     return (t_g + t_s) / (np.mean(1.0 / p[passed]) * (t_g + t_nn + t_s * p.mean()))
 
 
-def histogram_edges(values: np.ndarray, n_bins: int = 20, discrete: bool = False) -> np.ndarray:
-    """Bin edges for a monitored variable: integer bins for discrete ones, quantiles else."""
+def histogram_edges(values: np.ndarray, n_bins: int = 20, kind: str = "continuous") -> np.ndarray:
+    """Bin edges for a monitored variable, about equally populated (sparse tail bins would
+    make KL and χ² measure sampling noise, not bias).
+
+    ``continuous``: quantiles; ``discrete`` (counts): quantiles moved to half-integers, so a
+    bin holds whole values; ``categorical`` (decay modes): one bin per value (rare values
+    are pooled by :func:`pool_rare_categories` first).
+    """
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return np.array([0.0, 1.0])
-    if discrete:
-        low, high = np.floor(values.min()), np.ceil(values.max())
-        step = max(1.0, np.ceil((high - low + 1) / n_bins))
-        return np.arange(low - 0.5, high + step + 0.5, step)
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, n_bins + 1)))
+    quantiles = np.quantile(values, np.linspace(0, 1, n_bins + 1))
+    if kind == "categorical":
+        categories = np.unique(values)
+        return np.concatenate([categories - 0.5, [categories[-1] + 0.5]])
+    if kind == "discrete":
+        return np.unique(np.concatenate([[values.min() - 0.5], np.floor(quantiles) + 0.5]))
+    edges = np.unique(quantiles)
     if len(edges) < 2:
         edges = np.array([values[0] - 0.5, values[0] + 0.5])
     edges[-1] = np.nextafter(edges[-1], np.inf)
     return edges
+
+
+def pool_rare_categories(
+    values: np.ndarray, min_fraction: float = 0.01, other: float = -2.0
+) -> np.ndarray:
+    """Categories holding less than ``min_fraction`` of the events become one ``other`` value."""
+    finite = np.isfinite(values)
+    categories, counts = np.unique(values[finite], return_counts=True)
+    rare = categories[counts < min_fraction * finite.sum()]
+    return np.where(np.isin(values, rare), other, values)
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,7 @@ class BiasTest:
 
     variable: str
     kl_divergence: float
+    kl_sampling_noise: float  # KL expected from the weights' sampling noise alone (no bias)
     chi2: float
     ndf: int
     p_value: float
@@ -124,7 +143,7 @@ def bias_test(
     values: np.ndarray,
     kept: np.ndarray,
     weights: np.ndarray,
-    discrete: bool = False,
+    kind: str = "continuous",
     n_bins: int = 20,
 ) -> BiasTest:
     """Compare the weighted kept subsample with the full sample of the same events.
@@ -138,7 +157,9 @@ def bias_test(
     kept = np.asarray(kept, dtype=bool)
     weights = np.asarray(weights, dtype=np.float64)
     finite = np.isfinite(values)
-    edges = histogram_edges(values[finite], n_bins, discrete)
+    if kind == "categorical":
+        values = pool_rare_categories(values)
+    edges = histogram_edges(values[finite], n_bins, kind)
     unfiltered, _ = np.histogram(values[finite], bins=edges)
     selected = finite & kept
     weighted, _ = np.histogram(values[selected], bins=edges, weights=weights[selected])
@@ -154,6 +175,8 @@ def bias_test(
                 p_hist[populated] * np.log(p_hist[populated] / np.maximum(q_hist[populated], 1e-12))
             )
         )
+    # E[KL] ≈ Σ_b Var(W_b) / (2 N n_b): what an unbiased sampling of this size gives.
+    kl_noise = float(np.sum(variance[populated] / (2.0 * unfiltered.sum() * unfiltered[populated])))
     tested = variance > 0
     chi2 = float(np.sum((weighted[tested] - unfiltered[tested]) ** 2 / variance[tested]))
     ndf = int(tested.sum())
@@ -161,6 +184,7 @@ def bias_test(
     return BiasTest(
         variable=variable,
         kl_divergence=kl,
+        kl_sampling_noise=kl_noise,
         chi2=chi2,
         ndf=ndf,
         p_value=p_value,
