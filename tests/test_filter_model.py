@@ -71,22 +71,38 @@ def test_shipped_model_beats_random_on_fresh_pythia_events():
 
 
 @pytest.mark.slow
-def test_train_command_writes_a_model_the_worker_loads(tmp_path):
+def test_train_command_runs_the_campaign_and_writes_a_model_the_worker_loads(tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(
         "name: tiny\nprocess: bbbar_generic\nevents: 3000\nevents_per_job: 1500\nseed: 5\n"
+        f"outputs: {{directory: {tmp_path / 'out'}}}\n"
     )
     out = tmp_path / "tiny.pt"
-    result = CliRunner().invoke(
-        train, [str(spec), "--in-process", "--max-epochs", "1", "--hidden", "16", "--out", str(out)]
-    )
+    arguments = [
+        str(spec),
+        "--db",
+        f"sqlite:///{tmp_path / 'jobs.db'}",
+        "--max-epochs",
+        "1",
+        "--hidden",
+        "16",
+    ]
+    result = CliRunner().invoke(train, [*arguments, "--out", str(out)])
     assert result.exit_code == 0, result.output
     events = LabelledEvents.load(BENCH_EVENTS)
     decision = run_filter(
         events.particles, FilterConfig(mode="sample", model=str(out), device="cpu"), 2
     )
     assert decision.model_sha256 == file_sha256(out)
-    assert load_model(out).metadata["training"]["n_events"] == 3000
+    metadata = load_model(out).metadata
+    assert metadata["training"]["n_events"] == 3000
+    # A second run reuses the finished campaign: same training data, same hash.
+    again = CliRunner().invoke(train, [*arguments, "--out", str(tmp_path / "again.pt")])
+    assert again.exit_code == 0, again.output
+    assert (
+        load_model(tmp_path / "again.pt").metadata["training"]["data_sha256"]
+        == metadata["training"]["data_sha256"]
+    )
 
 
 @pytest.mark.slow

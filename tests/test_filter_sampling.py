@@ -82,3 +82,27 @@ def test_dropping_a_region_is_detected_as_bias():
     keep = values < 1.0
     result = bias_test("x", values, keep, np.where(keep, 1.0, 0.0))
     assert result.kl_divergence > 0.05
+
+
+def test_distance_correlation_separates_dependent_from_independent_variables():
+    import torch
+
+    from smartbkg_prod.filter.train import distance_correlation_squared
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(500, generator=generator)
+    assert distance_correlation_squared(x, x**2).item() > 0.9
+    assert distance_correlation_squared(x, torch.rand(500, generator=generator)).item() < 0.05
+
+
+def test_speedup_loss_is_the_inverse_of_the_sampling_speedup():
+    import torch
+
+    from smartbkg_prod.filter.train import inverse_speedup
+
+    scores, passed = synthetic_scores(2000, seed=4)
+    costs = reference_costs(0.05)
+    loss = inverse_speedup(torch.tensor(scores), torch.tensor(passed), costs, p_min=0.01)
+    assert loss.item() == pytest.approx(
+        1 / sampling_speedup(np.clip(scores, 0.01, 1), passed, costs), rel=1e-5
+    )
