@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -20,7 +22,7 @@ import numpy as np
 
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState
 from smartbkg_prod.physics.rootio import read_output
-from smartbkg_prod.spec import Campaign
+from smartbkg_prod.spec import Campaign, dump_campaign
 from smartbkg_prod.store import Store
 
 EVENTS, EVENTS_PER_JOB = 150, 50
@@ -132,6 +134,18 @@ class MisbehavingBackend(Backend):
 
     def cancel(self, handles):
         return self.inner.cancel(handles)
+
+
+def start_submitter(campaign: Campaign, store: Store, directory: Path) -> subprocess.Popen:
+    """``smartbkg-prod submit`` of ``campaign`` as its own process (to be killed)."""
+    spec = directory / f"{campaign.name}.yaml"
+    spec.write_text(dump_campaign(campaign))
+    return subprocess.Popen(
+        [sys.executable, "-m", "smartbkg_prod.cli", "submit", str(spec), "--db", store.url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -18,6 +18,7 @@ from fault_harness import (
     fault_campaign,
     output_files,
     pid_alive,
+    start_submitter,
     wait_for,
 )
 from sqlalchemy import func, select
@@ -27,7 +28,6 @@ from smartbkg_prod.errors import StoreError, SubmitError
 from smartbkg_prod.monitor.collect import collect_directory
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.report import read_report
-from smartbkg_prod.spec import dump_campaign
 from smartbkg_prod.store import DONE, RUNNING, AttemptRow, JobRow, Store
 from smartbkg_prod.submit import submit_campaign
 
@@ -481,14 +481,7 @@ def test_submitter_killed_and_restarted(campaign, store, tmp_path, fault_table, 
     """SIGKILL the submitting process while one job is done and others run. Its workers live
     on (own sessions) while a new submitter resumes from the store; the late reports of
     those orphans are collected afterwards. Nothing is lost or counted twice."""
-    spec = tmp_path / "faults.yaml"
-    spec.write_text(dump_campaign(campaign))
-    submitter = subprocess.Popen(
-        [sys.executable, "-m", "smartbkg_prod.cli", "submit", str(spec), "--db", store.url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    submitter = start_submitter(campaign, store, tmp_path)
 
     def one_done_and_one_just_started() -> bool:
         # A worker started less than a second ago has seconds of work left: it will

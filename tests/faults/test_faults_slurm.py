@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 
 import pytest
 from fault_harness import (
@@ -15,6 +14,7 @@ from fault_harness import (
     assert_same_content,
     coverage,
     fault_campaign,
+    start_submitter,
     wait_for,
 )
 
@@ -22,7 +22,6 @@ from smartbkg_prod.backends import get_backend
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.monitor.collect import collect_directory
 from smartbkg_prod.plan import campaign_output_dir
-from smartbkg_prod.spec import dump_campaign
 from smartbkg_prod.store import Store
 from smartbkg_prod.submit import submit_campaign
 
@@ -79,15 +78,8 @@ def test_submitter_killed_and_restarted_on_slurm(
     submitter resumes from the store, the tasks' late reports are collected afterwards,
     and every event is there once."""
     campaign = fault_campaign(tmp_path / "out", backend={"name": "slurm", "max_parallel": 3})
-    spec = tmp_path / "faults.yaml"
-    spec.write_text(dump_campaign(campaign))
     store = Store(f"sqlite:///{tmp_path / 'slurm.db'}")
-    submitter = subprocess.Popen(
-        [sys.executable, "-m", "smartbkg_prod.cli", "submit", str(spec), "--db", store.url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    submitter = start_submitter(campaign, store, tmp_path)
 
     def tasks_running() -> bool:
         queue = subprocess.run(
