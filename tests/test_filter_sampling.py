@@ -106,3 +106,22 @@ def test_speedup_loss_is_the_inverse_of_the_sampling_speedup():
     assert loss.item() == pytest.approx(
         1 / sampling_speedup(np.clip(scores, 0.01, 1), passed, costs), rel=1e-5
     )
+
+
+def test_campaign_speedup_from_kept_events_matches_the_full_formula():
+    from smartbkg_prod.filter.metrics import campaign_sampling_speedup
+
+    scores, passed = synthetic_scores(200_000, seed=5)
+    costs = reference_costs(0.05)
+    calibration = fit_calibration(scores, passed, costs)
+    estimates = []
+    for seed in range(10):
+        decision = decide(
+            scores, "sample", np.random.default_rng(seed), calibration=calibration, p_min=0.02
+        )
+        kept_passing = decision.weight[decision.keep & passed]
+        estimates.append(
+            campaign_sampling_speedup(len(scores), int(decision.keep.sum()), kept_passing, costs)
+        )
+    expected = sampling_speedup(decision.keep_probability, passed, costs)
+    assert np.mean(estimates) == pytest.approx(expected, rel=0.05)

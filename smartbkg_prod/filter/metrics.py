@@ -88,6 +88,23 @@ def sampling_speedup(keep_probability: np.ndarray, passed: np.ndarray, costs: St
     return (t_g + t_s) / (np.mean(1.0 / p[passed]) * (t_g + t_nn + t_s * p.mean()))
 
 
+def campaign_sampling_speedup(
+    n_generated: int, n_kept: int, skimmed_weights: np.ndarray, costs: StageCosts
+) -> float:
+    """Effective sampling speedup from a filtered campaign's outputs alone.
+
+    Only kept events exist there, each with weight w = 1/p. Over all passing events,
+    ``⟨1/p⟩_pass = Σ w² / Σ w`` (each kept one stands for w of them), and
+    ``⟨p⟩_all = n_kept / n_generated``.
+    """
+    weights = np.asarray(skimmed_weights, dtype=np.float64)
+    if n_generated == 0 or weights.sum() <= 0:
+        return float("nan")
+    t_g, t_nn, t_s = costs.generation_ms, costs.filter_ms, costs.simulation_ms
+    mean_inverse_p = float(np.sum(weights**2) / np.sum(weights))
+    return (t_g + t_s) / (mean_inverse_p * (t_g + t_nn + t_s * n_kept / n_generated))
+
+
 def histogram_edges(values: np.ndarray, n_bins: int = 20, kind: str = "continuous") -> np.ndarray:
     """Bin edges for a monitored variable, about equally populated (sparse tail bins would
     make KL and χ² measure sampling noise, not bias).
