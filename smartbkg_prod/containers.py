@@ -450,12 +450,14 @@ def build_worker_image(
     wheelhouse: Path | None = None,
     project_dir: Path | None = None,
     network_mode: str | None = None,
+    buildargs: dict[str, str] | None = None,
     client=None,
     progress: Progress | None = None,
 ) -> ImageRecord:
     """Everything ``smartbkg-prod build`` does: wheelhouse, context, build, optional push.
 
-    ``wheelhouse`` keeps the dependency wheels between builds (default: a temporary one).
+    ``wheelhouse`` keeps the dependency wheels between builds (default: a temporary one);
+    ``buildargs`` adds to the Dockerfile's (e.g. ``PIP_INDEX_URL`` for the GPU image).
     """
     client = client or docker_api_client()
     project_dir = project_dir or project_root()
@@ -474,7 +476,11 @@ def build_worker_image(
             context,
             reference,
             base_image=base_image,
-            buildargs={"SMARTBKG_VERSION": __version__, "SMARTBKG_REVISION": revision_text},
+            buildargs={
+                "SMARTBKG_VERSION": __version__,
+                "SMARTBKG_REVISION": revision_text,
+                **(buildargs or {}),
+            },
             labels={"org.smartbkg.flavour": flavour, "org.smartbkg.base-image": base_image},
             network_mode=network_mode,
             client=client,

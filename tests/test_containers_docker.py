@@ -10,12 +10,16 @@ file system and the dependency wheels are cached in ``$SMARTBKG_CACHE`` (default
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +352,46 @@ def test_memory_limit_from_the_spec_is_enforced_by_the_engine(worker_image, work
     backend = DockerLocalBackend.from_campaign(campaign)
     [state] = poll_until_finished(backend, backend.submit(campaign, job_inputs(campaign)))
     assert (state.state, state.exit_code, state.native_code) == ("failed", 137, "docker:OOMKilled")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def cpu_torch_index(worker_image, workdir):
+    """A PEP 503 index on 127.0.0.1 that serves the host's CPU torch wheel as ``torch``:
+    the GPU Dockerfile's index step, without PyPI and without multi-GB CUDA wheels."""
+    project = workdir / "index" / "simple" / "torch"
+    project.mkdir(parents=True)
+    for wheel in (CACHE / "wheelhouse").glob("torch-*.whl"):
+        os.link(wheel, project / wheel.name)
+    handler = functools.partial(_QuietHandler, directory=str(workdir / "index"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    server.shutdown()
+
+
+def test_gpu_dockerfile_builds_and_runs_with_a_stand_in_torch(base_image, cpu_torch_index):
+    import docker
+
+    image = build_worker_image(
+        "gpu",
+        tag="gpu-stand-in",
+        base_image=base_image,
+        wheelhouse=CACHE / "wheelhouse",
+        buildargs={"PIP_INDEX_URL": cpu_torch_index, "REQUIRE_CUDA_TORCH": "0"},
+    )
+    assert image.reference == "smartbkg-prod-worker:gpu-stand-in" and image.flavour == "gpu"
+    client = docker.from_env()
+    config = client.images.get(image.reference).attrs["Config"]
+    assert config["User"] == "smartbkg"
+    assert "NVIDIA_VISIBLE_DEVICES=all" in config["Env"]
+    probe = "import torch, smartbkg_prod; print(torch.__version__, smartbkg_prod.__version__)"
+    output = client.containers.run(
+        image.reference, ["python3", "-c", probe], network_mode="none", remove=True
+    )
+    assert output.decode().split() == [metadata.version("torch"), image.version]
