@@ -418,27 +418,29 @@ def follow_push_stream(chunks: Iterable[dict], progress: Progress | None = None)
     return digest
 
 
+def push_target(reference: str, registry: str) -> tuple[str, str]:
+    """``(repository in registry, tag)`` for pushing ``reference`` to ``registry``: the
+    repository path is kept, a registry host already in it is replaced.
+
+    >>> push_target("team/worker:1", "reg.example:5000/prod")
+    ('reg.example:5000/prod/team/worker', '1')
+    >>> push_target("old.example/worker:1", "reg.example")
+    ('reg.example/worker', '1')
+    """
+    from docker.auth import resolve_repository_name
+
+    repository, tag = split_reference(reference)
+    _, path = resolve_repository_name(repository)
+    return f"{registry.rstrip('/')}/{path}", tag
+
+
 def push_image(reference: str, registry: str, *, client=None, progress: Progress | None = None):
     """Tag ``reference`` into ``registry`` and push it; return ``registry/repo@sha256:...``."""
     client = client or docker_api_client()
-    repository, tag = split_reference(reference)
-    target = f"{registry.rstrip('/')}/{repository.rsplit('/', 1)[-1]}"
+    target, tag = push_target(reference, registry)
     client.tag(reference, target, tag=tag)
     digest = follow_push_stream(client.push(target, tag=tag, stream=True, decode=True), progress)
     return f"{target}@{digest}"
-
-
-def image_id(reference: str, client=None) -> str:
-    """The image ID (``sha256:...``) of a local image, or a ContainerError saying how to get it."""
-    import docker
-
-    client = client or docker_api_client()
-    try:
-        return client.inspect_image(reference)["Id"]
-    except docker.errors.ImageNotFound:
-        raise ContainerError(
-            f"image {reference!r} is not on the engine: build it (smartbkg-prod build) or pull it"
-        ) from None
 
 
 def build_worker_image(

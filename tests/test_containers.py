@@ -36,6 +36,7 @@ from smartbkg_prod.containers import (
     follow_push_stream,
     image_reference,
     image_tag,
+    push_target,
     record_from_inspect,
     source_revision,
     split_reference,
@@ -123,6 +124,17 @@ def test_references_parse_as_the_docker_sdk_parses_them():
     )
     with pytest.raises(ContainerError, match="digest"):
         split_reference("worker@sha256:" + "b" * 64)
+
+
+def test_push_keeps_the_repository_path_under_the_target_registry():
+    assert push_target("smartbkg-prod-worker:0.1.0-cpu-gabc", "reg.example:5000/belle2") == (
+        "reg.example:5000/belle2/smartbkg-prod-worker",
+        "0.1.0-cpu-gabc",
+    )
+    assert push_target("old.example/team/worker", "reg.example") == (
+        "reg.example/team/worker",
+        "latest",
+    )
 
 
 def test_wheel_file_names_give_name_and_version():
