@@ -436,10 +436,16 @@ def push_target(reference: str, registry: str) -> tuple[str, str]:
 
 def push_image(reference: str, registry: str, *, client=None, progress: Progress | None = None):
     """Tag ``reference`` into ``registry`` and push it; return ``registry/repo@sha256:...``."""
+    import docker
+
     client = client or docker_api_client()
     target, tag = push_target(reference, registry)
-    client.tag(reference, target, tag=tag)
-    digest = follow_push_stream(client.push(target, tag=tag, stream=True, decode=True), progress)
+    try:
+        client.tag(reference, target, tag=tag)
+        stream = client.push(target, tag=tag, stream=True, decode=True)
+        digest = follow_push_stream(stream, progress)
+    except docker.errors.APIError as error:
+        raise ContainerError(f"image push to {registry} failed: {error.explanation}") from None
     return f"{target}@{digest}"
 
 

@@ -15,10 +15,12 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 
@@ -27,10 +29,15 @@ import pytest
 
 from smartbkg_prod.backends.docker_runtime import DockerLocalBackend
 from smartbkg_prod.containers import (
+    ContainerError,
     ImageRecord,
+    SourceRevision,
     build_worker_image,
     check_image_provenance,
+    docker_api_client,
     docker_reference,
+    push_image,
+    record_from_inspect,
 )
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.exitcodes import ExitCode
@@ -45,6 +52,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("SMARTBKG_CACHE", Path.home() / ".cache" / "smartbkg-prod"))
 BASE_IMAGE = "smartbkg-base:local"
+# docker-registry: Debian's Distribution registry, a real push target on 127.0.0.1.
+SYSTEM_PACKAGES = ("docker.io", "debootstrap", "docker-registry")
 # The engine keeps its images in memory where plenty is free: the build's layers (~4 GiB
 # at peak) commit faster and teardown is an unmount instead of deleting ~100k files.
 TMPFS_GIB, TMPFS_MIN_FREE_GIB = 8, 12
@@ -85,7 +94,11 @@ def _tail(text: str, lines: int = 8) -> str:
 def docker_host() -> str:
     """A private engine for this session; skipped only where none can start."""
     install = subprocess.run(
-        ["bash", str(REPO / "scripts" / "install-system-deps.sh"), "docker.io", "debootstrap"],
+        [
+            "bash",
+            str(REPO / "scripts" / "install-system-deps.sh"),
+            *SYSTEM_PACKAGES,
+        ],
         capture_output=True,
         text=True,
     )
@@ -395,3 +408,68 @@ def test_gpu_dockerfile_builds_and_runs_with_a_stand_in_torch(base_image, cpu_to
         image.reference, ["python3", "-c", probe], network_mode="none", remove=True
     )
     assert output.decode().split() == [metadata.version("torch"), image.version]
+
+
+@pytest.fixture
+def registry(docker_host, workdir):
+    """Debian's docker-registry serving on 127.0.0.1 (the engine treats 127.0.0.0/8 as an
+    insecure registry, so plain HTTP is fine)."""
+    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    if not Path(binary).exists():
+        pytest.skip("docker-registry is not installed (install-system-deps.sh docker-registry)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = workdir / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'registry'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    server = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{address}/v2/", timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "docker-registry did not answer"
+                time.sleep(0.1)
+        yield address
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_push_records_the_registry_digest_and_a_pinned_docker_reference(base_image, registry):
+    # The base image stands in for a worker image: same push path, a tenth of the bytes.
+    repo_digest = push_image(base_image, registry)
+    target, digest = repo_digest.split("@")
+    assert target == f"{registry}/smartbkg-base" and digest.startswith("sha256:")
+    request = urllib.request.Request(
+        f"http://{registry}/v2/smartbkg-base/manifests/local",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Docker-Content-Digest"] == digest
+    image = record_from_inspect(
+        docker_api_client().inspect_image(base_image),
+        reference=base_image,
+        flavour="cpu",
+        revision=SourceRevision(commit=None, dirty=True),
+        base_image=base_image,
+        repo_digest=None,
+        build_seconds=0.0,
+    )
+    assert image.repo_digest == repo_digest  # read back from the engine's RepoDigests
+    assert docker_reference(image) == f"docker://{repo_digest}"
+
+
+def test_push_to_an_unreachable_registry_says_why(base_image):
+    with pytest.raises(ContainerError, match="connection refused"):
+        push_image(base_image, "127.0.0.1:9")
