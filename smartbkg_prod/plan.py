@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from smartbkg_prod.files import write_text_atomic
 from smartbkg_prod.spec import Campaign, PathText, safe_component
 
 # Pythia's Random:seed accepts 0..900_000_000 (0 = time based, which we never use).
@@ -138,9 +139,7 @@ def write_job_list(
         # The line of a _JobListEntry, written without building one (100k-job campaigns).
         lines.append(f'{{"job":{job_input.job.model_dump_json()},"attempt":{job_input.attempt}}}')
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -8,13 +8,13 @@ version 1); new keys may be added, none renamed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smartbkg_prod.errors import SmartBkgError
+from smartbkg_prod.files import write_text_atomic
 
 SCHEMA_VERSION = 1
 # Integers must fit the store's 64-bit columns; floats must be finite (SQLite stores NaN
@@ -90,15 +90,7 @@ class JobReport(BaseModel):
 
     def write(self, path: Path) -> None:
         """Write atomically: a reader never sees half a report."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        # A stale or planted temporary file (a symlink to somewhere else) is replaced,
-        # never followed: the report is only ever written inside the output directory.
-        tmp.unlink(missing_ok=True)
-        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(self.model_dump_json(indent=2))
-        tmp.replace(path)
+        write_text_atomic(Path(path), self.model_dump_json(indent=2))
 
 
 class ReportError(SmartBkgError):

@@ -187,3 +187,38 @@ def test_an_output_dir_with_a_nul_byte_is_a_config_error_not_a_traceback(tmp_pat
     job_file.write_text(json.dumps(data))
     result = run_cli_worker(job_file)
     assert result.exit_code == int(ExitCode.CONFIG) and "NUL" in result.output
+
+
+def plant(tmp: Path, victim: Path) -> None:
+    victim.write_text("precious")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.symlink_to(victim)
+
+
+def test_job_lists_are_not_written_through_a_planted_symlink(tmp_path):
+    from smartbkg_prod.plan import write_job_list
+
+    job_list = tmp_path / "jobs" / "list.jsonl"
+    plant(job_list.with_name(f".{job_list.name}.tmp"), tmp_path / "victim")
+    inputs = [
+        JobInput(job=job, campaign=CAMPAIGN, output_dir=str(tmp_path))
+        for job in plan_jobs(CAMPAIGN)
+    ]
+    write_job_list(job_list, inputs, CAMPAIGN)
+    assert (tmp_path / "victim").read_text() == "precious"
+    assert read_job_input(job_list, 2).job.index == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="backends/base.py write_job_file writes .NAME.tmp with Path.write_text, which "
+    "follows a symlink planted there: use smartbkg_prod.files.write_text_atomic",
+)
+def test_job_files_are_not_written_through_a_planted_symlink(tmp_path):
+    from smartbkg_prod.backends.base import job_file_path, write_job_file
+
+    job_input = JobInput(job=plan_jobs(CAMPAIGN)[0], campaign=CAMPAIGN, output_dir=str(tmp_path))
+    path = job_file_path(job_input)
+    plant(path.with_name(f".{path.name}.tmp"), tmp_path / "victim")
+    write_job_file(job_input)
+    assert (tmp_path / "victim").read_text() == "precious"
