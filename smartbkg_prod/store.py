@@ -32,7 +32,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from smartbkg_prod.errors import StoreError
@@ -173,12 +173,20 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._import_extension_tables()
-        try:
-            Base.metadata.create_all(self.engine)
-        except OperationalError as error:
-            raise StoreError(
-                f"cannot open database {redact_url(self.url)!r}: {redact(str(error.orig))}"
-            ) from None
+        # Two processes opening a new database at once (submit, monitor serve) both try
+        # to create the tables; the loser sees "already exists" and looks again once the
+        # other one is through.
+        for tries_left in reversed(range(50)):
+            try:
+                Base.metadata.create_all(self.engine)
+                break
+            except DBAPIError as error:
+                if tries_left and "exists" in str(error.orig):
+                    time.sleep(0.1)
+                    continue
+                raise StoreError(
+                    f"cannot open database {redact_url(self.url)!r}: {redact(str(error.orig))}"
+                ) from None
 
     @staticmethod
     def _import_extension_tables() -> None:
