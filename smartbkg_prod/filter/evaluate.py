@@ -40,7 +40,7 @@ from smartbkg_prod.filter.metrics import (
     roc_points,
     sampling_speedup,
 )
-from smartbkg_prod.filter.sampling import decide
+from smartbkg_prod.filter.sampling import KeepDecision, decide
 
 KL_LIMIT = 0.0015  # reference criterion for an unbiased filter (SmartBKG)
 TIMING_EVENTS = 8192
@@ -109,7 +109,7 @@ def _speedups(scores, passed, keep_cut, keep_probability, costs: StageCosts) -> 
     )
 
 
-def _bias(events: LabelledEvents, kept: np.ndarray, weights: np.ndarray) -> list[BiasTest]:
+def _bias(events: LabelledEvents, decision: KeepDecision) -> list[BiasTest]:
     passed = events.passed
     tests = []
     kinds = {
@@ -117,10 +117,22 @@ def _bias(events: LabelledEvents, kept: np.ndarray, weights: np.ndarray) -> list
         **dict.fromkeys(DISCRETE_VARIABLES, "discrete"),
         **dict.fromkeys(CATEGORICAL_VARIABLES, "categorical"),
     }
+    # Exact sampling variance needs p > 0 everywhere (sample mode); a cut has no χ² test.
+    probability = decision.keep_probability[passed]
+    exact = probability if (probability > 0).all() else None
     for name, kind in kinds.items():
         if name in events.variables:
             values = events.variables[name][passed]
-            tests.append(bias_test(name, values, kept[passed], weights[passed], kind=kind))
+            tests.append(
+                bias_test(
+                    name,
+                    values,
+                    decision.keep[passed],
+                    decision.weight[passed],
+                    kind=kind,
+                    keep_probability=exact,
+                )
+            )
     return tests
 
 
@@ -192,8 +204,8 @@ def evaluate_model(
         filter_ms,
         1e3 * (seconds.get("simulation", float("nan")) + seconds.get("skim", float("nan"))) / n,
     )
-    bias_sample = _bias(events, sample.keep, sample.weight)
-    bias_cut = _bias(events, cut.keep, cut.weight)
+    bias_sample = _bias(events, sample)
+    bias_cut = _bias(events, cut)
     p_passed = sample.keep_probability[passed]
     report = EvaluationReport(
         model=str(loaded.path),

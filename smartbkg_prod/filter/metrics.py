@@ -162,13 +162,16 @@ def bias_test(
     weights: np.ndarray,
     kind: str = "continuous",
     n_bins: int = 20,
+    keep_probability: np.ndarray | None = None,
 ) -> BiasTest:
     """Compare the weighted kept subsample with the full sample of the same events.
 
     KL divergence ``Σ P log(P/Q)`` of the normalised histograms (P unfiltered, Q weighted).
     The χ² uses the variance of the weighted subsample's bin count *given* the events,
-    ``Σ_bin (1 − p)/p``, estimated without bias by ``Σ_kept w (w − 1)`` (w = 1/p): the
-    unfiltered histogram is the expectation, so each bin is a single pull.
+    ``Σ_bin (1 − p)/p`` over all the bin's events when ``keep_probability`` (of every event)
+    is known, else its unbiased estimate ``Σ_kept w (w − 1)`` (w = 1/p), which is itself
+    heavy-tailed where few large weights fall. The unfiltered histogram is the
+    expectation, so each bin is a single pull.
     """
     values = np.asarray(values, dtype=np.float64)
     kept = np.asarray(kept, dtype=bool)
@@ -180,9 +183,13 @@ def bias_test(
     unfiltered, _ = np.histogram(values[finite], bins=edges)
     selected = finite & kept
     weighted, _ = np.histogram(values[selected], bins=edges, weights=weights[selected])
-    variance, _ = np.histogram(
-        values[selected], bins=edges, weights=weights[selected] * (weights[selected] - 1.0)
-    )
+    if keep_probability is None:
+        variance, _ = np.histogram(
+            values[selected], bins=edges, weights=weights[selected] * (weights[selected] - 1.0)
+        )
+    else:
+        p = np.asarray(keep_probability, dtype=np.float64)[finite]
+        variance, _ = np.histogram(values[finite], bins=edges, weights=(1.0 - p) / p)
     p_hist = unfiltered / max(unfiltered.sum(), 1)
     q_hist = weighted / max(weighted.sum(), 1e-300)
     populated = p_hist > 0
