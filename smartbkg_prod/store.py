@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -108,6 +110,22 @@ class AttemptRow(Base):
     native_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
     walltime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class DriverLeaseRow(Base):
+    """The one submitter driving a campaign (see :meth:`Store.acquire_driver_lease`)."""
+
+    __tablename__ = "driver_leases"
+
+    campaign_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(256))
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    heartbeat: Mapped[float] = mapped_column(Float)
+
+
+# A driver renews its lease every LEASE_RENEW_S; one silent for LEASE_STALE_S is dead.
+LEASE_RENEW_S, LEASE_STALE_S = 10.0, 120.0
 
 
 class ReportRow(Base):
@@ -298,6 +316,65 @@ class Store:
                 select(JobRow.job_index, JobRow.attempts).where(JobRow.campaign_id == campaign_id)
             )
             return {index: value for index, value in rows}
+
+    # -- the one driver of a campaign ----------------------------------------------
+    def acquire_driver_lease(self, campaign_id: str, holder: str) -> None:
+        """Become the one submitter driving ``campaign_id``. Raises StoreError while another
+        live submitter holds it; a holder silent for LEASE_STALE_S, or whose process on
+        this host is gone (a killed submitter), is taken over."""
+        now, host = time.time(), socket.gethostname()
+        with self.session() as session:
+            row = session.get(DriverLeaseRow, campaign_id)
+            if row is None:
+                session.add(
+                    DriverLeaseRow(
+                        campaign_id=campaign_id,
+                        holder=holder,
+                        host=host,
+                        pid=os.getpid(),
+                        heartbeat=now,
+                    )
+                )
+                return
+            if row.holder != holder and not _lease_stale(row, now, host):
+                raise StoreError(
+                    f"campaign {campaign_id} is being driven by another submitter (pid {row.pid} "
+                    f"on {row.host}, alive {now - row.heartbeat:.0f} s ago): stop it, or wait "
+                    f"{LEASE_STALE_S:.0f} s after it died"
+                )
+            taken = session.execute(
+                update(DriverLeaseRow)
+                .where(
+                    DriverLeaseRow.campaign_id == campaign_id,
+                    DriverLeaseRow.holder == row.holder,
+                    DriverLeaseRow.heartbeat == row.heartbeat,
+                )
+                .values(holder=holder, host=host, pid=os.getpid(), heartbeat=now)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:
+                raise StoreError(f"campaign {campaign_id} was just taken by another submitter")
+
+    def renew_driver_lease(self, campaign_id: str, holder: str) -> None:
+        with self.session() as session:
+            renewed = session.execute(
+                update(DriverLeaseRow)
+                .where(DriverLeaseRow.campaign_id == campaign_id, DriverLeaseRow.holder == holder)
+                .values(heartbeat=time.time())
+                .execution_options(synchronize_session=False)
+            )
+            if renewed.rowcount != 1:
+                raise StoreError(
+                    f"campaign {campaign_id} was taken over by another submitter: stopping"
+                )
+
+    def release_driver_lease(self, campaign_id: str, holder: str) -> None:
+        with self.session() as session:
+            session.execute(
+                DriverLeaseRow.__table__.delete().where(
+                    DriverLeaseRow.campaign_id == campaign_id, DriverLeaseRow.holder == holder
+                )
+            )
 
     def running_attempts(self, campaign_id: str) -> dict[int, list[int]]:
         """Attempts still marked running, by job index."""
@@ -612,6 +689,22 @@ def _report_row(report: JobReport, body: dict) -> ReportRow:
         finished_at=report.finished_at,
         body=body,
     )
+
+
+def _lease_stale(row: DriverLeaseRow, now: float, host: str) -> bool:
+    if now - row.heartbeat > LEASE_STALE_S:
+        return True
+    if row.host != host:
+        return False
+    if row.pid == os.getpid():  # left by an earlier run in this process that could not release
+        return True
+    try:
+        os.kill(row.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 # How long a writer waits for another writer's lock before the command fails.

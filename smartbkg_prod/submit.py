@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
+import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +21,13 @@ from typing import Literal
 
 from smartbkg_prod.backends import get_backend
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState, apply_retry_changes
-from smartbkg_prod.errors import SubmitError
+from smartbkg_prod.errors import StoreError, SubmitError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.plan import Job, JobInput, campaign_output_dir, plan_jobs
 from smartbkg_prod.recovery.records import job_overrides, split_jobs
 from smartbkg_prod.report import JobReport, OutputFile, ReportError, read_report
 from smartbkg_prod.spec import Campaign
-from smartbkg_prod.store import CANCELLED, DONE, CampaignStatus, Store
+from smartbkg_prod.store import CANCELLED, DONE, LEASE_RENEW_S, CampaignStatus, Store
 from smartbkg_prod.worker import sha256_file
 
 log = logging.getLogger("smartbkg_prod.submit")
@@ -147,7 +149,21 @@ class CampaignRunner:
         self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
 
     def run(self) -> CampaignStatus:
+        """Drive the campaign; refused while another submitter drives it."""
         campaign_id = self.campaign.campaign_id
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.store.acquire_driver_lease(campaign_id, holder)
+        try:
+            return self._drive(holder)
+        finally:
+            try:
+                self.store.release_driver_lease(campaign_id, holder)
+            except StoreError as error:
+                log.warning("could not release the campaign's driver lease: %s", error)
+
+    def _drive(self, holder: str) -> CampaignStatus:
+        campaign_id = self.campaign.campaign_id
+        renewed = time.time()
         self._close_stale_attempts()
         if self.verify_outputs != "none":
             self._reopen_damaged_outputs()
@@ -171,6 +187,9 @@ class CampaignRunner:
                 if not self.inflight:
                     break
                 time.sleep(self.poll_interval)
+                if time.time() - renewed > LEASE_RENEW_S:
+                    self.store.renew_driver_lease(campaign_id, holder)
+                    renewed = time.time()
                 for state in self._poll():
                     if state.state not in {"done", "failed", "cancelled", "held"}:
                         continue

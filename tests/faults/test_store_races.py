@@ -1,5 +1,5 @@
 """Processes racing on one database: several opening a new SQLite file at once, and two
-submitters driving the same campaign."""
+submitters started on the same campaign."""
 
 from __future__ import annotations
 
@@ -30,15 +30,10 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="no lease per campaign: a second `submit` of a campaign being driven closes the "
-    "first driver's running attempts as lost and launches them again, outputs are "
-    "overwritten under the other driver's checks (checksum failures, extra attempts) and one "
-    "submitter exits 1. Events stay exact. Fix: a driver lease in the store (holder host/pid + "
-    "heartbeat, compare-and-swap), refused while live, taken over when stale or its pid is dead",
-)
 def test_a_second_submitter_of_a_running_campaign_refuses_to_start(tmp_path):
+    """One driver per campaign (a lease in the store): the second `submit` says who drives
+    it and exits 1, instead of closing the first one's attempts as lost and running them
+    again (which used to cost extra attempts, checksum failures and a confusing exit)."""
     campaign = fault_campaign(tmp_path / "out")
     spec = tmp_path / "faults.yaml"
     spec.write_text(dump_campaign(campaign))
@@ -48,7 +43,7 @@ def test_a_second_submitter_of_a_running_campaign_refuses_to_start(tmp_path):
     second = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     codes = sorted([first.wait(timeout=300), second.wait(timeout=300)])
     cover = coverage(campaign, campaign_output_dir(campaign), store)
-    assert cover.exact  # holds today too
+    assert cover.exact
     assert store.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
     assert codes == [0, 1]
     assert "being driven" in first.stderr.read() + second.stderr.read()
