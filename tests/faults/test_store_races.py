@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from fault_harness import coverage, fault_campaign
+from fault_harness import assert_same_content, coverage, fault_campaign
 
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.spec import dump_campaign
@@ -30,7 +30,9 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_submitter_of_a_running_campaign_refuses_to_start(tmp_path):
+def test_a_second_submitter_of_a_running_campaign_refuses_to_start(
+    tmp_path, fault_table, reference_outputs
+):
     """One driver per campaign (a lease in the store): the second `submit` says who drives
     it and exits 1, instead of closing the first one's attempts as lost and running them
     again (which used to cost extra attempts, checksum failures and a confusing exit)."""
@@ -43,7 +45,14 @@ def test_a_second_submitter_of_a_running_campaign_refuses_to_start(tmp_path):
     second = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     codes = sorted([first.wait(timeout=300), second.wait(timeout=300)])
     cover = coverage(campaign, campaign_output_dir(campaign), store)
+    fault_table.record(
+        "second submitter started on a running campaign (refused)",
+        1,
+        bool(store.status(campaign.campaign_id).complete and cover.exact),
+        cover,
+    )
     assert cover.exact
+    assert_same_content(campaign_output_dir(campaign), reference_outputs)
     assert store.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
     assert codes == [0, 1]
     assert "being driven" in first.stderr.read() + second.stderr.read()
