@@ -15,18 +15,24 @@ set -euo pipefail
 
 if [ "${1:-}" = "--stop" ]; then
     state_dir=$(realpath "${2:?usage: $0 --stop STATE_DIR}")
-    if [ -f "$state_dir/dockerd.pid" ]; then
-        pid=$(cat "$state_dir/dockerd.pid")
-        kill "$pid" 2>/dev/null || true
+    pid=$(cat "$state_dir/dockerd.pid" 2>/dev/null || true)
+    # Only the dockerd this STATE_DIR started (a stale pid file may name another process).
+    ours() {
+        [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
+            grep -q -- "--data-root $state_dir/data"
+    }
+    if ours; then
+        kill "$pid"
         for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
+            ours || break
             sleep 0.1
         done
-        kill -9 "$pid" 2>/dev/null || true
+        if ours; then kill -9 "$pid"; fi
     fi
-    if mountpoint -q "$state_dir/data"; then
-        umount --lazy "$state_dir/data"
-    fi
+    # dockerd leaves its netns bind mount (exec/netns/default) and, when killed, container
+    # mounts behind: unmount everything under STATE_DIR, deepest first, so it can be removed.
+    awk -v root="$state_dir/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r |
+        while read -r mount_point; do umount --lazy "$mount_point" 2>/dev/null || true; done
     exit 0
 fi
 
