@@ -1,6 +1,8 @@
 """Real containers: a private Docker engine, an offline base image, the CPU worker image
 built with smartbkg_prod.containers, and a campaign run inside it that matches the bare
-process run event for event.
+process run event for event; exit codes, signals and the memory limit through the
+container; the GPU Dockerfile built with a stand-in torch; a real push to Debian's
+docker-registry on 127.0.0.1.
 
 The engine is started by the session fixture (scripts/start-docker-engine.sh, unix socket
 under a temp dir, no bridge, no iptables) and stopped at the end. The debootstrap root
