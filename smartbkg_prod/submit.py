@@ -416,6 +416,12 @@ def submit_campaign(
     output_dir = Path(existing.output_dir) if existing else campaign_output_dir(campaign, base_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     store.register_campaign(campaign, plan_jobs(campaign), output_dir, spec_path=spec_path)
+    image_digest = getattr(backend, "image_digest", None)
+    if image_digest:
+        # The image is part of the campaign's provenance: refuse one that changed under it.
+        from smartbkg_prod.containers import check_image_provenance
+
+        check_image_provenance(store, campaign, image_digest)
     runner = CampaignRunner(
         campaign,
         store,

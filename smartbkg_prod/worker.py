@@ -237,6 +237,10 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
     tail = _LogTail()
     tail.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("smartbkg_prod").addHandler(tail)
+    # The same lines on stderr: backends keep them in the attempt's log file.
+    stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler.setFormatter(tail.formatter)
+    logging.getLogger("smartbkg_prod").addHandler(stderr_handler)
     logging.getLogger("smartbkg_prod").setLevel(logging.INFO)
     started_at, cpu_start = time.time(), time.process_time()
 

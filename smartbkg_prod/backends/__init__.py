@@ -22,6 +22,10 @@ def get_backend(name: str, campaign: Campaign | None = None) -> Backend:
     """An engine instance by name, configured from the campaign's backend section."""
     if name not in BACKENDS:
         raise SubmitError(f"unknown backend {name!r} (allowed: {', '.join(BACKENDS)})")
+    if name == "local" and campaign is not None and campaign.container.runtime == "docker":
+        from smartbkg_prod.backends.docker_runtime import DockerLocalBackend
+
+        return DockerLocalBackend.from_campaign(campaign)
     module_name, class_name = BACKENDS[name]
     try:
         module = importlib.import_module(module_name)
