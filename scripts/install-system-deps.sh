@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-    packages=(slurm-wlm munge postgresql chromium docker.io debootstrap prometheus)
+    packages=(slurm-wlm munge postgresql chromium docker.io debootstrap docker-registry prometheus)
 fi
 missing=()
 for package in "${packages[@]}"; do
