@@ -280,8 +280,14 @@ _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 4, 4, 60
 
 
+def _key(part: Any) -> str:
+    # A key with a line break or control character would split or forge error lines.
+    text = str(part)
+    return text if text.isprintable() else _SHORT.repr(text)
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    return ".".join(_key(part) for part in loc) or "(top level)"
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -290,7 +296,7 @@ def _describe(error: dict[str, Any]) -> str:
     ctx = error.get("ctx") or {}
     value = _SHORT.repr(error.get("input"))
     if kind == "extra_forbidden":
-        return f"unknown key '{error['loc'][-1]}' (remove it or check its spelling)"
+        return f"unknown key '{_key(error['loc'][-1])}' (remove it or check its spelling)"
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":

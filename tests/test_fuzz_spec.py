@@ -216,3 +216,17 @@ def test_paths_with_a_nul_byte_are_spec_errors_not_tracebacks(change, tmp_path):
     for command in (["validate", str(spec)], ["plan", "--json", str(spec)]):
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 2 and "NUL" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {**VALID, "backend": {"sites": {"overrides": {"\r": None}}}},  # found by hypothesis
+        {**VALID, "\nspec.yaml: ok (forged line)": 1},
+    ],
+)
+def test_keys_with_line_breaks_cannot_split_or_forge_error_lines(data):
+    with pytest.raises(SpecError) as error:
+        parse_campaign(data, "spec.yaml")
+    check_spec_error(error.value, "spec.yaml")
+    assert len(str(error.value).splitlines()) == len(error.value.problems)
