@@ -207,6 +207,12 @@ def train(
     help="Also re-simulate the events this many times for the best speedup any generator-level filter could reach.",
 )
 @click.option(
+    "--seed-scan",
+    default=0,
+    show_default=True,
+    help="Repeat the sample-mode decision with this many seeds (pull of Σ weights, KL spread).",
+)
+@click.option(
     "--save-events",
     default=None,
     type=click.Path(dir_okay=False),
@@ -229,6 +235,7 @@ def evaluate(
     threshold,
     p_min,
     oracle,
+    seed_scan,
     save_events,
     out_dir,
     as_json,
@@ -245,7 +252,13 @@ def evaluate(
     if save_events:
         events.save(save_events)
     report, scores = evaluate_model(
-        model, events, threshold=threshold, p_min=p_min, seed=seed, oracle_resimulations=oracle
+        model,
+        events,
+        threshold=threshold,
+        p_min=p_min,
+        seed=seed,
+        oracle_resimulations=oracle,
+        scan_seeds=seed_scan,
     )
     if out_dir:
         report.plots = write_plots(report, events, scores, out_dir)
@@ -265,6 +278,13 @@ def evaluate(
         f"bias (sample, p_min {report.p_min}): max KL {report.max_kl_sample:.2e} (limit {report.kl_limit}), "
         f"min p-value {report.min_p_value_sample:.3f}"
     )
+    if report.seed_scan:
+        scan = report.seed_scan
+        click.echo(
+            f"{scan.seeds} sampling seeds: Σw pull {scan.mean_pull:+.3f} ± {scan.mean_pull_error:.3f} "
+            f"(std {scan.pull_std:.2f}), median max KL {scan.max_kl_median:.2e}, "
+            f"below limit in {scan.max_kl_fraction_below_limit:.0%}"
+        )
     if report.oracle:
         click.echo(
             f"oracle ({report.oracle.resimulations} re-simulations): AUC {report.oracle.auc:.4f}, "

@@ -40,7 +40,7 @@ from smartbkg_prod.filter.metrics import (
     roc_points,
     sampling_speedup,
 )
-from smartbkg_prod.filter.sampling import KeepDecision, decide
+from smartbkg_prod.filter.sampling import KeepDecision, SamplingCalibration, decide
 
 KL_LIMIT = 0.0015  # reference criterion for an unbiased filter (SmartBKG)
 TIMING_EVENTS = 8192
@@ -63,6 +63,18 @@ class OracleFigures(BaseModel):
     sample_speedup_reference: float
     sample_fraction_of_max: float
     cut_speedup_reference: float
+
+
+class SamplingSeedScan(BaseModel):
+    """Sample mode repeated with ``seeds`` decision seeds on the same events: the pull of
+    Σ weights (passing events) against their count, and the spread of the worst KL."""
+
+    seeds: int
+    mean_pull: float
+    mean_pull_error: float
+    pull_std: float
+    max_kl_median: float
+    max_kl_fraction_below_limit: float
 
 
 class EvaluationReport(BaseModel):
@@ -91,6 +103,7 @@ class EvaluationReport(BaseModel):
     kl_limit: float = KL_LIMIT
     min_p_value_sample: float
     oracle: OracleFigures | None = None
+    seed_scan: SamplingSeedScan | None = None
     plots: list[str] = []
 
 
@@ -169,6 +182,38 @@ def oracle_figures(
     )
 
 
+def sampling_seed_scan(
+    events: LabelledEvents,
+    scores: np.ndarray,
+    calibration: SamplingCalibration,
+    p_min: float,
+    seeds: int,
+) -> SamplingSeedScan:
+    """Unbiasedness and KL spread over ``seeds`` independent sampling decisions."""
+    passed = events.passed
+    pulls, max_kl = [], []
+    for seed in range(seeds):
+        decision = decide(
+            scores,
+            "sample",
+            np.random.default_rng(10_000 + seed),
+            p_min=p_min,
+            calibration=calibration,
+        )
+        p = decision.keep_probability[passed]
+        pulls.append((decision.weight[passed].sum() - passed.sum()) / np.sqrt(np.sum((1 - p) / p)))
+        max_kl.append(max(test.kl_divergence for test in _bias(events, decision)))
+    pulls_array, kl_array = np.asarray(pulls), np.asarray(max_kl)
+    return SamplingSeedScan(
+        seeds=seeds,
+        mean_pull=float(pulls_array.mean()),
+        mean_pull_error=float(pulls_array.std() / np.sqrt(seeds)),
+        pull_std=float(pulls_array.std()),
+        max_kl_median=float(np.median(kl_array)),
+        max_kl_fraction_below_limit=float(np.mean(kl_array < KL_LIMIT)),
+    )
+
+
 def evaluate_model(
     model: str | Path | None,
     events: LabelledEvents,
@@ -178,6 +223,7 @@ def evaluate_model(
     seed: int = 1,
     device: str = "cpu",
     oracle_resimulations: int = 0,
+    scan_seeds: int = 0,
 ) -> tuple[EvaluationReport, np.ndarray]:
     """Figures of merit of ``model`` on ``events``; also returns the scores (for plots)."""
     scorer = scoring_model(model, device)
@@ -234,6 +280,8 @@ def evaluate_model(
         max_kl_sample=max((test.kl_divergence for test in bias_sample), default=0.0),
         min_p_value_sample=min((test.p_value for test in bias_sample), default=1.0),
     )
+    if scan_seeds > 0:
+        report.seed_scan = sampling_seed_scan(events, scores, loaded.calibration, p_min, scan_seeds)
     if oracle_resimulations > 0:
         report.oracle = oracle_figures(events, oracle_resimulations, reference_costs(filter_ms))
     return report, scores
