@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smartbkg_prod.cli import main
+from smartbkg_prod.errors import StoreError
 from smartbkg_prod.monitor.collect import ingest_reports, read_report_files
 from smartbkg_prod.plan import plan_jobs
 from smartbkg_prod.report import JobReport, ReportError, parse_report, read_report
@@ -68,7 +69,10 @@ def test_mutated_reports_are_valid_and_storable_or_a_report_error(changes, store
     # Whatever validates must go into the store (or be rejected with a reason).
     result = ingest_reports(store, [report])
     assert result.stored + result.duplicates + len(result.rejected) == 1
-    store.record_report(report)
+    try:
+        store.record_report(report)
+    except StoreError as error:  # e.g. a job index the campaign does not have
+        assert result.rejected and report.campaign_id in str(error)
 
 
 @FUZZ
