@@ -692,10 +692,10 @@ def _report_row(report: JobReport, body: dict) -> ReportRow:
 
 
 def _lease_stale(row: DriverLeaseRow, now: float, host: str) -> bool:
-    if now - row.heartbeat > LEASE_STALE_S:
-        return True
+    """On this host the holder's process decides (a slow submitter keeps its lease);
+    elsewhere only its heartbeat can."""
     if row.host != host:
-        return False
+        return now - row.heartbeat > LEASE_STALE_S
     if row.pid == os.getpid():  # left by an earlier run in this process that could not release
         return True
     try:

@@ -3,15 +3,18 @@ submitters started on the same campaign."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from fault_harness import assert_same_content, coverage, fault_campaign
 
+from smartbkg_prod.errors import StoreError
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.spec import dump_campaign
-from smartbkg_prod.store import Store
+from smartbkg_prod.store import LEASE_STALE_S, DriverLeaseRow, Store
 
 OPEN_STORE = "import sys; from smartbkg_prod.store import Store; Store(sys.argv[1])"
 
@@ -56,3 +59,38 @@ def test_a_second_submitter_of_a_running_campaign_refuses_to_start(
     assert store.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
     assert codes == [0, 1]
     assert "being driven" in first.stderr.read() + second.stderr.read()
+
+
+def lease(store: Store, campaign_id: str, host: str, pid: int, age_s: float) -> None:
+    with store.session() as session:
+        session.add(
+            DriverLeaseRow(
+                campaign_id=campaign_id,
+                holder=f"{host}:{pid}",
+                host=host,
+                pid=pid,
+                heartbeat=time.time() - age_s,
+            )
+        )
+
+
+def test_driver_lease_is_kept_by_a_live_local_process_and_taken_from_dead_or_silent_ones():
+    store = Store("sqlite://")
+    here = socket.gethostname()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lease(store, "slow", here, sleeper.pid, age_s=1000)  # alive, just slow to renew
+        with pytest.raises(StoreError, match="being driven by another submitter"):
+            store.acquire_driver_lease("slow", "me")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    store.acquire_driver_lease("slow", "me")  # its process is gone
+    lease(store, "remote-live", "elsewhere", 1, age_s=5)
+    with pytest.raises(StoreError, match="pid 1 on elsewhere"):
+        store.acquire_driver_lease("remote-live", "me")
+    lease(store, "remote-silent", "elsewhere", 1, age_s=LEASE_STALE_S + 1)
+    store.acquire_driver_lease("remote-silent", "me")
+    store.renew_driver_lease("remote-silent", "me")
+    with pytest.raises(StoreError, match="taken over"):
+        store.renew_driver_lease("remote-silent", "someone-else")
