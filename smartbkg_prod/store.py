@@ -243,41 +243,45 @@ class Store:
         """Record a campaign and its planned jobs. Returns False if it already existed
         (then only the backend it runs on now is updated)."""
         now = time.time()
-        with self.session() as session:
-            existing = session.get(CampaignRow, campaign.campaign_id)
-            if existing is not None:
-                existing.backend = campaign.backend.name
-                return False
-            session.add(
-                CampaignRow(
-                    id=campaign.campaign_id,
-                    name=campaign.name,
-                    spec=campaign.normalized(),
-                    spec_path=spec_path,
-                    output_dir=str(output_dir),
-                    n_jobs=campaign.n_jobs,
-                    events_requested=campaign.events,
-                    backend=campaign.backend.name,
-                    provenance=provenance or {},
-                    created_at=now,
+        try:
+            with self.session() as session:
+                existing = session.get(CampaignRow, campaign.campaign_id)
+                if existing is not None:
+                    existing.backend = campaign.backend.name
+                    return False
+                session.add(
+                    CampaignRow(
+                        id=campaign.campaign_id,
+                        name=campaign.name,
+                        spec=campaign.normalized(),
+                        spec_path=spec_path,
+                        output_dir=str(output_dir),
+                        n_jobs=campaign.n_jobs,
+                        events_requested=campaign.events,
+                        backend=campaign.backend.name,
+                        provenance=provenance or {},
+                        created_at=now,
+                    )
                 )
-            )
-            session.flush()
-            rows = [
-                {
-                    "campaign_id": job.campaign_id,
-                    "job_index": job.index,
-                    "first_event": job.first_event,
-                    "n_events": job.n_events,
-                    "seed": job.seed,
-                    "state": PENDING,
-                    "attempts": 0,
-                    "updated_at": now,
-                }
-                for job in jobs
-            ]
-            if rows:
-                session.execute(JobRow.__table__.insert(), rows)
+                session.flush()
+                rows = [
+                    {
+                        "campaign_id": job.campaign_id,
+                        "job_index": job.index,
+                        "first_event": job.first_event,
+                        "n_events": job.n_events,
+                        "seed": job.seed,
+                        "state": PENDING,
+                        "attempts": 0,
+                        "updated_at": now,
+                    }
+                    for job in jobs
+                ]
+                if rows:
+                    session.execute(JobRow.__table__.insert(), rows)
+        except IntegrityError:
+            # Registered by a concurrent submitter first: same spec, same planned jobs.
+            return False
         return True
 
     def campaign(self, campaign_id: str) -> CampaignRow | None:
@@ -322,6 +326,15 @@ class Store:
         """Become the one submitter driving ``campaign_id``. Raises StoreError while another
         live submitter holds it; a holder silent for LEASE_STALE_S, or whose process on
         this host is gone (a killed submitter), is taken over."""
+        try:
+            self._take_driver_lease(campaign_id, holder)
+        except IntegrityError:
+            raise StoreError(
+                f"campaign {campaign_id} is being driven by another submitter "
+                "(started at the same moment)"
+            ) from None
+
+    def _take_driver_lease(self, campaign_id: str, holder: str) -> None:
         now, host = time.time(), socket.gethostname()
         with self.session() as session:
             row = session.get(DriverLeaseRow, campaign_id)

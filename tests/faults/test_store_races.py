@@ -94,3 +94,39 @@ def test_driver_lease_is_kept_by_a_live_local_process_and_taken_from_dead_or_sil
     store.renew_driver_lease("remote-silent", "me")
     with pytest.raises(StoreError, match="taken over"):
         store.renew_driver_lease("remote-silent", "someone-else")
+
+
+REGISTER = """
+import sys, time
+from pathlib import Path
+from smartbkg_prod.plan import iter_jobs
+from smartbkg_prod.spec import Campaign
+from smartbkg_prod.store import Store
+store = Store(sys.argv[1])
+campaign = Campaign(name="race", process="bbbar_mixed", events=20000, events_per_job=10)
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(store.register_campaign(campaign, iter_jobs(campaign), Path("/tmp/race")))
+"""
+
+
+def test_submitters_registering_one_campaign_at_once_do_not_fail(tmp_path):
+    """Two `submit`s of a new campaign at the same moment: the loser of the insert used to
+    die with an IntegrityError traceback."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    Store(url)
+    start = time.time() + 3
+    registrars = [
+        subprocess.Popen(
+            [sys.executable, "-c", REGISTER, url, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [registrar.communicate(timeout=120) for registrar in registrars]
+    assert all(registrar.returncode == 0 for registrar in registrars), results
+    assert sorted(out.strip() for out, _ in results) == ["False", "False", "True"]
+    store = Store(url)
+    [campaign_id] = store.campaign_ids()
+    assert len(store.job_states(campaign_id)) == 2000
