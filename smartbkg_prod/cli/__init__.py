@@ -200,7 +200,12 @@ def format_status(status) -> str:
             f"jobs       {status.jobs_total} total: {states}",
             f"events     requested {status.events_requested:,}  generated {status.events_generated:,}  "
             f"kept {status.events_kept:,}  simulated {status.events_simulated:,}  skimmed {status.events_skimmed:,}",
-            f"retention  {retention}",
+            f"retention  {retention}"
+            + (
+                f"  (filtered: weighted skimmed {status.sum_weights_skimmed:,.1f})"
+                if status.events_kept != status.events_generated
+                else ""
+            ),
             f"throughput {rate}  (wall {status.wall_seconds:.1f} s, cpu {status.cpu_seconds:.1f} s, "
             f"failed attempts {status.failed_attempts})",
         ]
