@@ -209,11 +209,6 @@ def test_job_lists_are_not_written_through_a_planted_symlink(tmp_path):
     assert read_job_input(job_list, 2).job.index == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backends/base.py write_job_file writes .NAME.tmp with Path.write_text, which "
-    "follows a symlink planted there: use smartbkg_prod.files.write_text_atomic",
-)
 def test_job_files_are_not_written_through_a_planted_symlink(tmp_path):
     from smartbkg_prod.backends.base import job_file_path, write_job_file
 

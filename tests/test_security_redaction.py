@@ -129,10 +129,5 @@ def test_cli_help_and_errors_do_not_show_the_database_password(args):
     assert "Traceback" not in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/recover.py builds its --db help from default_db_url() unredacted: reuse "
-    "smartbkg_prod.cli.db_option (as cli/monitor.py does) or wrap it in redact_url",
-)
 def test_recover_help_does_not_show_the_database_password():
     assert DB_PASSWORD not in flat(cli("recover", "list", "--help"))

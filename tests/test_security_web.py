@@ -73,12 +73,6 @@ def leaky_campaign(store, tmp_path) -> Campaign:
     return campaign
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="monitor/figures.py shows report error messages and log tails as stored; pass "
-    "them through smartbkg_prod.redact.redact in figures._excerpt/_failure_entry (our "
-    "worker redacts its own reports, foreign or older reports are not)",
-)
 @pytest.mark.parametrize("page", ["/campaign/{id}", "/api/campaigns/{id}", "/api/campaigns"])
 def test_pages_never_show_credentials_from_reports(store, leaky_campaign, page):
     app = MonitorApp(store)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from smartbkg_prod.files import write_text_atomic
 from smartbkg_prod.plan import Job, JobInput
 from smartbkg_prod.spec import Campaign, Resources
 
@@ -170,9 +171,7 @@ def write_job_file(job_input: JobInput, directory: Path | None = None) -> Path:
     """Write the worker's input file atomically and return its path."""
     path = job_file_path(job_input, directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(job_input.model_dump_json(indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, job_input.model_dump_json(indent=1))
     return path
 
 

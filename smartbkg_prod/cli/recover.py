@@ -10,6 +10,7 @@ import json
 
 import click
 
+from smartbkg_prod.cli import db_option
 from smartbkg_prod.errors import SmartBkgError
 from smartbkg_prod.recovery.actions import ACTIONS, Recommendation
 from smartbkg_prod.recovery.apply import apply_decisions
@@ -31,7 +32,7 @@ from smartbkg_prod.recovery.review import (
     refresh_recommendations,
     train,
 )
-from smartbkg_prod.store import Store, default_db_url
+from smartbkg_prod.store import Store
 
 STATUSES = (*RECOMMENDATION_STATUSES, "all")
 
@@ -49,14 +50,7 @@ class _RecoverGroup(click.Group):
             raise click.ClickException(str(error)) from None
 
 
-def _db(function):
-    return click.option(
-        "--db",
-        "db_url",
-        default=None,
-        envvar="SMARTBKG_DB",
-        help=f"Database URL (default {default_db_url()}; env SMARTBKG_DB).",
-    )(function)
+_db = db_option
 
 
 def _json_option(function):

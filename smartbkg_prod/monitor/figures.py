@@ -45,6 +45,7 @@ from smartbkg_prod.errors import StoreError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.monitor.drift import DriftReport, campaign_expectation, check_drift
 from smartbkg_prod.monitor.records import BackendStateRow
+from smartbkg_prod.redact import redact
 from smartbkg_prod.store import (
     DONE,
     FAILED,
@@ -198,10 +199,11 @@ def _excerpt(body: dict | None) -> tuple[str, list[str]]:
     """The error message and the last log lines of a report body (multi-line records split)."""
     if not isinstance(body, dict):
         return "", []
+    # Reports from elsewhere (or from older workers) may carry credentials: never show them.
     lines: list[str] = []
     for record in body.get("log_tail") or []:
-        lines.extend(str(record).splitlines())
-    return str(body.get("error_message") or ""), lines[-_EXCERPT_LINES:]
+        lines.extend(redact(str(record)).splitlines())
+    return redact(str(body.get("error_message") or "")), lines[-_EXCERPT_LINES:]
 
 
 def bin_width(span_s: float) -> float:
@@ -749,7 +751,7 @@ def _failure_entry(
         site=site,
         code=failure_code(exit_code, error_class),
         finished_at=finished_at,
-        message=report_message or message,
+        message=report_message or redact(message),
         log_excerpt=log_excerpt,
     )
 
