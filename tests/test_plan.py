@@ -13,7 +13,15 @@ from smartbkg_prod.spec import Campaign
 
 
 def campaign(**changes) -> Campaign:
-    return Campaign(**{"name": "p", "process": "bbbar_mixed", "events": 10_007, "events_per_job": 1000, **changes})
+    return Campaign(
+        **{
+            "name": "p",
+            "process": "bbbar_mixed",
+            "events": 10_007,
+            "events_per_job": 1000,
+            **changes,
+        }
+    )
 
 
 def test_jobs_cover_every_event_once():

@@ -39,7 +39,12 @@ BAD_SPECS = [
     ("wrong type", with_changes(events="many"), "events", "wrong type"),
     ("negative count", with_changes(events=-5), "events", "out of range"),
     ("zero count", with_changes(events_per_job=0), "events_per_job", "out of range"),
-    ("job larger than campaign", with_changes(events_per_job=5000), "(top level)", "events_per_job (5000)"),
+    (
+        "job larger than campaign",
+        with_changes(events_per_job=5000),
+        "(top level)",
+        "events_per_job (5000)",
+    ),
     ("unknown process", with_changes(process="higgs"), "process", "allowed: 'bbbar_mixed'"),
     ("filter without model", with_changes(filter={"mode": "cut"}), "filter", "needs filter.model"),
     ("unknown filter mode", with_changes(filter={"mode": "maybe"}), "filter.mode", "allowed:"),
@@ -47,12 +52,19 @@ BAD_SPECS = [
     ("non-YAML file", "name: [unclosed\n", "(file)", "not valid YAML"),
     ("empty file", "", "(top level)", "empty"),
     ("YAML list instead of mapping", "- a\n- b\n", "(top level)", "expected a mapping"),
-    ("docker without image", with_changes(container={"runtime": "docker"}), "container", "needs container.image"),
+    (
+        "docker without image",
+        with_changes(container={"runtime": "docker"}),
+        "container",
+        "needs container.image",
+    ),
     ("bad name", with_changes(name="../etc"), "name", "not a valid name"),
 ]
 
 
-@pytest.mark.parametrize(("case", "data", "field", "words"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+@pytest.mark.parametrize(
+    ("case", "data", "field", "words"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS]
+)
 def test_bad_spec_gives_one_clear_line_per_problem(tmp_path, case, data, field, words):
     path = write_spec(tmp_path, data)
     with pytest.raises(SpecError) as raised:
@@ -61,7 +73,9 @@ def test_bad_spec_gives_one_clear_line_per_problem(tmp_path, case, data, field, 
     assert any(line.startswith(f"{path}: {field}: ") and words in line for line in lines), lines
 
 
-@pytest.mark.parametrize(("case", "data", "field", "words"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+@pytest.mark.parametrize(
+    ("case", "data", "field", "words"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS]
+)
 def test_validate_command_exits_2_without_traceback(tmp_path, case, data, field, words):
     path = write_spec(tmp_path, data)
     result = CliRunner().invoke(main, ["validate", str(path)])
@@ -97,13 +111,19 @@ def test_good_spec_validates_with_exit_0(tmp_path):
 
 
 def test_bare_yaml_off_means_filter_mode_off(tmp_path):
-    path = write_spec(tmp_path, "name: a\nprocess: bbbar_mixed\nevents: 10\nevents_per_job: 5\nfilter:\n  mode: off\n")
+    path = write_spec(
+        tmp_path,
+        "name: a\nprocess: bbbar_mixed\nevents: 10\nevents_per_job: 5\nfilter:\n  mode: off\n",
+    )
     assert load_campaign(path).filter.mode == "off"
 
 
 def test_campaign_id_depends_on_physics_not_on_bookkeeping():
     base = Campaign(**GOOD)
-    assert base.campaign_id == Campaign(**GOOD, description="x", outputs={"directory": "/elsewhere"}).campaign_id
+    assert (
+        base.campaign_id
+        == Campaign(**GOOD, description="x", outputs={"directory": "/elsewhere"}).campaign_id
+    )
     assert base.campaign_id == Campaign(**GOOD, resources={"memory_mb": 4000}).campaign_id
     assert base.campaign_id != Campaign(**{**GOOD, "seed": 1}).campaign_id
     assert base.campaign_id != Campaign(**{**GOOD, "process": "bbbar_charged"}).campaign_id
