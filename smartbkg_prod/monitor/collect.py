@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState
@@ -29,6 +29,7 @@ from smartbkg_prod.monitor.records import BackendStateRow
 from smartbkg_prod.plan import JobInput, plan_jobs
 from smartbkg_prod.report import JobReport, ReportError, read_report
 from smartbkg_prod.store import (
+    CANCELLED,
     DONE,
     FAILED,
     PENDING,
@@ -94,6 +95,20 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
     if not reports:
         return result
     campaign_ids = sorted({report.campaign_id for report in reports})
+    # Read only the rows of the jobs this batch touches: a batch's cost must not grow
+    # with the size of its campaign (100k-job campaigns).
+    indexes_by_campaign: dict[str, set[int]] = {}
+    for report in reports:
+        indexes_by_campaign.setdefault(report.campaign_id, set()).add(report.job_index)
+
+    def batch_jobs(table):
+        return or_(
+            *(
+                and_(table.campaign_id == campaign_id, table.job_index.in_(sorted(indexes)))
+                for campaign_id, indexes in indexes_by_campaign.items()
+            )
+        )
+
     now = time.time()
     with store.session() as session:
         max_attempts = {
@@ -106,7 +121,7 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
             (campaign_id, index, attempt)
             for campaign_id, index, attempt in session.execute(
                 select(ReportRow.campaign_id, ReportRow.job_index, ReportRow.attempt).where(
-                    ReportRow.campaign_id.in_(campaign_ids)
+                    batch_jobs(ReportRow)
                 )
             )
         }
@@ -115,7 +130,7 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
             for job_id, campaign_id, index, state, attempts in session.execute(
                 select(
                     JobRow.id, JobRow.campaign_id, JobRow.job_index, JobRow.state, JobRow.attempts
-                ).where(JobRow.campaign_id.in_(campaign_ids))
+                ).where(batch_jobs(JobRow))
             )
         }
         attempts = {
@@ -125,7 +140,7 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
                     AttemptRow.id, AttemptRow.job_id, AttemptRow.attempt, AttemptRow.backend_job_id
                 )
                 .join(JobRow, AttemptRow.job_id == JobRow.id)
-                .where(JobRow.campaign_id.in_(campaign_ids))
+                .where(batch_jobs(JobRow))
             )
         }
 
@@ -182,7 +197,8 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
                         attempt_id,
                     )
                 )
-            if job[1] != DONE:
+            # As Store.record_report: a cancelled job stays cancelled on a late report.
+            if job[1] not in (DONE, CANCELLED):
                 if report.succeeded:
                     job[1] = DONE
                 else:
