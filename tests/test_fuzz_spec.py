@@ -5,6 +5,7 @@ lines, short), and the CLI exits 0 or 2 with no traceback and no partial output.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,13 @@ yaml_documents = st.builds(
 )
 
 
-@settings(max_examples=40, deadline=5000, database=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=40,
+    deadline=30_000,
+    derandomize=bool(os.environ.get("CI")),
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(case=yaml_documents)
 def test_cli_validate_exits_0_or_2_without_traceback(case, tmp_path):
     data, mutations = case
