@@ -31,7 +31,7 @@ from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.faults import check_environment, maybe_inject
 from smartbkg_prod.plan import JobInput, read_job_list_entry
-from smartbkg_prod.redact import redact
+from smartbkg_prod.redact import RedactingFilter, redact
 from smartbkg_prod.report import JobReport, OutputFile, Provenance
 
 log = logging.getLogger("smartbkg_prod.worker")
@@ -240,6 +240,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
     # The same lines on stderr: backends keep them in the attempt's log file.
     stderr_handler = logging.StreamHandler(sys.stderr)
     stderr_handler.setFormatter(tail.formatter)
+    stderr_handler.addFilter(RedactingFilter())
     logging.getLogger("smartbkg_prod").addHandler(stderr_handler)
     logging.getLogger("smartbkg_prod").setLevel(logging.INFO)
     started_at, cpu_start = time.time(), time.process_time()
