@@ -12,6 +12,7 @@ successful attempt; a report delivered twice is stored once.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import socket
 import time
@@ -681,26 +682,33 @@ class Store:
         return row
 
 
+# The reports table's columns besides its id and JSON body, each read off the JobReport
+# field of the same name (the bulk ingestion in monitor.collect writes the same columns).
+REPORT_FIELDS = (
+    "campaign_id",
+    "job_index",
+    "attempt",
+    "site",
+    "host",
+    "exit_code",
+    "error_class",
+    "events_generated",
+    "events_kept",
+    "events_simulated",
+    "events_skimmed",
+    "sum_weights_skimmed",
+    "wall_seconds",
+    "cpu_seconds",
+    "peak_rss_mb",
+    "started_at",
+    "finished_at",
+)
+report_field_values = operator.attrgetter(*REPORT_FIELDS)
+
+
 def _report_row(report: JobReport, body: dict) -> ReportRow:
     return ReportRow(
-        campaign_id=report.campaign_id,
-        job_index=report.job_index,
-        attempt=report.attempt,
-        site=report.site,
-        host=report.host,
-        exit_code=report.exit_code,
-        error_class=report.error_class,
-        events_generated=report.events_generated,
-        events_kept=report.events_kept,
-        events_simulated=report.events_simulated,
-        events_skimmed=report.events_skimmed,
-        sum_weights_skimmed=report.sum_weights_skimmed,
-        wall_seconds=report.wall_seconds,
-        cpu_seconds=report.cpu_seconds,
-        peak_rss_mb=report.peak_rss_mb,
-        started_at=report.started_at,
-        finished_at=report.finished_at,
-        body=body,
+        **dict(zip(REPORT_FIELDS, report_field_values(report), strict=True)), body=body
     )
 
 

@@ -33,11 +33,13 @@ from smartbkg_prod.store import (
     DONE,
     FAILED,
     PENDING,
+    REPORT_FIELDS,
     AttemptRow,
     CampaignRow,
     JobRow,
     ReportRow,
     Store,
+    report_field_values,
 )
 
 log = logging.getLogger("smartbkg_prod.monitor.collect")
@@ -242,26 +244,7 @@ def _name(report: JobReport) -> str:
     return f"{report.campaign_id} job {report.job_index} attempt {report.attempt}"
 
 
-REPORT_COLUMNS = (
-    "campaign_id",
-    "job_index",
-    "attempt",
-    "site",
-    "host",
-    "exit_code",
-    "error_class",
-    "events_generated",
-    "events_kept",
-    "events_simulated",
-    "events_skimmed",
-    "sum_weights_skimmed",
-    "wall_seconds",
-    "cpu_seconds",
-    "peak_rss_mb",
-    "started_at",
-    "finished_at",
-    "body",
-)
+REPORT_COLUMNS = (*REPORT_FIELDS, "body")
 ATTEMPT_COLUMNS = (
     "job_id",
     "attempt",
@@ -288,26 +271,7 @@ _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 def _report_row(report: JobReport) -> tuple:
     """A reports-table row in REPORT_COLUMNS order. The body is serialized by pydantic's
     compiled serializer: the same JSON document as json.dumps(model_dump()), at half the cost."""
-    return (
-        report.campaign_id,
-        report.job_index,
-        report.attempt,
-        report.site,
-        report.host,
-        report.exit_code,
-        report.error_class,
-        report.events_generated,
-        report.events_kept,
-        report.events_simulated,
-        report.events_skimmed,
-        report.sum_weights_skimmed,
-        report.wall_seconds,
-        report.cpu_seconds,
-        report.peak_rss_mb,
-        report.started_at,
-        report.finished_at,
-        report.model_dump_json(),
-    )
+    return (*report_field_values(report), report.model_dump_json())
 
 
 # Writes go straight to the DB-API cursor's executemany: at 10k rows, SQLAlchemy's per-row

@@ -31,6 +31,7 @@ from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.physics.beams import E_ELECTRON, E_POSITRON, SQRT_S, cm_to_lab
 from smartbkg_prod.physics.events import ParticleBatch, offsets_from_counts
+from smartbkg_prod.plan import PYTHIA_MAX_SEED
 from smartbkg_prod.spec import PROCESSES
 
 UPSILON_4S = 300553
@@ -50,8 +51,6 @@ COMMON_SETTINGS = (
     "Print:quiet = on",
     "Next:numberCount = 0",
 )
-# Pythia accepts seeds 1..900_000_000 (0 would mean "seed from the clock").
-PYTHIA_MAX_SEED = 900_000_000
 LHA_PROCESS_ID = 9999
 PYTHIA_BATCH_EVENTS = 2_000
 # How many skipped (failed) Pythia events we tolerate per requested event before giving up.
