@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smartbkg_prod.filter.metrics import (
+from smartbkg_prod.filter.metrics import bias_test
+from smartbkg_prod.filter.sampling import SamplingCalibration, decide, fit_calibration
+from smartbkg_prod.filter.speedup import (
     StageCosts,
-    bias_test,
     cut_speedup,
     max_speedup,
     reference_costs,
     sampling_speedup,
 )
-from smartbkg_prod.filter.sampling import SamplingCalibration, decide, fit_calibration
 
 
 def synthetic_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +109,7 @@ def test_speedup_loss_is_the_inverse_of_the_sampling_speedup():
 
 
 def test_campaign_speedup_from_kept_events_matches_the_full_formula():
-    from smartbkg_prod.filter.metrics import campaign_sampling_speedup
+    from smartbkg_prod.filter.speedup import campaign_sampling_speedup
 
     scores, passed = synthetic_scores(200_000, seed=5)
     costs = reference_costs(0.05)

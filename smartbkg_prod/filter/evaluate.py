@@ -29,18 +29,15 @@ from smartbkg_prod.filter.data import (
 )
 from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors
 from smartbkg_prod.filter.infer import cpu_filter_ms, score_events, scoring_model
-from smartbkg_prod.filter.metrics import (
-    BiasTest,
+from smartbkg_prod.filter.metrics import BiasTest, auc, bias_test, roc_points
+from smartbkg_prod.filter.sampling import KeepDecision, SamplingCalibration, decide
+from smartbkg_prod.filter.speedup import (
     StageCosts,
-    auc,
-    bias_test,
     cut_speedup,
     max_speedup,
     reference_costs,
-    roc_points,
     sampling_speedup,
 )
-from smartbkg_prod.filter.sampling import KeepDecision, SamplingCalibration, decide
 
 KL_LIMIT = 0.0015  # reference criterion for an unbiased filter (SmartBKG)
 TIMING_EVENTS = 8192

@@ -1,43 +1,13 @@
-"""Filter figures of merit: AUC, speedups (ARCHITECTURE.md formulas) and bias tests.
-
-Costs are per generated event, in milliseconds. ``retention`` r is the skim pass rate of
-unfiltered events.
-
->>> costs = StageCosts(generation_ms=0.08, filter_ms=0.63, simulation_ms=97.0)
->>> round(max_speedup(0.05, costs), 2)
-16.85
-"""
+"""Filter figures of merit: AUC, ROC and bias tests (the speedup formulas are in
+:mod:`smartbkg_prod.filter.speedup`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
-
-
-@dataclass(frozen=True)
-class StageCosts:
-    """Per-event costs t_g, t_NN, t_s in ms."""
-
-    generation_ms: float
-    filter_ms: float
-    simulation_ms: float
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-# Belle II reference costs (basf2 paper): full simulation + reconstruction dominates.
-REFERENCE_GENERATION_MS = 0.08
-REFERENCE_FILTER_MS = 0.63
-REFERENCE_SIMULATION_MS = 97.0
-
-
-def reference_costs(filter_ms: float = REFERENCE_FILTER_MS) -> StageCosts:
-    """Belle II reference t_g and t_s, with t_NN measured (or basf2's 0.63 ms)."""
-    return StageCosts(REFERENCE_GENERATION_MS, filter_ms, REFERENCE_SIMULATION_MS)
 
 
 def auc(passed: np.ndarray, scores: np.ndarray) -> float:
@@ -59,50 +29,6 @@ def roc_points(
         "tpr": tpr[keep].tolist(),
         "threshold": np.minimum(thresholds[keep], 1.0).tolist(),
     }
-
-
-def max_speedup(retention: float, costs: StageCosts) -> float:
-    """Ideal filter: ``S_max = (t_g + t_s) / (t_g + t_NN + r t_s)``."""
-    t_g, t_nn, t_s = costs.generation_ms, costs.filter_ms, costs.simulation_ms
-    return (t_g + t_s) / (t_g + t_nn + retention * t_s)
-
-
-def cut_speedup(retention: float, keep_pass: float, keep_fail: float, costs: StageCosts) -> float:
-    """Hard cut: ``S = ε1 (t_g + t_s) / (t_g + t_NN + t_s (r ε1 + (1 − r) ε0))``."""
-    t_g, t_nn, t_s = costs.generation_ms, costs.filter_ms, costs.simulation_ms
-    denominator = t_g + t_nn + t_s * (retention * keep_pass + (1 - retention) * keep_fail)
-    return keep_pass * (t_g + t_s) / denominator
-
-
-def sampling_speedup(keep_probability: np.ndarray, passed: np.ndarray, costs: StageCosts) -> float:
-    """Effective speedup ``(t_g + t_s) / (⟨1/p⟩_pass (t_g + t_NN + t_s ⟨p⟩_all))``.
-
-    ``⟨1/p⟩_pass`` is the loss of statistical power from the weights (the weighted sample
-    of N passing events is worth N / ⟨1/p⟩ unweighted ones).
-    """
-    p = np.asarray(keep_probability, dtype=np.float64)
-    passed = np.asarray(passed, dtype=bool)
-    if not passed.any():
-        return float("nan")
-    t_g, t_nn, t_s = costs.generation_ms, costs.filter_ms, costs.simulation_ms
-    return (t_g + t_s) / (np.mean(1.0 / p[passed]) * (t_g + t_nn + t_s * p.mean()))
-
-
-def campaign_sampling_speedup(
-    n_generated: int, n_kept: int, skimmed_weights: np.ndarray, costs: StageCosts
-) -> float:
-    """Effective sampling speedup from a filtered campaign's outputs alone.
-
-    Only kept events exist there, each with weight w = 1/p. Over all passing events,
-    ``⟨1/p⟩_pass = Σ w² / Σ w`` (each kept one stands for w of them), and
-    ``⟨p⟩_all = n_kept / n_generated``.
-    """
-    weights = np.asarray(skimmed_weights, dtype=np.float64)
-    if n_generated == 0 or weights.sum() <= 0:
-        return float("nan")
-    t_g, t_nn, t_s = costs.generation_ms, costs.filter_ms, costs.simulation_ms
-    mean_inverse_p = float(np.sum(weights**2) / np.sum(weights))
-    return (t_g + t_s) / (mean_inverse_p * (t_g + t_nn + t_s * n_kept / n_generated))
 
 
 def histogram_edges(values: np.ndarray, n_bins: int = 20, kind: str = "continuous") -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from smartbkg_prod.filter.metrics import StageCosts, sampling_speedup
+from smartbkg_prod.filter.speedup import StageCosts, sampling_speedup
 
 CALIBRATION_POINTS = 201
 

@@ -38,16 +38,16 @@ from smartbkg_prod.filter.graph import (
     take_events,
 )
 from smartbkg_prod.filter.infer import cpu_filter_ms
-from smartbkg_prod.filter.metrics import (
+from smartbkg_prod.filter.metrics import auc
+from smartbkg_prod.filter.model import FilterNet
+from smartbkg_prod.filter.sampling import SamplingCalibration, fit_calibration
+from smartbkg_prod.filter.speedup import (
     StageCosts,
-    auc,
     cut_speedup,
     max_speedup,
     reference_costs,
     sampling_speedup,
 )
-from smartbkg_prod.filter.model import FilterNet
-from smartbkg_prod.filter.sampling import SamplingCalibration, fit_calibration
 
 log = logging.getLogger(__name__)
 

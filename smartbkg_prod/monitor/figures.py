@@ -43,6 +43,14 @@ from sqlalchemy import and_, func, select
 
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.filter.speedup import (
+    REFERENCE_GENERATION_MS,
+    REFERENCE_SIMULATION_MS,
+    StageCosts,
+    cut_speedup_from_keep,
+    max_speedup,
+    sampling_speedup_from_means,
+)
 from smartbkg_prod.monitor.drift import DriftReport, campaign_expectation, check_drift
 from smartbkg_prod.monitor.records import BackendStateRow
 from smartbkg_prod.redact import redact
@@ -58,8 +66,6 @@ from smartbkg_prod.store import (
     Store,
 )
 
-REFERENCE_GENERATION_MS = 0.08  # t_g, Belle II (basf2 paper)
-REFERENCE_SIMULATION_MS = 97.0  # t_s: full simulation + reconstruction
 DEFAULT_WINDOW_S = 3600.0
 DEFAULT_STALL_AFTER_S = 1800.0
 _NICE_BINS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -549,16 +555,15 @@ def effective_speedup(
     if t_g_ms is None or t_s_ms is None or t_nn_ms is None or pass_rate is None:
         speedup.note = "no successful filtered job yet"
         return speedup
-    cost_unfiltered = t_g_ms + t_s_ms
-    cost_filtered = t_g_ms + t_nn_ms + t_s_ms * pass_rate
+    stage_costs = StageCosts(t_g_ms, t_nn_ms, t_s_ms)
     if retention_unfiltered:
-        speedup.ideal = cost_unfiltered / (t_g_ms + t_nn_ms + retention_unfiltered * t_s_ms)
+        speedup.ideal = max_speedup(retention_unfiltered, stage_costs)
     if filter_mode == "sample":
         if not status.events_skimmed:
             speedup.note = "no skimmed event yet: <1/p>_pass unknown"
             return speedup
         mean_inverse_p = status.sum_weights_skimmed / status.events_skimmed
-        speedup.value = cost_unfiltered / (mean_inverse_p * cost_filtered)
+        speedup.value = sampling_speedup_from_means(mean_inverse_p, pass_rate, stage_costs)
         speedup.note = "upper bound: <1/p>_pass from sum of weights (reports carry no sum of w^2)"
         return speedup
     if retention_unfiltered is None or retention_kept is None:
@@ -567,7 +572,7 @@ def effective_speedup(
     keep_pass = (
         min(pass_rate * retention_kept / retention_unfiltered, 1.0) if retention_unfiltered else 0.0
     )
-    speedup.value = keep_pass * cost_unfiltered / cost_filtered
+    speedup.value = cut_speedup_from_keep(keep_pass, pass_rate, stage_costs)
     return speedup
 
 
