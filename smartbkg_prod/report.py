@@ -44,6 +44,40 @@ class Provenance(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
 
 
+class BiasHistogram(BaseModel):
+    """One monitored variable of one job's skimmed events (fixed binning, so jobs add up):
+    the control sample's counts, and the filter-kept events' Σw and Σw²."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    edges: list[float]
+    control: list[Count]
+    weighted: list[float]
+    weighted_squares: list[float]
+
+
+class FilterMonitor(BaseModel):
+    """What one job's control sample says about its filter (``filter.control_fraction``).
+
+    Control events are a random fraction of the generated events simulated whatever the
+    filter decided; ``control_sum_keep_probability`` is Σp over them and
+    ``control_sum_inverse_p_skimmed`` Σ1/p over those the skim passed (sample mode only:
+    a cut gives p = 0). ``histograms`` compare the control sample with the filter-kept,
+    weighted sample, variable by variable.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    control_fraction: float = Field(gt=0, le=1)
+    control_events: Count
+    control_skimmed: Count
+    control_kept: Count
+    control_kept_skimmed: Count
+    control_sum_keep_probability: float = Field(ge=0)
+    control_sum_inverse_p_skimmed: float | None = Field(default=None, ge=0)
+    histograms: dict[str, BiasHistogram] = Field(default_factory=dict)
+
+
 class JobReport(BaseModel):
     """One attempt of one job, as seen by the worker (or by a backend for a lost worker)."""
 
@@ -72,7 +106,9 @@ class JobReport(BaseModel):
     events_skimmed: Count = 0
     sum_weights_kept: float = 0.0
     sum_weights_skimmed: float = 0.0
+    sum_weights_squared_skimmed: float = Field(default=0.0, ge=0)
     filter_mode: str = "off"
+    filter_monitor: FilterMonitor | None = None
     peak_rss_mb: float = Field(default=0.0, ge=0)
     memory_requested_mb: Int64 | None = None
     walltime_requested_s: Int64 | None = None

@@ -86,6 +86,12 @@ class FilterConfig(SpecModel):
     )
     batch_size: PositiveInt = 4096
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    control_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
+        default=0.0,
+        description="fraction of generated events simulated whatever the filter decides: "
+        "the unfiltered control sample the monitor checks the filter's bias and "
+        "speedup against (0 = none)",
+    )
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -99,6 +105,11 @@ class FilterConfig(SpecModel):
             raise ValueError(
                 f"filter mode '{self.mode}' needs filter.model (path to a trained model), "
                 "or set filter.mode: off"
+            )
+        if self.mode == "off" and self.control_fraction > 0:
+            raise ValueError(
+                "filter.control_fraction needs a filter to check: set filter.mode to cut "
+                "or sample, or control_fraction: 0"
             )
         return self
 

@@ -637,8 +637,10 @@ class Store:
         generated, kept, simulated, skimmed, weights = totals
         start, end, cpu = span
         wall = (end - start) if start is not None and end is not None else 0.0
-        retention = skimmed / simulated if simulated else None
-        retention_error = (retention * (1 - retention) / simulated) ** 0.5 if simulated else None
+        # Among the filter-kept events: control-only events are simulated too (see
+        # smartbkg_prod.filter.control) but are not part of the skimmed sample.
+        retention = skimmed / kept if kept else None
+        retention_error = (retention * (1 - retention) / kept) ** 0.5 if kept else None
         return CampaignStatus(
             campaign_id=campaign.id,
             name=campaign.name,

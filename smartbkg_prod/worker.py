@@ -154,19 +154,33 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
     with stages.stage("filter", job.index, attempt):
         if campaign.filter.mode == "off":
             weights = np.ones(particles.n_events)
-            scores = None
+            scores = kept = control = keep_probability = None
+            counts["events_kept"] = particles.n_events
         else:
             from smartbkg_prod.filter.apply import run_filter
+            from smartbkg_prod.filter.control import control_draw
 
             decision = run_filter(particles, campaign.filter, job.seed)
             counts["model_sha256"] = decision.model_sha256
             counts["gpu"] = decision.device if decision.device.startswith("cuda") else None
-            particles = particles.select(decision.keep)
-            weights = np.asarray(decision.weights)[decision.keep]
-            scores = np.asarray(decision.scores, dtype=np.float32)[decision.keep]
-        counts["events_kept"] = particles.n_events
+            counts["events_kept"] = decision.n_kept
+            control = control_draw(particles.n_events, campaign.filter.control_fraction, job.seed)
+            # Control events are simulated whatever the filter decided (weight 0 when it
+            # dropped them): the unfiltered reference the monitor checks the filter with.
+            simulated = decision.keep | control
+            particles = particles.select(simulated)
+            weights = np.asarray(decision.weights)[simulated]
+            scores = np.asarray(decision.scores, dtype=np.float32)[simulated]
+            kept = decision.keep[simulated]
+            control = control[simulated]
+            keep_probability = decision.keep_probability[simulated]
         counts["sum_weights_kept"] = float(weights.sum())
-    log.info("filter mode %s kept %d events", campaign.filter.mode, particles.n_events)
+    log.info(
+        "filter mode %s kept %d events (%d simulated)",
+        campaign.filter.mode,
+        counts["events_kept"],
+        particles.n_events,
+    )
 
     with stages.stage("simulate", job.index, attempt):
         reco = simulate(particles, campaign.simulation, job.seed)
@@ -174,8 +188,25 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
 
     with stages.stage("skim", job.index, attempt):
         skim_result = skim(reco, campaign.skim)
-        counts["events_skimmed"] = int(np.count_nonzero(skim_result.passed))
-        counts["sum_weights_skimmed"] = float(weights[skim_result.passed].sum())
+        passed = skim_result.passed if kept is None else skim_result.passed & kept
+        counts["events_skimmed"] = int(np.count_nonzero(passed))
+        counts["sum_weights_skimmed"] = float(weights[passed].sum())
+        counts["sum_weights_squared_skimmed"] = float(np.square(weights[passed]).sum())
+        if control is not None and campaign.filter.control_fraction > 0:
+            from smartbkg_prod.filter.control import job_monitor, monitor_edges
+            from smartbkg_prod.filter.data import event_variables
+
+            counts["filter_monitor"] = job_monitor(
+                event_variables(particles, reco, skim_result),
+                monitor_edges(campaign.skim),
+                passed=skim_result.passed,
+                kept=kept,
+                control=control,
+                weights=weights,
+                keep_probability=keep_probability,
+                control_fraction=campaign.filter.control_fraction,
+                sample_mode=campaign.filter.mode == "sample",
+            )
     log.info("skim kept %d of %d events", counts["events_skimmed"], particles.n_events)
 
     with stages.stage("write", job.index, attempt):
@@ -193,6 +224,7 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
                 scores=scores,
                 skim=skim_result,
                 keep_mc_particles=campaign.outputs.keep_mc_particles,
+                control=control,
             )
             maybe_inject("write", job.index, attempt)
             _fsync(tmp)
@@ -308,7 +340,9 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         events_skimmed=counts.get("events_skimmed", 0),
         sum_weights_kept=counts.get("sum_weights_kept", 0.0),
         sum_weights_skimmed=counts.get("sum_weights_skimmed", 0.0),
+        sum_weights_squared_skimmed=counts.get("sum_weights_squared_skimmed", 0.0),
         filter_mode=campaign.filter.mode,
+        filter_monitor=counts.get("filter_monitor"),
         peak_rss_mb=peak_rss_mb(),
         memory_requested_mb=campaign.resources.memory_mb,
         walltime_requested_s=campaign.resources.walltime_s,

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from smartbkg_prod.physics.detector import RecoBatch
 from smartbkg_prod.physics.events import PARTICLE_COLUMNS, ParticleBatch
+from smartbkg_prod.physics.skim import SkimResult
 from smartbkg_prod.plan import Job, plan_jobs
 from smartbkg_prod.spec import Campaign, SimulationConfig, SkimConfig
 
@@ -163,6 +165,27 @@ def mc_variables(particles: ParticleBatch) -> dict[str, np.ndarray]:
     }
 
 
+def event_variables(
+    particles: ParticleBatch, reco: RecoBatch, result: SkimResult
+) -> dict[str, np.ndarray]:
+    """Every monitored variable of the events of one simulated and skimmed batch."""
+    charge = reco.charge
+    reco_event = reco.event_index()
+    return {
+        **mc_variables(particles),
+        "n_tracks": np.bincount(reco_event[charge != 0], minlength=reco.n_events).astype(
+            np.float64
+        ),
+        "n_photons": np.bincount(reco_event[charge == 0], minlength=reco.n_events).astype(
+            np.float64
+        ),
+        "mbc": result.best_mbc,
+        "delta_e": result.best_delta_e,
+        "best_mode": np.where(result.passed, result.best_mode, np.nan).astype(np.float64),
+        "n_candidates": result.n_candidates.astype(np.float64),
+    }
+
+
 def simulate_labelled(
     process: str,
     n_events: int,
@@ -183,25 +206,10 @@ def simulate_labelled(
     simulated = time.perf_counter()
     result = run_skim(reco, skim)
     skimmed = time.perf_counter()
-    charge = reco.charge
-    reco_event = reco.event_index()
-    variables = {
-        **mc_variables(particles),
-        "n_tracks": np.bincount(reco_event[charge != 0], minlength=reco.n_events).astype(
-            np.float64
-        ),
-        "n_photons": np.bincount(reco_event[charge == 0], minlength=reco.n_events).astype(
-            np.float64
-        ),
-        "mbc": result.best_mbc,
-        "delta_e": result.best_delta_e,
-        "best_mode": np.where(result.passed, result.best_mode, np.nan).astype(np.float64),
-        "n_candidates": result.n_candidates.astype(np.float64),
-    }
     return LabelledEvents(
         particles=particles,
         passed=result.passed.astype(bool),
-        variables=variables,
+        variables=event_variables(particles, reco, result),
         seconds={
             "generation": generated - start,
             "simulation": simulated - generated,

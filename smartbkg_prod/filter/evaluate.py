@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from smartbkg_prod.filter.control import KL_LIMIT
 from smartbkg_prod.filter.data import (
     CATEGORICAL_VARIABLES,
     CONTINUOUS_VARIABLES,
@@ -39,7 +40,6 @@ from smartbkg_prod.filter.speedup import (
     sampling_speedup,
 )
 
-KL_LIMIT = 0.0015  # reference criterion for an unbiased filter (SmartBKG)
 TIMING_EVENTS = 8192
 
 

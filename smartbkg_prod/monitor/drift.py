@@ -189,7 +189,6 @@ def check_drift(
     expectation: FilterExpectation | None,
     events_generated: int,
     events_kept: int,
-    events_simulated: int,
     events_skimmed: int,
     alpha: float = DEFAULT_ALPHA,
     min_trials: int = DEFAULT_MIN_TRIALS,
@@ -215,7 +214,7 @@ def check_drift(
             check_rate(
                 "skim_retention_kept",
                 events_skimmed,
-                events_simulated,
+                events_kept,
                 expectation.retention_kept,
                 alpha,
                 min_trials,

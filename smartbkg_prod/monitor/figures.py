@@ -15,15 +15,20 @@ Definitions:
 - CPU efficiency: Σ cpu_seconds / (Σ wall_seconds × resources.cores) over all attempts
   with a report;
 - filter pass rate: events_kept / events_generated; skim retention: events_skimmed /
-  events_simulated (among kept events);
+  events_kept (control-only events are simulated but not in the skimmed sample);
 - effective filter speedup (ARCHITECTURE.md), with t_NN measured from
   ``stage_seconds["filter"]`` (latest 1,000 successful attempts) and t_g, t_s the Belle II
   reference costs (and, side by side, the measured ones): hard cut ``S = ε1 (t_g + t_s) / (t_g + t_NN + t_s p_keep)`` with
   ``ε1 = p_keep r_kept / r`` (r = the model's unfiltered retention), sampling
   ``S = (t_g + t_s) / (⟨1/p⟩_pass (t_g + t_NN + t_s ⟨p⟩_all))`` with ``⟨p⟩_all = p_keep``
-  and ``⟨1/p⟩_pass`` estimated by Σw_skimmed / N_skimmed. Reports carry no Σw², and that
-  estimate is a lower bound of ⟨1/p⟩_pass (Jensen), so the sampling figure is an upper
-  bound; the ideal ``S_max = (t_g + t_s) / (t_g + t_NN + r t_s)`` is given for scale.
+  and ``⟨1/p⟩_pass`` estimated by Σw²_skimmed / Σw_skimmed (each kept event stands for
+  w passing ones); for reports from before Σw² was recorded, Σw / N, a lower bound of
+  ⟨1/p⟩_pass (Jensen), makes the figure an upper bound; the ideal
+  ``S_max = (t_g + t_s) / (t_g + t_NN + r t_s)`` is given for scale;
+- the filter check (:mod:`smartbkg_prod.filter.control`), for campaigns with a control
+  sample: the filter's keep rates and effective speedup measured on unfiltered events, and
+  per monitored variable the control vs weighted distributions, KL divergence and χ²
+  p-value.
 
 >>> from smartbkg_prod.store import Store
 >>> all_campaign_figures(Store("sqlite://"))
@@ -43,6 +48,7 @@ from sqlalchemy import and_, func, select
 
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.filter.control import FilterCheck, add_monitors, filter_check
 from smartbkg_prod.filter.speedup import (
     REFERENCE_GENERATION_MS,
     REFERENCE_SIMULATION_MS,
@@ -54,6 +60,7 @@ from smartbkg_prod.filter.speedup import (
 from smartbkg_prod.monitor.drift import DriftReport, campaign_expectation, check_drift
 from smartbkg_prod.monitor.records import BackendStateRow
 from smartbkg_prod.redact import redact
+from smartbkg_prod.report import FilterMonitor
 from smartbkg_prod.store import (
     DONE,
     FAILED,
@@ -173,6 +180,7 @@ class CampaignFigures(BaseModel):
     series: list[ThroughputPoint] = Field(default_factory=list)
     bin_seconds: float
     drift: DriftReport
+    filter_check: FilterCheck | None = None  # from the control sample, when there is one
 
     @property
     def campaign_id(self) -> str:
@@ -234,6 +242,8 @@ class _CampaignData:
     attempt_rows: list
     held: int
     failures: tuple
+    sum_weights_squared: tuple  # (Σ over jobs of Σw² of skimmed events, jobs reporting it)
+    filter_monitor: FilterMonitor | None
 
 
 def _version(session, campaign_id: str) -> tuple:
@@ -341,6 +351,28 @@ def _load(store: Store, campaign_id: str, recent: int) -> _CampaignData:
             )
         )
         failures = _failures(session, campaign_id, attempt_rows, recent)
+        sum_weights_squared = session.execute(
+            select(
+                func.coalesce(
+                    func.sum(ReportRow.body["sum_weights_squared_skimmed"].as_float()), 0.0
+                ),
+                func.count(ReportRow.body["sum_weights_squared_skimmed"].as_float()),
+            ).where(ReportRow.id.in_(first_success))
+        ).one()
+        monitor = None
+        if ((spec or {}).get("filter") or {}).get("control_fraction"):
+            # Only campaigns with a control sample pay for reading these JSON blocks.
+            monitor = add_monitors(
+                [
+                    FilterMonitor.model_validate(block)
+                    for block in session.scalars(
+                        select(ReportRow.body["filter_monitor"]).where(
+                            ReportRow.id.in_(first_success)
+                        )
+                    )
+                    if block
+                ]
+            )
 
     return _CampaignData(
         status=status,
@@ -353,6 +385,8 @@ def _load(store: Store, campaign_id: str, recent: int) -> _CampaignData:
         attempt_rows=attempt_rows,
         held=int(held or 0),
         failures=failures,
+        sum_weights_squared=tuple(sum_weights_squared),
+        filter_monitor=monitor,
     )
 
 
@@ -449,7 +483,7 @@ def campaign_figures(
     quiet = last_report_at is not None and now - last_report_at > max(window_s, stall_after_s)
     series, width = _series(finished, start, last_report_at if quiet else now)
     pass_rate, pass_rate_error = _fraction(status.events_kept, status.events_generated)
-    retention, retention_error = _fraction(status.events_skimmed, status.events_simulated)
+    retention, retention_error = _fraction(status.events_skimmed, status.events_kept)
     (
         generate_s,
         filter_s,
@@ -465,7 +499,6 @@ def campaign_figures(
         expectation if filter_mode != "off" else None,
         status.events_generated,
         status.events_kept,
-        status.events_simulated,
         status.events_skimmed,
     )
     if filter_mode == "off":
@@ -476,6 +509,17 @@ def campaign_figures(
         1000.0 * (simulate_s + skim_s) / cost_simulated if cost_simulated else None,
     )
     retention_unfiltered = expectation.retention_unfiltered if expectation else None
+    sum_w2, jobs_with_sum_w2 = data.sum_weights_squared
+    sum_weights_squared = sum_w2 if jobs_with_sum_w2 == status.jobs_by_state.get(DONE, 0) else None
+    check = (
+        filter_check(
+            data.filter_monitor,
+            filter_mode,
+            StageCosts(reference_generation_ms, t_nn_ms or 0.0, reference_simulation_ms),
+        )
+        if data.filter_monitor is not None and filter_mode != "off"
+        else None
+    )
     speedups = [
         effective_speedup(
             costs_name,
@@ -487,6 +531,7 @@ def campaign_figures(
             retention,
             status,
             retention_unfiltered,
+            sum_weights_squared,
         )
         for costs_name, t_g_ms, t_s_ms in (
             ("reference", reference_generation_ms, reference_simulation_ms),
@@ -531,6 +576,7 @@ def campaign_figures(
         series=series,
         bin_seconds=width,
         drift=drift,
+        filter_check=check,
     )
 
 
@@ -544,8 +590,13 @@ def effective_speedup(
     retention_kept: float | None,
     status: CampaignStatus,
     retention_unfiltered: float | None,
+    sum_weights_squared: float | None = None,
 ) -> Speedup:
-    """The effective speedup of this campaign's filter (see the module docstring)."""
+    """The effective speedup of this campaign's filter (see the module docstring).
+
+    ``sum_weights_squared`` (Σw² of the skimmed events, when every job reports it) gives
+    ``⟨1/p⟩_pass = Σw²/Σw``; without it Σw/N, a lower bound, makes the figure an upper bound.
+    """
     speedup = Speedup(
         costs=costs, t_g_ms=t_g_ms, t_nn_ms=t_nn_ms, t_s_ms=t_s_ms, value=None, ideal=None
     )
@@ -562,9 +613,14 @@ def effective_speedup(
         if not status.events_skimmed:
             speedup.note = "no skimmed event yet: <1/p>_pass unknown"
             return speedup
-        mean_inverse_p = status.sum_weights_skimmed / status.events_skimmed
+        if sum_weights_squared is not None and status.sum_weights_skimmed > 0:
+            mean_inverse_p = sum_weights_squared / status.sum_weights_skimmed
+        else:
+            mean_inverse_p = status.sum_weights_skimmed / status.events_skimmed
+            speedup.note = (
+                "upper bound: <1/p>_pass from sum of weights (some reports carry no sum of w^2)"
+            )
         speedup.value = sampling_speedup_from_means(mean_inverse_p, pass_rate, stage_costs)
-        speedup.note = "upper bound: <1/p>_pass from sum of weights (reports carry no sum of w^2)"
         return speedup
     if retention_unfiltered is None or retention_kept is None:
         speedup.note = "needs the model's unfiltered skim retention (expected_retention_unfiltered)"

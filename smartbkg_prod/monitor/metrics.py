@@ -54,7 +54,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "smartbkg_campaign_wall_seconds": ("counter", "Wall seconds of all attempts with a report."),
     "smartbkg_campaign_cpu_efficiency": ("gauge", "CPU seconds / (wall seconds x cores per job)."),
     "smartbkg_campaign_filter_pass_rate": ("gauge", "events_kept / events_generated."),
-    "smartbkg_campaign_skim_retention": ("gauge", "events_skimmed / events_simulated."),
+    "smartbkg_campaign_skim_retention": ("gauge", "events_skimmed / events_kept."),
     "smartbkg_campaign_filter_seconds_per_event": ("gauge", "Measured NN filter cost t_NN."),
     "smartbkg_campaign_filter_speedup": (
         "gauge",

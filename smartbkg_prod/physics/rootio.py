@@ -3,9 +3,11 @@
 Two trees (``uproot.recreate`` + ``mktree``, i.e. classic TTrees, never RNTuple):
 
 * ``events``: one entry per event of the job's particle batch: ``event_number``,
-  ``weight``, ``score`` (nan without a filter), ``passed_skim``, ``best_mode``, ``mbc``,
-  ``delta_e``, ``n_particles`` and, with ``keep_mc_particles``, the jagged MC particle
-  branches ``pdg mother px py pz E x y z t status`` (counted by ``n_particles``);
+  ``weight``, ``score`` (nan without a filter), ``control`` (a control-sample event, see
+  :mod:`smartbkg_prod.filter.control`; its ``weight`` is 0 when the filter dropped it),
+  ``passed_skim``, ``best_mode``, ``mbc``, ``delta_e``, ``n_particles`` and, with
+  ``keep_mc_particles``, the jagged MC particle branches ``pdg mother px py pz E x y z t
+  status`` (counted by ``n_particles``);
 * ``candidates``: one entry per B-tag candidate passing the skim.
 
 The worker owns temporary names, renames and checksums; this module writes the path given.
@@ -48,6 +50,7 @@ class OutputContents:
     event_number: np.ndarray  # int64
     weight: np.ndarray  # float64
     score: np.ndarray  # float32, nan where no filter score exists
+    control: np.ndarray  # bool, control-sample events
     passed_skim: np.ndarray  # bool
     best_mode: np.ndarray  # int32
     mbc: np.ndarray  # float64
@@ -65,16 +68,23 @@ def write_output(
     scores: np.ndarray | None,
     skim: SkimResult,
     keep_mc_particles: bool = True,
+    control: np.ndarray | None = None,
 ) -> None:
     """Write one job's events and skim candidates to ``path`` (overwritten)."""
     n_events = particles.n_events
+    control = np.zeros(n_events, dtype=np.bool_) if control is None else control
     weights = np.asarray(weights, dtype=np.float64)
     scores = (
         np.full(n_events, np.nan, dtype=np.float32)
         if scores is None
         else np.asarray(scores, np.float32)
     )
-    for name, values in (("weights", weights), ("scores", scores), ("skim.passed", skim.passed)):
+    for name, values in (
+        ("weights", weights),
+        ("scores", scores),
+        ("control", control),
+        ("skim.passed", skim.passed),
+    ):
         if len(values) != n_events:
             raise ValueError(
                 f"{name} has {len(values)} entries but particles has {n_events} events"
@@ -84,6 +94,7 @@ def write_output(
         "event_number": particles.event_number.astype(np.int64),
         "weight": weights,
         "score": scores,
+        "control": np.asarray(control, dtype=np.bool_),
         "passed_skim": skim.passed.astype(np.bool_),
         "best_mode": skim.best_mode.astype(np.int32),
         "mbc": skim.best_mbc.astype(np.float64),
@@ -165,6 +176,9 @@ def read_output(path: Path) -> OutputContents:
         event_number=event_number,
         weight=column("weight", np.float64),
         score=column("score", np.float32),
+        control=column("control", np.bool_)
+        if "control" in names
+        else np.zeros(len(event_number), dtype=np.bool_),
         passed_skim=column("passed_skim", np.bool_),
         best_mode=column("best_mode", np.int32),
         mbc=column("mbc", np.float64),

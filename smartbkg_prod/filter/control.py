@@ -1,0 +1,339 @@
+"""The control sample of a filtered campaign, and what it says about the filter.
+
+A filter is checked where it runs, the way a trigger is: ``filter.control_fraction`` = f
+sends a random fraction f of the generated events to simulation whatever the filter
+decided (a prescaled pass-through stream). The control draw has its own random stream,
+independent of the filter's, so
+
+* the filter-kept events, weighted 1/p, stay an unbiased sample on their own;
+* the control events are an unfiltered sample: the reference for the bias test, and the
+  events on which the filter's keep rates and effective speedup are measured in situ (p is
+  known for every event, kept or not).
+
+An event may be in both samples; it is simulated and written once, with its ``weight``
+(0 when it is only a control event) and a ``control`` flag. Each job summarises its
+skimmed events as fixed-binning histograms (:func:`job_monitor`), so the monitor can add
+jobs up (:func:`add_monitors`) and compare them (:func:`filter_check`):
+
+* normalisation: the control estimate C/f and the weighted sum W = Σw of skimmed events
+  are unbiased for the same unfiltered count; their pull uses Var(W) ≈ Σw(w − 1) and
+  Var(C/f) = C (1 − f)/f² (a cut shows here as the events it lost);
+* shape, per variable: the χ² test of an unweighted against a weighted histogram
+  (:func:`unweighted_weighted_chi2`), and the KL divergence of the normalised histograms
+  (control = P, weighted = Q) with the value pure sampling noise would give; the
+  reference criterion KL < 0.0015 means something only where that noise is well below it.
+
+The two samples share events, which correlates them positively: both tests are
+conservative.
+
+>>> from smartbkg_prod.spec import SkimConfig
+>>> sorted(monitor_edges(SkimConfig()))[:3]
+['best_mode', 'delta_e', 'mbc']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import stats
+
+from smartbkg_prod.filter.speedup import (
+    StageCosts,
+    cut_speedup_from_keep,
+    max_speedup,
+    sampling_speedup_from_means,
+)
+from smartbkg_prod.physics.beams import E_BEAM_CM
+from smartbkg_prod.physics.skim import MODE_NAMES
+from smartbkg_prod.report import BiasHistogram, FilterMonitor
+from smartbkg_prod.spec import SkimConfig
+
+KL_LIMIT = 0.0015  # reference criterion for an unbiased filter (SmartBKG)
+DEFAULT_ALPHA = 0.01  # family-wise false-alarm rate of the χ² tests (Bonferroni over variables)
+CONTROL_STREAM = 0xC0117201  # the control draw's own random stream (see module docstring)
+
+
+def monitor_edges(skim: SkimConfig) -> dict[str, np.ndarray]:
+    """Fixed bin edges of the monitored variables: the same in every job of a campaign.
+
+    Values outside the range fall in the first or last bin.
+    """
+    return {
+        "mbc": np.linspace(skim.mbc_min, E_BEAM_CM, 21),
+        "delta_e": np.linspace(-skim.delta_e_max, skim.delta_e_max, 21),
+        "best_mode": np.arange(-0.5, len(MODE_NAMES)),
+        "n_candidates": np.concatenate([np.arange(0.5, 10.5), [12.5, 15.5, 20.5, 30.5]]),
+        "n_tracks": np.arange(-0.5, 25.5),
+        "n_photons": np.arange(-0.5, 41.5, 2.0),
+        "n_mc_particles": np.arange(0.0, 301.0, 10.0),
+        "n_charged_final": np.arange(-0.5, 25.5),
+        "p_max_charged": np.linspace(0.0, 5.5, 23),
+        "p_sum_charged": np.linspace(0.0, 12.0, 25),
+    }
+
+
+def control_draw(n_events: int, fraction: float, seed: int) -> np.ndarray:
+    """Which of a job's events are control events (deterministic for the job's seed)."""
+    if fraction <= 0.0:
+        return np.zeros(n_events, dtype=bool)
+    return np.random.default_rng([seed, CONTROL_STREAM]).random(n_events) < fraction
+
+
+def _binned(values: np.ndarray, edges: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    inside = np.clip(values, edges[0], np.nextafter(edges[-1], -np.inf))
+    return np.histogram(inside, bins=edges, weights=weights)[0]
+
+
+def job_monitor(
+    variables: dict[str, np.ndarray],
+    edges: dict[str, np.ndarray],
+    *,
+    passed: np.ndarray,
+    kept: np.ndarray,
+    control: np.ndarray,
+    weights: np.ndarray,
+    keep_probability: np.ndarray,
+    control_fraction: float,
+    sample_mode: bool,
+) -> FilterMonitor:
+    """One job's :class:`FilterMonitor` from its simulated events (kept or control).
+
+    ``variables`` are event variables of those events (NaN where undefined); ``weights`` is
+    1/p for kept events and 0 for control-only ones.
+    """
+    passed, kept, control = (np.asarray(a, dtype=bool) for a in (passed, kept, control))
+    weights = np.asarray(weights, dtype=np.float64)
+    keep_probability = np.asarray(keep_probability, dtype=np.float64)
+    control_passed = control & passed
+    kept_passed = kept & passed
+    histograms = {}
+    for name, bin_edges in edges.items():
+        values = np.asarray(variables[name], dtype=np.float64)
+        finite = np.isfinite(values)
+        reference = finite & control_passed
+        filtered = finite & kept_passed
+        w = weights[filtered]
+        histograms[name] = BiasHistogram(
+            edges=bin_edges.tolist(),
+            control=_binned(values[reference], bin_edges, None).astype(int).tolist(),
+            weighted=_binned(values[filtered], bin_edges, w).tolist(),
+            weighted_squares=_binned(values[filtered], bin_edges, w * w).tolist(),
+        )
+    return FilterMonitor(
+        control_fraction=control_fraction,
+        control_events=int(control.sum()),
+        control_skimmed=int(control_passed.sum()),
+        control_kept=int((control & kept).sum()),
+        control_kept_skimmed=int((control_passed & kept).sum()),
+        control_sum_keep_probability=float(keep_probability[control].sum()),
+        control_sum_inverse_p_skimmed=(
+            float(np.sum(1.0 / keep_probability[control_passed])) if sample_mode else None
+        ),
+        histograms=histograms,
+    )
+
+
+def add_monitors(monitors: list[FilterMonitor]) -> FilterMonitor | None:
+    """The sum of many jobs' monitors (``None`` for none). Jobs must share fraction and
+    binning, as the jobs of one campaign do."""
+    if not monitors:
+        return None
+    first = monitors[0]
+    for other in monitors[1:]:
+        if other.control_fraction != first.control_fraction or {
+            name: h.edges for name, h in other.histograms.items()
+        } != {name: h.edges for name, h in first.histograms.items()}:
+            raise ValueError(
+                "filter monitors of one campaign differ in control fraction or binning"
+            )
+
+    def total(field: str) -> float | int:
+        return sum(getattr(m, field) for m in monitors)
+
+    inverse = [m.control_sum_inverse_p_skimmed for m in monitors]
+    return FilterMonitor(
+        control_fraction=first.control_fraction,
+        control_events=total("control_events"),
+        control_skimmed=total("control_skimmed"),
+        control_kept=total("control_kept"),
+        control_kept_skimmed=total("control_kept_skimmed"),
+        control_sum_keep_probability=total("control_sum_keep_probability"),
+        control_sum_inverse_p_skimmed=None if None in inverse else float(sum(inverse)),
+        histograms={
+            name: BiasHistogram(
+                edges=histogram.edges,
+                **{
+                    column: np.sum(
+                        [getattr(m.histograms[name], column) for m in monitors], axis=0
+                    ).tolist()
+                    for column in ("control", "weighted", "weighted_squares")
+                },
+            )
+            for name, histogram in first.histograms.items()
+        },
+    )
+
+
+class VariableBias(BaseModel):
+    """Control vs filtered-and-weighted distribution of one variable, whole campaign."""
+
+    variable: str
+    edges: list[float]
+    control_estimate: list[float]  # C_b / f: unfiltered skimmed events per bin
+    weighted: list[float]  # Σw per bin
+    control_events: int
+    kl_divergence: float | None  # None where a control bin has no weighted event
+    kl_sampling_noise: float | None
+    chi2: float
+    ndf: int
+    p_value: float
+
+
+class FilterCheck(BaseModel):
+    """The campaign's filter seen through its control sample."""
+
+    control_fraction: float
+    control_events: int
+    control_skimmed: int
+    retention: float | None  # skim retention of unfiltered (control) events
+    keep_rate_passing: float | None  # ε1: control events the skim passed that the filter kept
+    keep_rate_failing: float | None  # ε0
+    mean_keep_probability: float | None  # ⟨p⟩_all
+    mean_inverse_p_passing: float | None  # ⟨1/p⟩_pass (sample mode)
+    speedup: float | None  # effective speedup at ``costs``, measured on the control sample
+    max_speedup: float | None
+    costs_ms: dict[str, float]
+    weighted_total: float  # Σw of skimmed kept events
+    control_total_estimate: float  # C/f
+    normalization_pull: float | None  # (Σw − C/f) / σ
+    normalization_p_value: float | None
+    variables: list[VariableBias]
+    max_kl: float | None
+    min_p_value: float | None
+    alpha: float
+    kl_limit: float = KL_LIMIT
+    biased: bool
+    note: str = ""
+
+
+def unweighted_weighted_chi2(
+    counts: np.ndarray, weights: np.ndarray, squares: np.ndarray
+) -> tuple[float, int]:
+    """Shape χ² of an unweighted histogram against a weighted one (Gagunashvili, NIM A 614
+    (2010) 287, the "UW" test of ROOT's ``TH1::Chi2Test``): the common bin probabilities
+    are fitted, so normalisations are free; ndf = used bins − 1. A bin the weighted sample
+    left empty gets the variance of one average weight, Σw²/Σw."""
+    n = np.asarray(counts, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    s2 = np.asarray(squares, dtype=np.float64)
+    used = (n > 0) | (w > 0)
+    n, w, s2 = n[used], w[used], s2[used]
+    total_n, total_w = n.sum(), w.sum()
+    if total_n <= 0 or total_w <= 0 or len(n) < 2:
+        return 0.0, 0
+    s2 = np.where(s2 > 0, s2, np.sum(s2) / total_w)
+    a = total_w * w - total_n * s2
+    probability = (a + np.sqrt(a * a + 4.0 * total_w**2 * s2 * n)) / (2.0 * total_w**2)
+    expected_n = total_n * probability
+    # A bin the control sample left empty can get p = 0: its first term tends to 0.
+    first = np.divide((n - expected_n) ** 2, expected_n, out=np.zeros_like(n), where=expected_n > 0)
+    chi2 = np.sum(first) + np.sum((w - total_w * probability) ** 2 / s2)
+    return float(chi2), len(n) - 1
+
+
+def compare_histogram(name: str, histogram: BiasHistogram, fraction: float) -> VariableBias:
+    """Shape χ² (:func:`unweighted_weighted_chi2`) and KL of one variable."""
+    control = np.asarray(histogram.control, dtype=np.float64)
+    weighted = np.asarray(histogram.weighted, dtype=np.float64)
+    squares = np.asarray(histogram.weighted_squares, dtype=np.float64)
+    chi2, ndf = unweighted_weighted_chi2(control, weighted, squares)
+    estimate = control / fraction
+    total = estimate.sum()
+    populated = estimate > 0
+    kl = noise = None
+    # KL(P‖Q) is infinite where the weighted sample left a control bin empty: undefined.
+    if total > 0 and weighted.sum() > 0 and (weighted[populated] > 0).all():
+        p_hist = estimate[populated] / total
+        q_hist = weighted[populated] / weighted.sum()
+        kl = float(np.sum(p_hist * np.log(p_hist / q_hist)))
+        # E[KL] ≈ Σ_b Var_b / (2 N n_b) for unbiased samples of this size.
+        variance = (squares - weighted + control * (1.0 - fraction) / fraction**2)[populated]
+        noise = float(np.sum(np.maximum(variance, 0.0) / (2.0 * total * estimate[populated])))
+    return VariableBias(
+        variable=name,
+        edges=histogram.edges,
+        control_estimate=estimate.tolist(),
+        weighted=weighted.tolist(),
+        control_events=int(control.sum()),
+        kl_divergence=kl,
+        kl_sampling_noise=noise,
+        chi2=chi2,
+        ndf=ndf,
+        p_value=float(stats.chi2.sf(chi2, ndf)) if ndf else 1.0,
+    )
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def filter_check(
+    monitor: FilterMonitor, mode: str, costs: StageCosts, alpha: float = DEFAULT_ALPHA
+) -> FilterCheck:
+    """Bias tests, keep rates and effective speedup of a campaign from its summed monitor.
+
+    ``biased`` when the normalisation pull or any variable's shape χ² is significant at
+    ``alpha`` (Bonferroni over the tests).
+    """
+    m = monitor
+    f = m.control_fraction
+    retention = _ratio(m.control_skimmed, m.control_events)
+    keep_rate_passing = _ratio(m.control_kept_skimmed, m.control_skimmed)
+    keep_rate_failing = _ratio(
+        m.control_kept - m.control_kept_skimmed, m.control_events - m.control_skimmed
+    )
+    mean_p = _ratio(m.control_sum_keep_probability, m.control_events)
+    mean_inverse_p = (
+        _ratio(m.control_sum_inverse_p_skimmed, m.control_skimmed)
+        if m.control_sum_inverse_p_skimmed is not None
+        else None
+    )
+    speedup = None
+    if mode == "sample" and mean_inverse_p is not None and mean_p is not None:
+        speedup = sampling_speedup_from_means(mean_inverse_p, mean_p, costs)
+    elif mode == "cut" and keep_rate_passing is not None and mean_p is not None:
+        speedup = cut_speedup_from_keep(keep_rate_passing, mean_p, costs)
+    # Normalisation: every skimmed kept event counted once, in a variable defined for all.
+    everyone = m.histograms.get("n_mc_particles")
+    weighted_total = float(np.sum(everyone.weighted)) if everyone else 0.0
+    squares_total = float(np.sum(everyone.weighted_squares)) if everyone else 0.0
+    control_total = m.control_skimmed / f
+    sigma = np.sqrt(max(squares_total - weighted_total, 0.0) + m.control_skimmed * (1 - f) / f**2)
+    pull = (weighted_total - control_total) / sigma if sigma > 0 else None
+    pull_p = float(2.0 * stats.norm.sf(abs(pull))) if pull is not None else None
+    variables = [compare_histogram(name, histogram, f) for name, histogram in m.histograms.items()]
+    p_values = [v.p_value for v in variables if v.ndf] + ([pull_p] if pull_p is not None else [])
+    kls = [v.kl_divergence for v in variables if v.kl_divergence is not None]
+    return FilterCheck(
+        control_fraction=f,
+        control_events=m.control_events,
+        control_skimmed=m.control_skimmed,
+        retention=retention,
+        keep_rate_passing=keep_rate_passing,
+        keep_rate_failing=keep_rate_failing,
+        mean_keep_probability=mean_p,
+        mean_inverse_p_passing=mean_inverse_p,
+        speedup=speedup,
+        max_speedup=max_speedup(retention, costs) if retention is not None else None,
+        costs_ms=costs.to_dict(),
+        weighted_total=weighted_total,
+        control_total_estimate=control_total,
+        normalization_pull=pull,
+        normalization_p_value=pull_p,
+        variables=variables,
+        max_kl=max(kls) if kls else None,
+        min_p_value=min(p_values, default=None),
+        alpha=alpha,
+        biased=bool(p_values) and min(p_values) < alpha / len(p_values),
+        note="" if m.control_skimmed else "no skimmed control event yet",
+    )
