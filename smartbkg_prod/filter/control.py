@@ -65,8 +65,9 @@ def monitor_edges(skim: SkimConfig) -> dict[str, np.ndarray]:
         "n_candidates": np.concatenate([np.arange(0.5, 10.5), [12.5, 15.5, 20.5, 30.5]]),
         "n_tracks": np.arange(-0.5, 25.5),
         "n_photons": np.arange(-0.5, 41.5, 2.0),
-        "n_mc_particles": np.arange(0.0, 301.0, 10.0),
-        "n_charged_final": np.arange(-0.5, 25.5),
+        "n_mc_particles": np.arange(0.0, 161.0, 4.0),
+        # Charge conservation makes the charged multiplicity even: bins of two.
+        "n_charged_final": np.arange(-0.5, 32.5, 2.0),
         "p_max_charged": np.linspace(0.0, 5.5, 23),
         "p_sum_charged": np.linspace(0.0, 12.0, 25),
     }

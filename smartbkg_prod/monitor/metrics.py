@@ -67,6 +67,27 @@ METRICS: dict[str, tuple[str, str]] = {
         "Binomial two-sided p-value, observed vs expected.",
     ),
     "smartbkg_campaign_filter_drift_alarm": ("gauge", "1 when the deviation is significant."),
+    "smartbkg_campaign_filter_control_speedup": (
+        "gauge",
+        "Effective filter speedup at reference costs measured on the control sample.",
+    ),
+    "smartbkg_campaign_filter_control_keep_rate": (
+        "gauge",
+        "Filter keep rate of control events the skim passed / failed.",
+    ),
+    "smartbkg_campaign_filter_bias_normalization_pull": (
+        "gauge",
+        "(sum of weights - control estimate) / sigma, skimmed events.",
+    ),
+    "smartbkg_campaign_filter_bias_p_value": (
+        "gauge",
+        "Control vs weighted chi2 p-value per monitored variable.",
+    ),
+    "smartbkg_campaign_filter_bias_kl": (
+        "gauge",
+        "Control vs weighted KL divergence per monitored variable.",
+    ),
+    "smartbkg_campaign_filter_bias_alarm": ("gauge", "1 when the control sample shows bias."),
     "smartbkg_site_cpu_efficiency": ("gauge", "CPU efficiency per campaign and site."),
     "smartbkg_monitor_campaigns": ("gauge", "Campaigns in the store."),
     "smartbkg_monitor_scrape_duration_seconds": ("gauge", "Time to compute this scrape."),
@@ -116,6 +137,9 @@ _LABELS = {
     "smartbkg_campaign_filter_drift_observed": ["campaign", "quantity"],
     "smartbkg_campaign_filter_drift_p_value": ["campaign", "quantity"],
     "smartbkg_campaign_filter_drift_alarm": ["campaign", "quantity"],
+    "smartbkg_campaign_filter_control_keep_rate": ["campaign", "skim"],
+    "smartbkg_campaign_filter_bias_p_value": ["campaign", "variable"],
+    "smartbkg_campaign_filter_bias_kl": ["campaign", "variable"],
     "smartbkg_site_cpu_efficiency": ["campaign", "site"],
     "smartbkg_monitor_campaigns": [],
     "smartbkg_monitor_scrape_duration_seconds": [],
@@ -179,6 +203,16 @@ def _add_campaign(families: dict[str, Metric], figures: CampaignFigures) -> None
         gauge("smartbkg_campaign_filter_drift_observed", check.observed, check.quantity)
         gauge("smartbkg_campaign_filter_drift_p_value", check.p_value, check.quantity)
         gauge("smartbkg_campaign_filter_drift_alarm", 1.0 if check.alarm else 0.0, check.quantity)
+    control = figures.filter_check
+    if control is not None:
+        gauge("smartbkg_campaign_filter_control_speedup", control.speedup)
+        gauge("smartbkg_campaign_filter_control_keep_rate", control.keep_rate_passing, "passed")
+        gauge("smartbkg_campaign_filter_control_keep_rate", control.keep_rate_failing, "failed")
+        gauge("smartbkg_campaign_filter_bias_normalization_pull", control.normalization_pull)
+        gauge("smartbkg_campaign_filter_bias_alarm", 1.0 if control.biased else 0.0)
+        for variable in control.variables:
+            gauge("smartbkg_campaign_filter_bias_p_value", variable.p_value, variable.variable)
+            gauge("smartbkg_campaign_filter_bias_kl", variable.kl_divergence, variable.variable)
 
 
 def registry_for(store: Store, **figure_options) -> CollectorRegistry:

@@ -170,3 +170,52 @@ def heatmap(
                 )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def distribution_chart(
+    element_id: str,
+    edges: list[float],
+    reference: list[float],
+    weighted: list[float],
+    label: str,
+    width: int = 300,
+    height: int = 150,
+) -> str:
+    """Normalised histograms: ``reference`` as grey bars, ``weighted`` as a blue step line
+    (bin index on the x axis, so discrete and continuous variables look alike)."""
+    left, right, top, bottom = 8, 8, 16, 18
+    plot_w, plot_h = width - left - right, height - top - bottom
+    ref_total, w_total = sum(reference) or 1.0, sum(weighted) or 1.0
+    ref = [v / ref_total for v in reference]
+    wgt = [v / w_total for v in weighted]
+    peak = max(ref + wgt + [1e-12])
+    n_bins = max(len(ref), 1)
+    bin_w = plot_w / n_bins
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - value / peak)
+
+    parts = [
+        f'<svg id="{escape(element_id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}: control vs weighted">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>',
+        f'<text x="{left}" y="11" {_FONT}>{escape(label)}</text>',
+    ]
+    for index, value in enumerate(ref):
+        parts.append(
+            f'<rect class="control" x="{left + index * bin_w:.1f}" y="{y(value):.1f}" '
+            f'width="{bin_w:.1f}" height="{top + plot_h - y(value):.1f}" fill="#cbd5e1"/>'
+        )
+    steps = " ".join(
+        f"{left + index * bin_w:.1f},{y(value):.1f} {left + (index + 1) * bin_w:.1f},{y(value):.1f}"
+        for index, value in enumerate(wgt)
+    )
+    parts.append(f'<polyline class="weighted" points="{steps}" fill="none" stroke="#2563eb"/>')
+    if edges:
+        parts.append(
+            f'<text x="{left}" y="{height - 4}" {_FONT}>{_number(edges[0])}</text>'
+            f'<text x="{width - right}" y="{height - 4}" text-anchor="end" {_FONT}>'
+            f"{_number(edges[-1])}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)

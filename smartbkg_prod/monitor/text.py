@@ -54,6 +54,7 @@ def format_campaign(figures: CampaignFigures) -> str:
         flag
         for flag, on in (
             ("DRIFT-ALARM", figures.drift.alarm),
+            ("BIAS-ALARM", figures.filter_check is not None and figures.filter_check.biased),
             ("STALLED", figures.stalled),
             ("COMPLETE", s.complete),
         )
@@ -70,6 +71,16 @@ def format_campaign(figures: CampaignFigures) -> str:
         f"  quality  CPU eff. {fmt_percent(figures.cpu_efficiency)}, pass rate {fmt_percent(figures.filter_pass_rate)}, "
         f"retention {fmt_percent(figures.skim_retention)}, failed attempts {figures.attempts_failed}",
     ]
+    check = figures.filter_check
+    if check is not None:
+        kl = "-" if check.max_kl is None else f"{check.max_kl:.2g}"
+        p_value = "-" if check.min_p_value is None else f"{check.min_p_value:.2g}"
+        speedup = "-" if check.speedup is None else f"{check.speedup:.2f}"
+        lines.append(
+            f"  control  {check.control_events:,} events, {check.control_skimmed:,} skimmed: "
+            f"speedup {speedup}, keep rate pass {fmt_percent(check.keep_rate_passing)}, "
+            f"max KL {kl}, min p {p_value}{' BIASED' if check.biased else ''}"
+        )
     if figures.top_failures:
         top = figures.top_failures[0]
         lines.append(

@@ -43,6 +43,7 @@ th{background:#f8fafc}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .cards{display:flex;flex-wrap:wrap;gap:8px}.card{border:1px solid #e5e7eb;border-radius:6px;padding:6px 10px;min-width:120px}
 .card .v{font-size:18px;font-weight:600}.card .k{font-size:11px;color:#555}
 .row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+.charts{display:flex;flex-wrap:wrap;gap:8px}
 .alarm{background:#fee2e2;border:1px solid #dc2626;color:#7f1d1d;padding:8px 12px;border-radius:6px;margin:8px 0}
 .ok{background:#dcfce7;border:1px solid #16a34a;color:#14532d;padding:8px 12px;border-radius:6px;margin:8px 0}
 .muted{color:#666}.badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:11px;color:#fff}
@@ -134,6 +135,57 @@ def _drift_html(figures: CampaignFigures) -> str:
         f"<div id='drift' class='{css}'><b>{title}</b> "
         f"<span class='muted'>(binomial test, alarm below p = {drift.alpha:g}; expectation from "
         f"{escape(source)})</span><ul>{''.join(lines)}</ul></div>"
+    )
+
+
+def _filter_check_html(figures: CampaignFigures) -> str:
+    """The control sample's verdict: keep rates, in-situ speedup, bias per variable."""
+    check = figures.filter_check
+    if check is None:
+        return (
+            "<section id='filter-check'><h2>Filter bias (control sample)</h2><p class='muted'>"
+            "No control sample: set filter.control_fraction to check the filter's bias and "
+            "speedup on unfiltered events.</p></section>"
+        )
+
+    def number(value: float | None, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}g}"
+
+    rows = "".join(
+        f"<tr data-variable='{escape(v.variable)}'><td>{escape(v.variable)}</td>"
+        f"<td class='n'>{v.control_events:,}</td><td class='n'>{number(v.kl_divergence)}</td>"
+        f"<td class='n'>{number(v.kl_sampling_noise)}</td>"
+        f"<td class='n'>{v.chi2:.1f}/{v.ndf}</td><td class='n'>{v.p_value:.3g}</td></tr>"
+        for v in check.variables
+    )
+    charts = "".join(
+        svg.distribution_chart(
+            f"bias-{v.variable}", v.edges, v.control_estimate, v.weighted, v.variable
+        )
+        for v in check.variables
+    )
+    verdict = (
+        "<b>Filter bias: ALARM</b>" if check.biased else "<b>Filter consistent with no bias</b>"
+    )
+    pull = "-" if check.normalization_pull is None else f"{check.normalization_pull:+.2f}"
+    return (
+        f"<section id='filter-check' class='{'alarm' if check.biased else 'ok'}'>"
+        f"<h2>Filter bias (control sample)</h2><p>{verdict} <span class='muted'>(χ² tests, "
+        f"alarm below p = {check.alpha:g} / tests; KL criterion {check.kl_limit:g} where the "
+        f"noise allows)</span></p>"
+        f"<p>control fraction {check.control_fraction:g}: {check.control_events:,} events, "
+        f"{check.control_skimmed:,} skimmed (retention {fmt_percent(check.retention)}); keep "
+        f"rate of passing events {fmt_percent(check.keep_rate_passing)}, of failing "
+        f"{fmt_percent(check.keep_rate_failing)}; ⟨p⟩ {number(check.mean_keep_probability)}, "
+        f"⟨1/p⟩<sub>pass</sub> {number(check.mean_inverse_p_passing)}; "
+        f"<span id='control-speedup'>speedup {fmt_rate(check.speedup, 2)} of "
+        f"S<sub>max</sub> {fmt_rate(check.max_speedup, 2)}</span> at reference costs; "
+        f"Σw {check.weighted_total:,.1f} vs C/f {check.control_total_estimate:,.1f} "
+        f"(pull {pull})</p>"
+        f"<table id='bias'><thead><tr><th>variable</th><th>control events</th><th>KL</th>"
+        f"<th>KL noise</th><th>χ²/ndf</th><th>p</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<p class='muted'>grey: control sample, blue: filter-kept events weighted 1/p "
+        f"(both normalised)</p><div class='charts'>{charts}</div></section>"
     )
 
 
@@ -261,7 +313,7 @@ def campaign_detail_html(figures: CampaignFigures, router: Router | None = None)
         f"<div><h2>Failure matrix (exit/error code × site)</h2>{matrix}</div></div>"
         f"<h2>Effective filter speedup</h2><table id='speedup'><thead><tr><th>costs</th><th>t_g ms</th>"
         f"<th>t_NN ms</th><th>t_s ms</th><th>S</th><th>S_max</th><th></th></tr></thead><tbody>{speedups}</tbody></table>"
-        f"{_failures_html(figures)}<h2>Sites</h2>{_sites_html(figures)}{recovery}"
+        f"{_filter_check_html(figures) if figures.filter_mode != 'off' else ''}{_failures_html(figures)}<h2>Sites</h2>{_sites_html(figures)}{recovery}"
     )
     return html_page(s.name, body)
 
