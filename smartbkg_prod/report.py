@@ -46,7 +46,8 @@ class Provenance(BaseModel):
 
 class BiasHistogram(BaseModel):
     """One monitored variable of one job's skimmed events (fixed binning, so jobs add up):
-    the control sample's counts, and the filter-kept events' Σw and Σw²."""
+    the control sample's counts, and Σw and Σw² of the filter-kept events that are not
+    control events."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -63,7 +64,7 @@ class FilterMonitor(BaseModel):
     filter decided; ``control_sum_keep_probability`` is Σp over them and
     ``control_sum_inverse_p_skimmed`` Σ1/p over those the skim passed (sample mode only:
     a cut gives p = 0). ``histograms`` compare the control sample with the filter-kept,
-    weighted sample, variable by variable.
+    weighted, non-control events, variable by variable.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -42,6 +42,18 @@ def test_round_trip_is_identical(tmp_path, job):
         )
 
 
+def test_control_flags_round_trip_and_default_to_false(tmp_path, job):
+    particles, result, weights, scores = job
+    control = np.random.default_rng(10).random(particles.n_events) < 0.2
+    path = tmp_path / "job.root"
+    write_output(
+        path, particles=particles, weights=weights, scores=scores, skim=result, control=control
+    )
+    assert np.array_equal(read_output(path).control, control)
+    write_output(path, particles=particles, weights=weights, scores=scores, skim=result)
+    assert not read_output(path).control.any()
+
+
 def test_files_hold_ttrees_not_rntuples(tmp_path, job):
     particles, result, weights, scores = job
     path = tmp_path / "job.root"

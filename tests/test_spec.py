@@ -48,6 +48,18 @@ BAD_SPECS = [
     ("unknown process", with_changes(process="higgs"), "process", "allowed: 'bbbar_mixed'"),
     ("filter without model", with_changes(filter={"mode": "cut"}), "filter", "needs filter.model"),
     ("unknown filter mode", with_changes(filter={"mode": "maybe"}), "filter.mode", "allowed:"),
+    (
+        "control sample without a filter",
+        with_changes(filter={"mode": "off", "control_fraction": 0.1}),
+        "filter",
+        "control_fraction needs a filter",
+    ),
+    (
+        "control fraction above one half",
+        with_changes(filter={"mode": "sample", "model": "default", "control_fraction": 0.8}),
+        "filter.control_fraction",
+        "0.5",
+    ),
     ("nested unknown key", with_changes(resources={"cpus": 2}), "resources.cpus", "unknown key"),
     ("non-YAML file", "name: [unclosed\n", "(file)", "not valid YAML"),
     ("empty file", "", "(top level)", "empty"),

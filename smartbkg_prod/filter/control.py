@@ -13,18 +13,18 @@ independent of the filter's, so
 An event may be in both samples; it is simulated and written once, with its ``weight``
 (0 when it is only a control event) and a ``control`` flag. Each job summarises its
 skimmed events as fixed-binning histograms (:func:`job_monitor`), so the monitor can add
-jobs up (:func:`add_monitors`) and compare them (:func:`filter_check`):
+jobs up (:func:`add_monitors`) and compare them (:func:`filter_check`). The test's
+filtered sample is the kept events that are *not* control events: each event is a control
+event independently of everything else, so the control events and the others are two
+independent samples of the same events' distribution, and the weighted sum W = Σw of the
+others, scaled by 1/(1 − f), estimates the same skimmed count as C/f:
 
-* normalisation: the control estimate C/f and the weighted sum W = Σw of skimmed events
-  are unbiased for the same unfiltered count; their pull uses Var(W) ≈ Σw(w − 1) and
-  Var(C/f) = C (1 − f)/f² (a cut shows here as the events it lost);
+* normalisation: the pull of W/(1 − f) against C/f, with Var(W) ≈ Σw² and Var(C) ≈ C
+  (a cut shows here as the events it lost);
 * shape, per variable: the χ² test of an unweighted against a weighted histogram
   (:func:`unweighted_weighted_chi2`), and the KL divergence of the normalised histograms
   (control = P, weighted = Q) with the value pure sampling noise would give; the
   reference criterion KL < 0.0015 means something only where that noise is well below it.
-
-The two samples share events, which correlates them positively: both tests are
-conservative.
 
 >>> from smartbkg_prod.spec import SkimConfig
 >>> sorted(monitor_edges(SkimConfig()))[:3]
@@ -106,13 +106,15 @@ def job_monitor(
     weights = np.asarray(weights, dtype=np.float64)
     keep_probability = np.asarray(keep_probability, dtype=np.float64)
     control_passed = control & passed
-    kept_passed = kept & passed
+    # The filtered sample of the test leaves control events out: the two samples are then
+    # disjoint and, events being independent, independent (see the module docstring).
+    filtered_passed = kept & ~control & passed
     histograms = {}
     for name, bin_edges in edges.items():
         values = np.asarray(variables[name], dtype=np.float64)
         finite = np.isfinite(values)
         reference = finite & control_passed
-        filtered = finite & kept_passed
+        filtered = finite & filtered_passed
         w = weights[filtered]
         histograms[name] = BiasHistogram(
             edges=bin_edges.tolist(),
@@ -180,8 +182,8 @@ class VariableBias(BaseModel):
 
     variable: str
     edges: list[float]
-    control_estimate: list[float]  # C_b / f: unfiltered skimmed events per bin
-    weighted: list[float]  # Σw per bin
+    control_estimate: list[float]  # C_b / f: skimmed events per bin from the control sample
+    weighted_estimate: list[float]  # W_b / (1 − f): the same from the filtered sample
     control_events: int
     kl_divergence: float | None  # None where a control bin has no weighted event
     kl_sampling_noise: float | None
@@ -204,8 +206,8 @@ class FilterCheck(BaseModel):
     speedup: float | None  # effective speedup at ``costs``, measured on the control sample
     max_speedup: float | None
     costs_ms: dict[str, float]
-    weighted_total: float  # Σw of skimmed kept events
-    control_total_estimate: float  # C/f
+    weighted_estimate: float  # W/(1 − f): skimmed events estimated from the filtered sample
+    control_estimate: float  # C/f: the same from the control sample
     normalization_pull: float | None  # (Σw − C/f) / σ
     normalization_p_value: float | None
     variables: list[VariableBias]
@@ -248,23 +250,23 @@ def compare_histogram(name: str, histogram: BiasHistogram, fraction: float) -> V
     weighted = np.asarray(histogram.weighted, dtype=np.float64)
     squares = np.asarray(histogram.weighted_squares, dtype=np.float64)
     chi2, ndf = unweighted_weighted_chi2(control, weighted, squares)
-    estimate = control / fraction
-    total = estimate.sum()
-    populated = estimate > 0
+    total_c, total_w = control.sum(), weighted.sum()
+    populated = control > 0
     kl = noise = None
     # KL(P‖Q) is infinite where the weighted sample left a control bin empty: undefined.
-    if total > 0 and weighted.sum() > 0 and (weighted[populated] > 0).all():
-        p_hist = estimate[populated] / total
-        q_hist = weighted[populated] / weighted.sum()
+    if total_c > 0 and total_w > 0 and (weighted[populated] > 0).all():
+        p_hist = control[populated] / total_c
+        q_hist = weighted[populated] / total_w
         kl = float(np.sum(p_hist * np.log(p_hist / q_hist)))
-        # E[KL] ≈ Σ_b Var_b / (2 N n_b) for unbiased samples of this size.
-        variance = (squares - weighted + control * (1.0 - fraction) / fraction**2)[populated]
-        noise = float(np.sum(np.maximum(variance, 0.0) / (2.0 * total * estimate[populated])))
+        # E[KL] ≈ Σ_b (Var p̂_b + Var q̂_b) / (2 p_b) for two unbiased samples of this size.
+        noise = float(
+            np.sum(1.0 / (2.0 * total_c) + squares[populated] / (2.0 * total_w**2 * p_hist))
+        )
     return VariableBias(
         variable=name,
         edges=histogram.edges,
-        control_estimate=estimate.tolist(),
-        weighted=weighted.tolist(),
+        control_estimate=(control / fraction).tolist(),
+        weighted_estimate=(weighted / (1.0 - fraction)).tolist(),
         control_events=int(control.sum()),
         kl_divergence=kl,
         kl_sampling_noise=noise,
@@ -306,10 +308,10 @@ def filter_check(
         speedup = cut_speedup_from_keep(keep_rate_passing, mean_p, costs)
     # Normalisation: every skimmed kept event counted once, in a variable defined for all.
     everyone = m.histograms.get("n_mc_particles")
-    weighted_total = float(np.sum(everyone.weighted)) if everyone else 0.0
-    squares_total = float(np.sum(everyone.weighted_squares)) if everyone else 0.0
+    weighted_total = float(np.sum(everyone.weighted)) / (1.0 - f) if everyone else 0.0
+    squares_total = float(np.sum(everyone.weighted_squares)) / (1.0 - f) ** 2 if everyone else 0.0
     control_total = m.control_skimmed / f
-    sigma = np.sqrt(max(squares_total - weighted_total, 0.0) + m.control_skimmed * (1 - f) / f**2)
+    sigma = np.sqrt(squares_total + m.control_skimmed / f**2)
     pull = (weighted_total - control_total) / sigma if sigma > 0 else None
     pull_p = float(2.0 * stats.norm.sf(abs(pull))) if pull is not None else None
     variables = [compare_histogram(name, histogram, f) for name, histogram in m.histograms.items()]
@@ -327,8 +329,8 @@ def filter_check(
         speedup=speedup,
         max_speedup=max_speedup(retention, costs) if retention is not None else None,
         costs_ms=costs.to_dict(),
-        weighted_total=weighted_total,
-        control_total_estimate=control_total,
+        weighted_estimate=weighted_total,
+        control_estimate=control_total,
         normalization_pull=pull,
         normalization_p_value=pull_p,
         variables=variables,

@@ -160,7 +160,7 @@ def _filter_check_html(figures: CampaignFigures) -> str:
     )
     charts = "".join(
         svg.distribution_chart(
-            f"bias-{v.variable}", v.edges, v.control_estimate, v.weighted, v.variable
+            f"bias-{v.variable}", v.edges, v.control_estimate, v.weighted_estimate, v.variable
         )
         for v in check.variables
     )
@@ -180,12 +180,12 @@ def _filter_check_html(figures: CampaignFigures) -> str:
         f"⟨1/p⟩<sub>pass</sub> {number(check.mean_inverse_p_passing)}; "
         f"<span id='control-speedup'>speedup {fmt_rate(check.speedup, 2)} of "
         f"S<sub>max</sub> {fmt_rate(check.max_speedup, 2)}</span> at reference costs; "
-        f"Σw {check.weighted_total:,.1f} vs C/f {check.control_total_estimate:,.1f} "
-        f"(pull {pull})</p>"
+        f"skimmed events estimated from the filtered sample {check.weighted_estimate:,.1f}, "
+        f"from the control sample {check.control_estimate:,.1f} (pull {pull})</p>"
         f"<table id='bias'><thead><tr><th>variable</th><th>control events</th><th>KL</th>"
         f"<th>KL noise</th><th>χ²/ndf</th><th>p</th></tr></thead><tbody>{rows}</tbody></table>"
-        f"<p class='muted'>grey: control sample, blue: filter-kept events weighted 1/p "
-        f"(both normalised)</p><div class='charts'>{charts}</div></section>"
+        f"<p class='muted'>grey: control sample, blue: filter-kept events that are not control "
+        f"events, weighted 1/p (both normalised)</p><div class='charts'>{charts}</div></section>"
     )
 
 
