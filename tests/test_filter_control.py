@@ -138,6 +138,16 @@ def test_monitors_with_different_binning_are_refused():
         add_monitors([first, other])
 
 
+def test_no_bias_alarm_below_the_minimum_of_skimmed_control_events():
+    rng = np.random.default_rng(12)
+    arrays = job_arrays(rng, 300)
+    arrays["kept"][:] = False  # a filter that drops everything: as biased as can be
+    arrays["weights"][:] = 0.0
+    check = filter_check(monitor_of(arrays), "sample", reference_costs(0.05))
+    assert check.control_skimmed < 100 and not check.biased
+    assert "no alarm below 100" in check.note
+
+
 def test_filter_check_measures_keep_rates_and_speedup_on_control_events():
     rng = np.random.default_rng(9)
     arrays = job_arrays(rng, 5000)

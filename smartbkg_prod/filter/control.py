@@ -50,6 +50,8 @@ from smartbkg_prod.spec import SkimConfig
 
 KL_LIMIT = 0.0015  # reference criterion for an unbiased filter (SmartBKG)
 DEFAULT_ALPHA = 0.01  # family-wise false-alarm rate of the χ² tests (Bonferroni over variables)
+# Below this many skimmed control events the χ² approximations are poor: no alarm yet.
+MIN_CONTROL_SKIMMED = 100
 CONTROL_STREAM = 0xC0117201  # the control draw's own random stream (see module docstring)
 
 
@@ -286,7 +288,8 @@ def filter_check(
     """Bias tests, keep rates and effective speedup of a campaign from its summed monitor.
 
     ``biased`` when the normalisation pull or any variable's shape χ² is significant at
-    ``alpha`` (Bonferroni over the tests).
+    ``alpha`` (Bonferroni over the tests), once there are ``MIN_CONTROL_SKIMMED`` skimmed
+    control events.
     """
     m = monitor
     f = m.control_fraction
@@ -337,6 +340,10 @@ def filter_check(
         max_kl=max(kls) if kls else None,
         min_p_value=min(p_values, default=None),
         alpha=alpha,
-        biased=bool(p_values) and min(p_values) < alpha / len(p_values),
-        note="" if m.control_skimmed else "no skimmed control event yet",
+        biased=m.control_skimmed >= MIN_CONTROL_SKIMMED
+        and bool(p_values)
+        and min(p_values) < alpha / len(p_values),
+        note=""
+        if m.control_skimmed >= MIN_CONTROL_SKIMMED
+        else f"{m.control_skimmed} skimmed control events: no alarm below {MIN_CONTROL_SKIMMED}",
     )

@@ -165,11 +165,15 @@ def _filter_check_html(figures: CampaignFigures) -> str:
         for v in check.variables
     )
     verdict = (
-        "<b>Filter bias: ALARM</b>" if check.biased else "<b>Filter consistent with no bias</b>"
+        "<b>Filter bias: ALARM</b>"
+        if check.biased
+        else f"<b>Too few control events to judge</b> ({escape(check.note)})"
+        if check.note
+        else "<b>Filter consistent with no bias</b>"
     )
     pull = "-" if check.normalization_pull is None else f"{check.normalization_pull:+.2f}"
     return (
-        f"<section id='filter-check' class='{'alarm' if check.biased else 'ok'}'>"
+        f"<section id='filter-check' class='{'alarm' if check.biased else 'muted' if check.note else 'ok'}'>"
         f"<h2>Filter bias (control sample)</h2><p>{verdict} <span class='muted'>(χ² tests, "
         f"alarm below p = {check.alpha:g} / tests; KL criterion {check.kl_limit:g} where the "
         f"noise allows)</span></p>"
