@@ -14,14 +14,13 @@ Targets (issue 4): >= 10,000 events/s on one CPU core (torch.set_num_threads(1))
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import machine, write_results
 
 from smartbkg_prod.filter.data import LabelledEvents
 from smartbkg_prod.filter.graph import ParticleTensors
@@ -231,14 +230,8 @@ def main() -> None:
         )
     results["command"] = f"python benchmarks/bench_filter.py {args.what} --model {args.model}"
     results["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    # Shared machines: a load above the core count means the figures are lower bounds.
-    results["load_average_1min"] = os.getloadavg()[0]
-    results["cpu_count"] = os.cpu_count()
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    results["machine"] = machine()
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from results_file import machine, write_results
 
 from smartbkg_prod.filter.oracle import (
     FIRST_DETECTOR_SEED,
@@ -128,13 +127,7 @@ def main() -> None:
         f"--variant-events {args.variant_events} "
         f"--variant-resimulations {args.variant_resimulations} --labels {args.labels}",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": {
-            "node": platform.node(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        "host": machine(),
         "process": "bbbar_generic",
         "n_events": args.events,
         "generation_seed": args.seed,
@@ -168,11 +161,7 @@ def main() -> None:
             "simulation_and_skim": simulation_seconds,
         },
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

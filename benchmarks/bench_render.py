@@ -16,9 +16,6 @@ Target (issue 5): < 10 s for each engine.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +23,7 @@ import time
 from pathlib import Path
 
 import yaml
+from results_file import machine, write_results
 
 from smartbkg_prod.spec import load_campaign
 from smartbkg_prod.submit import render_campaign
@@ -104,19 +102,10 @@ def main() -> None:
     document = {
         "benchmark": "plan + --dry-run render of a 100,000-job campaign",
         "command": "smartbkg-prod submit SPEC --backend NAME --dry-run DIR",
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(),
         "results": results,
     }
-    text = json.dumps(document, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_results(document, args.out)
 
 
 if __name__ == "__main__":
