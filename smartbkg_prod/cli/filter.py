@@ -289,5 +289,7 @@ def evaluate(
         click.echo(
             f"oracle ({report.oracle.resimulations} re-simulations): AUC {report.oracle.auc:.4f}, "
             f"sample {report.oracle.sample_speedup_reference:.2f} "
-            f"({report.oracle.sample_fraction_of_max:.2f} of S_max), cut {report.oracle.cut_speedup_reference:.2f}"
+            f"({report.oracle.sample_fraction_of_max:.2f} of S_max; no generator-level filter "
+            f"above {report.oracle.sample_fraction_of_max_upper_bound:.2f}), "
+            f"cut {report.oracle.cut_speedup_reference:.2f}"
         )
