@@ -107,7 +107,9 @@ class JobReport(BaseModel):
     events_skimmed: Count = 0
     sum_weights_kept: float = 0.0
     sum_weights_skimmed: float = 0.0
-    sum_weights_squared_skimmed: float = Field(default=0.0, ge=0)
+    sum_weights_squared_skimmed: float | None = Field(
+        default=None, ge=0, description="Σw² of skimmed kept events (absent in older reports)"
+    )
     filter_mode: str = "off"
     filter_monitor: FilterMonitor | None = None
     peak_rss_mb: float = Field(default=0.0, ge=0)

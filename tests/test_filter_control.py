@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from monitor_reports import T0, make_report, register
 from scipy import stats
 
 from smartbkg_prod.filter.control import (
@@ -16,6 +17,7 @@ from smartbkg_prod.filter.control import (
     unweighted_weighted_chi2,
 )
 from smartbkg_prod.filter.speedup import reference_costs
+from smartbkg_prod.monitor.collect import ingest_reports
 from smartbkg_prod.monitor.figures import campaign_figures
 from smartbkg_prod.monitor.metrics import registry_for
 from smartbkg_prod.monitor.web import MonitorApp, Request
@@ -229,3 +231,36 @@ def test_a_hard_cut_shows_as_bias_in_the_control_sample(tmp_path, store):
         MonitorApp(store).handle(Request("GET", f"/campaign/{campaign.campaign_id}")).body.decode()
     )
     assert "Filter bias: ALARM" in page
+
+
+def test_live_refreshes_add_new_jobs_once_and_agree_with_a_full_recount(tmp_path, store):
+    campaign = Campaign(
+        name="monitored",
+        process="bbbar_generic",
+        events=4000,
+        events_per_job=1000,
+        seed=11,
+        filter={"mode": "sample", "model": str(tmp_path / "m.pt"), "control_fraction": 0.2},
+        outputs={"directory": str(tmp_path / "out")},
+    )
+    jobs = register(store, campaign, tmp_path)
+    rng = np.random.default_rng(21)
+    monitors = [monitor_of(job_arrays(rng, 1000)) for _ in range(5)]
+
+    def deliver(job_index: int, attempt: int, monitor) -> None:
+        report = make_report(jobs[job_index], attempt, "T2_A", T0 + 10 * attempt + job_index)
+        ingest_reports(store, [report.model_copy(update={"filter_monitor": monitor})])
+
+    def live() -> object:
+        return campaign_figures(store, campaign.campaign_id, now=T0 + 100).filter_check
+
+    deliver(0, 1, monitors[0])
+    deliver(1, 1, monitors[1])
+    assert live().control_events == monitors[0].control_events + monitors[1].control_events
+    deliver(1, 2, monitors[2])  # a second success of job 1: its first one counts
+    deliver(2, 1, monitors[3])
+    refreshed = live()
+    expected = add_monitors([monitors[0], monitors[1], monitors[3]])
+    assert refreshed.control_events == expected.control_events
+    full = campaign_figures(store, campaign.campaign_id, now=T0 + 100, cached=False).filter_check
+    assert refreshed.model_dump() == full.model_dump()

@@ -33,6 +33,8 @@ others, scaled by 1/(1 − f), estimates the same skimmed count as C/f:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from pydantic import BaseModel
 from scipy import stats
@@ -138,26 +140,30 @@ def job_monitor(
     )
 
 
-def add_monitors(monitors: list[FilterMonitor]) -> FilterMonitor | None:
-    """The sum of many jobs' monitors (``None`` for none). Jobs must share fraction and
-    binning, as the jobs of one campaign do."""
+def add_monitors(monitors: Sequence[FilterMonitor | dict]) -> FilterMonitor | None:
+    """The sum of many jobs' monitors (``None`` for none), given as models or as the dicts
+    stored in report bodies (summed without building a model per job: a monitor page
+    adds thousands). Jobs must share fraction and binning, as the jobs of one campaign do.
+    """
     if not monitors:
         return None
-    first = monitors[0]
-    for other in monitors[1:]:
-        if other.control_fraction != first.control_fraction or {
-            name: h.edges for name, h in other.histograms.items()
-        } != {name: h.edges for name, h in first.histograms.items()}:
+    blocks = [m.model_dump() if isinstance(m, FilterMonitor) else m for m in monitors]
+    first = blocks[0]
+    binning = {name: h["edges"] for name, h in first["histograms"].items()}
+    for other in blocks[1:]:
+        if other["control_fraction"] != first["control_fraction"] or binning != {
+            name: h["edges"] for name, h in other["histograms"].items()
+        }:
             raise ValueError(
                 "filter monitors of one campaign differ in control fraction or binning"
             )
 
-    def total(field: str) -> float | int:
-        return sum(getattr(m, field) for m in monitors)
+    def total(field: str) -> float:
+        return sum(block[field] for block in blocks)
 
-    inverse = [m.control_sum_inverse_p_skimmed for m in monitors]
+    inverse = [block.get("control_sum_inverse_p_skimmed") for block in blocks]
     return FilterMonitor(
-        control_fraction=first.control_fraction,
+        control_fraction=first["control_fraction"],
         control_events=total("control_events"),
         control_skimmed=total("control_skimmed"),
         control_kept=total("control_kept"),
@@ -166,15 +172,15 @@ def add_monitors(monitors: list[FilterMonitor]) -> FilterMonitor | None:
         control_sum_inverse_p_skimmed=None if None in inverse else float(sum(inverse)),
         histograms={
             name: BiasHistogram(
-                edges=histogram.edges,
+                edges=edges,
                 **{
                     column: np.sum(
-                        [getattr(m.histograms[name], column) for m in monitors], axis=0
+                        [block["histograms"][name][column] for block in blocks], axis=0
                     ).tolist()
                     for column in ("control", "weighted", "weighted_squares")
                 },
             )
-            for name, histogram in first.histograms.items()
+            for name, edges in binning.items()
         },
     )
 

@@ -265,7 +265,45 @@ def _version(session, campaign_id: str) -> tuple:
     return tuple(tuple(session.execute(query).one()) for query in counts)
 
 
-def _load(store: Store, campaign_id: str, recent: int) -> _CampaignData:
+class _ControlSums:
+    """Running sum of each campaign's per-job filter monitors (its control sample).
+
+    A refresh reads only the reports stored since the last one: a job's first successful
+    report keeps its id, and new reports get larger ids. The number of first successes at
+    or below the last id read is checked each time, and the sum rebuilt if it changed.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, int, FilterMonitor | None]] = {}
+        self._lock = threading.Lock()
+
+    def total(self, session, campaign_id: str, first_success) -> FilterMonitor | None:
+        with self._lock:
+            last_id, counted, total = self._entries.get(campaign_id, (0, 0, None))
+        below = session.scalar(
+            select(func.count(ReportRow.id)).where(
+                ReportRow.id.in_(first_success), ReportRow.id <= last_id
+            )
+        )
+        if below != counted:
+            last_id, counted, total = 0, 0, None
+        rows = session.execute(
+            select(ReportRow.id, ReportRow.body["filter_monitor"]).where(
+                ReportRow.id.in_(first_success), ReportRow.id > last_id
+            )
+        ).all()
+        blocks = [block for _id, block in rows if block]
+        if blocks:
+            total = add_monitors(([total] if total is not None else []) + blocks)
+        entry = (max([last_id, *(row_id for row_id, _block in rows)]), counted + len(rows), total)
+        with self._lock:
+            self._entries[campaign_id] = entry
+        return total
+
+
+def _load(
+    store: Store, campaign_id: str, recent: int, control_sums: _ControlSums | None = None
+) -> _CampaignData:
     status = store.status(campaign_id)
     with store.session() as session:
         campaign = session.get(CampaignRow, campaign_id)
@@ -362,17 +400,7 @@ def _load(store: Store, campaign_id: str, recent: int) -> _CampaignData:
         monitor = None
         if ((spec or {}).get("filter") or {}).get("control_fraction"):
             # Only campaigns with a control sample pay for reading these JSON blocks.
-            monitor = add_monitors(
-                [
-                    FilterMonitor.model_validate(block)
-                    for block in session.scalars(
-                        select(ReportRow.body["filter_monitor"]).where(
-                            ReportRow.id.in_(first_success)
-                        )
-                    )
-                    if block
-                ]
-            )
+            monitor = (control_sums or _ControlSums()).total(session, campaign_id, first_success)
 
     return _CampaignData(
         status=status,
@@ -398,6 +426,7 @@ class _FiguresCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, int], tuple[tuple, _CampaignData]] = {}
         self._lock = threading.Lock()
+        self.control_sums = _ControlSums()
 
     def data(self, store: Store, campaign_id: str, recent: int) -> _CampaignData:
         with store.session() as session:
@@ -407,7 +436,7 @@ class _FiguresCache:
             cached = self._entries.get(key)
         if cached is not None and cached[0] == version:
             return cached[1]
-        data = _load(store, campaign_id, recent)
+        data = _load(store, campaign_id, recent, self.control_sums)
         with self._lock:
             self._entries[key] = (version, data)
         return data
@@ -613,7 +642,11 @@ def effective_speedup(
         if not status.events_skimmed:
             speedup.note = "no skimmed event yet: <1/p>_pass unknown"
             return speedup
-        if sum_weights_squared is not None and status.sum_weights_skimmed > 0:
+        # Weights are ≥ 1, so Σw² ≥ Σw: anything else is not a usable Σw².
+        if (
+            sum_weights_squared is not None
+            and 0 < status.sum_weights_skimmed <= sum_weights_squared
+        ):
             mean_inverse_p = sum_weights_squared / status.sum_weights_skimmed
         else:
             mean_inverse_p = status.sum_weights_skimmed / status.events_skimmed
