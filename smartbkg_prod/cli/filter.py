@@ -74,6 +74,12 @@ def _training_events(
     help="Width of the dense and GCN layers (reference 128).",
 )
 @click.option(
+    "--embedding-dim",
+    default=8,
+    show_default=True,
+    help="PDG embedding size (8-16; free at inference: its first-layer share is one table).",
+)
+@click.option(
     "--max-minutes", default=15.0, show_default=True, help="Wall-time cap of the training loop."
 )
 @click.option("--max-epochs", default=200, show_default=True)
@@ -108,6 +114,7 @@ def train(
     workers,
     cache,
     hidden,
+    embedding_dim,
     max_minutes,
     max_epochs,
     threads,
@@ -139,6 +146,7 @@ def train(
     click.echo(f"training on {events.n_events} events, retention {events.retention:.4f}", err=True)
     options = TrainOptions(
         hidden=hidden,
+        embedding_dim=embedding_dim,
         max_minutes=max_minutes,
         max_epochs=max_epochs,
         threads=threads,
