@@ -86,6 +86,8 @@ def test_train_command_runs_the_campaign_and_writes_a_model_the_worker_loads(tmp
         "1",
         "--hidden",
         "16",
+        "--embedding-dim",
+        "12",
     ]
     result = CliRunner().invoke(train, [*arguments, "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -96,6 +98,7 @@ def test_train_command_runs_the_campaign_and_writes_a_model_the_worker_loads(tmp
     assert decision.model_sha256 == file_sha256(out)
     metadata = load_model(out).metadata
     assert metadata["training"]["n_events"] == 3000
+    assert metadata["net_shape"]["embedding_dim"] == 12
     # A second run reuses the finished campaign: same training data, same hash.
     again = CliRunner().invoke(train, [*arguments, "--out", str(tmp_path / "again.pt")])
     assert again.exit_code == 0, again.output
