@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smartbkg_prod.filter.metrics import bias_test
+from smartbkg_prod.filter.metrics import bias_test, histogram_edges
 from smartbkg_prod.filter.sampling import SamplingCalibration, decide, fit_calibration
 from smartbkg_prod.filter.speedup import (
     StageCosts,
@@ -125,3 +125,14 @@ def test_campaign_speedup_from_kept_events_matches_the_full_formula():
         )
     expected = sampling_speedup(decision.keep_probability, passed, costs)
     assert np.mean(estimates) == pytest.approx(expected, rel=0.05)
+
+
+def test_discrete_bins_never_isolate_a_rare_minimum():
+    # Seven events at the minimum of a 25k-event multiplicity: a bin of their own would
+    # make the KL divergence hinge on whether the filter kept one of them.
+    values = np.concatenate([[3.0] * 7, np.random.default_rng(1).poisson(10, 25_000) + 4.0])
+    edges = histogram_edges(values, 20, "discrete")
+    counts = np.histogram(values, edges)[0]
+    assert counts.sum() == len(values)
+    assert counts.min() >= 0.005 * len(values)
+    assert np.all(edges % 1 == 0.5)

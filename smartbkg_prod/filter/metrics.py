@@ -48,12 +48,39 @@ def histogram_edges(values: np.ndarray, n_bins: int = 20, kind: str = "continuou
         categories = np.unique(values)
         return np.concatenate([categories - 0.5, [categories[-1] + 0.5]])
     if kind == "discrete":
-        return np.unique(np.concatenate([[values.min() - 0.5], np.floor(quantiles) + 0.5]))
+        # The 0% quantile is the minimum itself: as an inner edge it would give the smallest
+        # value a bin of its own, however rare it is.
+        edges = np.unique(np.concatenate([[values.min() - 0.5], np.floor(quantiles[1:]) + 0.5]))
+        return _merge_sparse_bins(values, edges, MIN_BIN_FRACTION)
     edges = np.unique(quantiles)
     if len(edges) < 2:
         edges = np.array([values[0] - 0.5, values[0] + 0.5])
     edges[-1] = np.nextafter(edges[-1], np.inf)
     return edges
+
+
+MIN_BIN_FRACTION = 0.005  # discrete bins with fewer events join their smaller neighbour
+
+
+def _merge_sparse_bins(values: np.ndarray, edges: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Remove inner edges until every bin holds ``min_fraction`` of the values (a few
+    whole-number bins at most, so a loop is fine)."""
+    edges = list(edges)
+    while len(edges) > 2:
+        counts = np.histogram(values, bins=edges)[0]
+        smallest = int(np.argmin(counts))
+        if counts[smallest] >= min_fraction * len(values):
+            break
+        if smallest == 0:
+            neighbour_edge = 1
+        elif smallest == len(counts) - 1:
+            neighbour_edge = smallest
+        else:  # join the smaller neighbour
+            neighbour_edge = (
+                smallest if counts[smallest - 1] <= counts[smallest + 1] else smallest + 1
+            )
+        del edges[neighbour_edge]
+    return np.asarray(edges)
 
 
 def pool_rare_categories(
