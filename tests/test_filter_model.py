@@ -20,9 +20,17 @@ from smartbkg_prod.filter.artifact import (
 )
 from smartbkg_prod.filter.data import LabelledEvents, simulate_labelled
 from smartbkg_prod.filter.metrics import auc
-from smartbkg_prod.spec import Campaign, FilterConfig, SimulationConfig, SkimConfig
+from smartbkg_prod.spec import (
+    Campaign,
+    FilterConfig,
+    SimulationConfig,
+    SkimConfig,
+    load_campaign,
+)
 
 BENCH_EVENTS = Path(__file__).parent.parent / "benchmarks" / "data" / "filter_events.npz"
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_shipped_model_is_small_and_matches_its_metadata():
@@ -30,7 +38,14 @@ def test_shipped_model_is_small_and_matches_its_metadata():
     sidecar = json.loads(sidecar_path(SHIPPED_MODEL).read_text())
     assert sidecar["sha256"] == file_sha256(SHIPPED_MODEL)
     assert sidecar["format_version"] == FORMAT_VERSION
-    assert sidecar["command"].startswith("smartbkg-prod train job_specs/train.yaml")
+    # Provenance: the command as run is quoted in the models README, with the repository
+    # spec it was run on, whose campaign is the training data.
+    readme = (SHIPPED_MODEL.parent / "README.md").read_text()
+    assert sidecar["command"].startswith("smartbkg-prod train ")
+    assert sidecar["command"] in readme
+    spec = load_campaign(ROOT / "job_specs" / "train_800k.yaml")
+    assert spec.campaign_id in readme
+    assert spec.events == sidecar["training"]["n_events"]
     assert len(sidecar["training"]["data_sha256"]) == 64
     model = load_model("default")
     assert model.metadata["training"]["metrics"]["validation_auc"] >= 0.85
