@@ -67,14 +67,10 @@ def job_report(campaign: Campaign, job, rng: np.random.Generator) -> JobReport:
         control_fraction=CONTROL_FRACTION,
         sample_mode=True,
     )
-    return JobReport(
-        campaign_id=campaign.campaign_id,
-        campaign_name=campaign.name,
-        job_index=job.index,
-        attempt=1,
-        first_event=job.first_event,
-        n_events=job.n_events,
-        seed=job.seed,
+    return JobReport.for_job(
+        job,
+        campaign.name,
+        1,
         started_at=T0 + job.index,
         finished_at=T0 + job.index + 60,
         wall_seconds=60.0,

@@ -97,14 +97,10 @@ def make_reports(campaign: Campaign, n_reports: int):
             break
         finished = T0 + 0.5 * job.index
         batch.append(
-            JobReport(
-                campaign_id=job.campaign_id,
-                campaign_name=campaign.name,
-                job_index=job.index,
-                attempt=1,
-                first_event=job.first_event,
-                n_events=job.n_events,
-                seed=job.seed,
+            JobReport.for_job(
+                job,
+                campaign.name,
+                1,
                 site=f"T2_SITE{job.index % 25:02d}",
                 host=f"node{job.index % 500}",
                 started_at=finished - 600,

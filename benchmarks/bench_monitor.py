@@ -68,14 +68,10 @@ def bench_reports(campaign: Campaign, n_reports: int) -> list[JobReport]:
         for attempt, (exit_code, where) in enumerate(attempts, start=1):
             ok = exit_code == 0
             reports.append(
-                JobReport(
-                    campaign_id=job.campaign_id,
-                    campaign_name=campaign.name,
-                    job_index=job.index,
-                    attempt=attempt,
-                    first_event=job.first_event,
-                    n_events=job.n_events,
-                    seed=job.seed,
+                JobReport.for_job(
+                    job,
+                    campaign.name,
+                    attempt,
                     backend="htcondor",
                     backend_job_id=f"{1000 + job.index}.{attempt}",
                     site=where,

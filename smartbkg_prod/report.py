@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smartbkg_prod.errors import SmartBkgError
 from smartbkg_prod.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from smartbkg_prod.plan import Job
 
 SCHEMA_VERSION = 1
 # Integers must fit the store's 64-bit columns; floats must be finite (SQLite stores NaN
@@ -122,6 +125,21 @@ class JobReport(BaseModel):
     log_tail: list[str] = Field(default_factory=list)
     outputs: list[OutputFile] = Field(default_factory=list)
     provenance: Provenance | None = None
+
+    @classmethod
+    def for_job(cls, job: Job, campaign_name: str, attempt: int, **fields: Any) -> JobReport:
+        """A report of ``attempt`` of ``job``: its identity (campaign, index, event range,
+        seed) from the job, everything else from ``fields``."""
+        return cls(
+            campaign_id=job.campaign_id,
+            campaign_name=campaign_name,
+            job_index=job.index,
+            attempt=attempt,
+            first_event=job.first_event,
+            n_events=job.n_events,
+            seed=job.seed,
+            **fields,
+        )
 
     @property
     def succeeded(self) -> bool:

@@ -317,14 +317,10 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
     if message:
         log.error("%s", message)
 
-    report = JobReport(
-        campaign_id=job.campaign_id,
-        campaign_name=campaign.name,
-        job_index=job.index,
-        attempt=job_input.attempt,
-        first_event=job.first_event,
-        n_events=job.n_events,
-        seed=job.seed,
+    report = JobReport.for_job(
+        job,
+        campaign.name,
+        job_input.attempt,
         backend=job_input.backend,
         backend_job_id=os.environ.get(ENV_BACKEND_JOB_ID),
         site=os.environ.get(ENV_SITE, job_input.site),

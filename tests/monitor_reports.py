@@ -37,13 +37,6 @@ def make_report(
 ) -> JobReport:
     ok = exit_code == 0
     values = dict(
-        campaign_id=job.campaign_id,
-        campaign_name="monitored",
-        job_index=job.index,
-        attempt=attempt,
-        first_event=job.first_event,
-        n_events=job.n_events,
-        seed=job.seed,
         site=site,
         host=f"node-{job.index}.{site.lower()}",
         started_at=finished_at - 10,
@@ -62,7 +55,7 @@ def make_report(
         error_class="success" if ok else {50: "out_of_memory", 60: "stage_out"}[exit_code],
     )
     values.update(extra)
-    return JobReport(**values)
+    return JobReport.for_job(job, "monitored", attempt, **values)
 
 
 def campaign_reports(jobs: list[Job]) -> list[JobReport]:

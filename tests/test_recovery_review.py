@@ -59,9 +59,8 @@ def fail(
         )
         return
     now = time.time()
-    report = JobReport(
-        campaign_id=campaign.campaign_id, campaign_name=campaign.name, job_index=index,
-        attempt=attempt, first_event=job.first_event, n_events=job.n_events, seed=job.seed,
+    report = JobReport.for_job(
+        job, campaign.name, attempt,
         site=site, started_at=now - 10, finished_at=now, wall_seconds=10, cpu_seconds=9,
         events_generated=int(job.n_events * progress), peak_rss_mb=peak_rss_mb, memory_requested_mb=2000,
         walltime_requested_s=3600, exit_code=exit_code, error_class="injected",
@@ -166,9 +165,8 @@ def test_kill_is_never_auto_accepted_and_cancels_only_what_is_not_done(store, fa
     campaign_id = failed_campaign.campaign_id
     job = plan_jobs(failed_campaign)[3]
     store.record_report(  # job 3 succeeded: a kill leaves it alone
-        JobReport(
-            campaign_id=campaign_id, campaign_name="recov", job_index=3, attempt=1,
-            first_event=job.first_event, n_events=job.n_events, seed=job.seed, started_at=0,
+        JobReport.for_job(
+            job, "recov", 1, started_at=0,
             finished_at=1, wall_seconds=1, cpu_seconds=1, events_generated=job.n_events,
             exit_code=0, error_class="success",
         )
@@ -226,9 +224,8 @@ def test_open_recommendation_is_superseded_once_its_job_moves_on(store, failed_c
     recs = by_job(refresh_recommendations(store))
     job = plan_jobs(failed_campaign)[0]
     store.record_report(  # the operator reran job 0 by hand and it succeeded
-        JobReport(
-            campaign_id=failed_campaign.campaign_id, campaign_name="recov", job_index=0, attempt=2,
-            first_event=job.first_event, n_events=job.n_events, seed=job.seed, started_at=0,
+        JobReport.for_job(
+            job, "recov", 2, started_at=0,
             finished_at=1, wall_seconds=1, cpu_seconds=1, events_generated=job.n_events,
             exit_code=0, error_class="success",
         )

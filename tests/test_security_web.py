@@ -52,14 +52,10 @@ def leaky_campaign(store, tmp_path) -> Campaign:
     campaign = Campaign(name="leaky", process="bbbar_mixed", events=20, events_per_job=10)
     store.register_campaign(campaign, plan_jobs(campaign), tmp_path)
     job = plan_jobs(campaign)[0]
-    report = JobReport(
-        campaign_id=campaign.campaign_id,
-        campaign_name=campaign.name,
-        job_index=0,
-        attempt=1,
-        first_event=job.first_event,
-        n_events=job.n_events,
-        seed=job.seed,
+    report = JobReport.for_job(
+        job,
+        campaign.name,
+        1,
         started_at=1.7e9,
         finished_at=1.7e9 + 10,
         wall_seconds=10,

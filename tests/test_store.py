@@ -15,14 +15,10 @@ from smartbkg_prod.store import DONE, FAILED, PENDING, RUNNING, Store
 def report_for(job, attempt: int, exit_code: int = 0, skimmed: int = 10) -> JobReport:
     now = time.time()
     ok = exit_code == 0
-    return JobReport(
-        campaign_id=job.campaign_id,
-        campaign_name="small",
-        job_index=job.index,
-        attempt=attempt,
-        first_event=job.first_event,
-        n_events=job.n_events,
-        seed=job.seed,
+    return JobReport.for_job(
+        job,
+        "small",
+        attempt,
         started_at=now - 2,
         finished_at=now,
         wall_seconds=2,
