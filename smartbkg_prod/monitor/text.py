@@ -20,6 +20,11 @@ def fmt_rate(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def fmt_significant(value: float | None, digits: int = 3) -> str:
+    """Small quantities (KL divergences, p-values): ``digits`` significant digits."""
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
 def fmt_percent(value: float | None, error: float | None = None) -> str:
     if value is None:
         return "-"
@@ -73,13 +78,11 @@ def format_campaign(figures: CampaignFigures) -> str:
     ]
     check = figures.filter_check
     if check is not None:
-        kl = "-" if check.max_kl is None else f"{check.max_kl:.2g}"
-        p_value = "-" if check.min_p_value is None else f"{check.min_p_value:.2g}"
-        speedup = "-" if check.speedup is None else f"{check.speedup:.2f}"
         lines.append(
             f"  control  {check.control_events:,} events, {check.control_skimmed:,} skimmed: "
-            f"speedup {speedup}, keep rate pass {fmt_percent(check.keep_rate_passing)}, "
-            f"max KL {kl}, min p {p_value}{' BIASED' if check.biased else ''}"
+            f"speedup {fmt_rate(check.speedup, 2)}, keep rate pass "
+            f"{fmt_percent(check.keep_rate_passing)}, max KL {fmt_significant(check.max_kl, 2)}, "
+            f"min p {fmt_significant(check.min_p_value, 2)}{' BIASED' if check.biased else ''}"
         )
     if figures.top_failures:
         top = figures.top_failures[0]

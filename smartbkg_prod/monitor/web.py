@@ -26,7 +26,14 @@ from smartbkg_prod.monitor import svg
 from smartbkg_prod.monitor.figures import CampaignFigures, all_campaign_figures, campaign_figures
 from smartbkg_prod.monitor.metrics import registry_for
 from smartbkg_prod.monitor.routes import Request, Response, Router, load_extensions
-from smartbkg_prod.monitor.text import fmt_duration, fmt_int, fmt_percent, fmt_rate, fmt_time
+from smartbkg_prod.monitor.text import (
+    fmt_duration,
+    fmt_int,
+    fmt_percent,
+    fmt_rate,
+    fmt_significant,
+    fmt_time,
+)
 from smartbkg_prod.store import JOB_STATES, Store
 
 log = logging.getLogger("smartbkg_prod.monitor.web")
@@ -120,12 +127,11 @@ def _drift_html(figures: CampaignFigures) -> str:
         return f"<div id='drift' class='muted'>Filter drift: {escape(drift.note or 'not checked')}</div>"
     lines = []
     for check in drift.checks:
-        p_value = "-" if check.p_value is None else f"{check.p_value:.2g}"
         z = "-" if check.z is None else f"{check.z:+.1f}"
         lines.append(
             f"<li data-quantity='{escape(check.quantity)}'>{escape(check.quantity.replace('_', ' '))}: "
             f"observed {fmt_percent(check.observed)} ({check.successes:,}/{check.trials:,}) vs expected "
-            f"{fmt_percent(check.expected)}, z = {z}, p = {p_value}"
+            f"{fmt_percent(check.expected)}, z = {z}, p = {fmt_significant(check.p_value, 2)}"
             f"{' — <b>ALARM</b>' if check.alarm else ''}</li>"
         )
     css = "alarm" if drift.alarm else "ok"
@@ -148,13 +154,10 @@ def _filter_check_html(figures: CampaignFigures) -> str:
             "speedup on unfiltered events.</p></section>"
         )
 
-    def number(value: float | None, digits: int = 3) -> str:
-        return "-" if value is None else f"{value:.{digits}g}"
-
     rows = "".join(
         f"<tr data-variable='{escape(v.variable)}'><td>{escape(v.variable)}</td>"
-        f"<td class='n'>{v.control_events:,}</td><td class='n'>{number(v.kl_divergence)}</td>"
-        f"<td class='n'>{number(v.kl_sampling_noise)}</td>"
+        f"<td class='n'>{v.control_events:,}</td><td class='n'>{fmt_significant(v.kl_divergence)}</td>"
+        f"<td class='n'>{fmt_significant(v.kl_sampling_noise)}</td>"
         f"<td class='n'>{v.chi2:.1f}/{v.ndf}</td><td class='n'>{v.p_value:.3g}</td></tr>"
         for v in check.variables
     )
@@ -180,8 +183,8 @@ def _filter_check_html(figures: CampaignFigures) -> str:
         f"<p>control fraction {check.control_fraction:g}: {check.control_events:,} events, "
         f"{check.control_skimmed:,} skimmed (retention {fmt_percent(check.retention)}); keep "
         f"rate of passing events {fmt_percent(check.keep_rate_passing)}, of failing "
-        f"{fmt_percent(check.keep_rate_failing)}; ⟨p⟩ {number(check.mean_keep_probability)}, "
-        f"⟨1/p⟩<sub>pass</sub> {number(check.mean_inverse_p_passing)}; "
+        f"{fmt_percent(check.keep_rate_failing)}; ⟨p⟩ {fmt_significant(check.mean_keep_probability)}, "
+        f"⟨1/p⟩<sub>pass</sub> {fmt_significant(check.mean_inverse_p_passing)}; "
         f"<span id='control-speedup'>speedup {fmt_rate(check.speedup, 2)} of "
         f"S<sub>max</sub> {fmt_rate(check.max_speedup, 2)}</span> at reference costs; "
         f"skimmed events estimated from the filtered sample {check.weighted_estimate:,.1f}, "
