@@ -93,17 +93,24 @@ def test_recommend_text_output_shows_the_reason(db, reports_file):
     assert "slurm:NODE_FAIL -> resubmit" in result.output and "Evidence:" in result.output
 
 
-def test_bad_jsonl_line_names_file_and_line_without_traceback(db, reports_file):
+def test_bad_jsonl_line_is_skipped_with_its_line_number_on_stderr(db, reports_file):
     lines = reports_file.read_text().splitlines()
     lines.insert(2, '{"campaign_id": "x", "job_index": -1}')
+    lines.insert(3, "not json")
     reports_file.write_text("\n".join(lines) + "\n")
-    result = invoke("recommend", "--reports", str(reports_file), "--db", db)
-    assert result.exit_code != 0
-    assert f"{reports_file}:3:" in result.output
+    result = invoke("recommend", "--reports", str(reports_file), "--json", "--db", db)
+    assert result.exit_code == 0
+    assert f"warning: {reports_file}:3: job_index" in result.stderr
+    assert f"warning: {reports_file}:4: not valid JSON" in result.stderr
+    assert {r["job_index"] for r in json.loads(result.stdout)} == {1, 2, 3}
     assert "Traceback" not in result.output
-    reports_file.write_text("not json\n")
+
+
+def test_a_file_without_one_readable_line_is_one_clear_error(db, reports_file):
+    reports_file.write_text("not json\n[1, 2]\n")
     result = invoke("recommend", "--reports", str(reports_file), "--db", db)
     assert result.exit_code != 0 and f"{reports_file}:1: not valid JSON" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_missing_reports_file_is_one_clear_line(db, tmp_path):

@@ -253,12 +253,17 @@ def matrix_command(db_url, as_json, campaign_id) -> None:
     "reports_path",
     required=True,
     type=click.Path(dir_okay=False),
-    help="JSON lines: one JobReport per line, optional 'native_code' (e.g. HoldReasonCode=34/102).",
+    help="JSON lines: one JobReport per line (partial reports are read; only job_index is "
+    "required), optional 'native_code' (e.g. HoldReasonCode=34/102, slurm:CANCELLED by 0, "
+    "pilot:1379). Unreadable lines are skipped with a warning on stderr.",
 )
 @click.option("--save", is_flag=True, help="Store the recommendations for review.")
 def recommend_command(db_url, as_json, reports_path, save) -> None:
     """Recommend for failure records read from a file (offline review)."""
-    recommendations = recommend_from_file(Store(db_url), reports_path, save=save)
+    result = recommend_from_file(Store(db_url), reports_path, save=save)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    recommendations = result.recommendations
     if as_json:
         _dump([_public(r) for r in recommendations])
         return

@@ -3,6 +3,7 @@
 The flow, one module per step::
 
     taxonomy    worker / HTCondor / Slurm / PanDA / WMCore / signal codes -> category, transient
+    symptoms    what log text and resource use say when a code names no cause
     failures    FailureRecord: one attempt (from a JobReport, the store, or a JSON-lines export)
     features    per failed job: the attempt, its job's history, its campaign's code x site picture
     rules       cold-start policy (what an operator does), and the baseline to beat

@@ -5,6 +5,12 @@ from the store's attempt rows, or from a JSON-lines export (one JobReport per li
 optional ``native_code`` key holding the engine's code, e.g. ``"HoldReasonCode=34/102"``).
 Successful attempts are read too: they give each site's failure rate.
 
+Exports from real engines are read leniently (:func:`read_failure_export`): only
+``job_index`` is required; unknown keys are ignored (text under a ``*reason*``, ``*diag*``
+or ``*message*`` key is kept as a log line); a native code in an engine's own notation
+(``slurm:CANCELLED by 0``, ``HoldReasonCode=26`` followed by the hold reason) is read with
+its text; a line that cannot be read is skipped with a warning naming file and line.
+
 >>> record = FailureRecord(campaign_id="c", job_index=0, attempt=1, site="T2_X", exit_code=50)
 >>> record.failure_code.token, record.category
 ('worker:50', 'memory')
@@ -14,18 +20,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from smartbkg_prod.errors import SmartBkgError
+from smartbkg_prod.recovery.symptoms import diagnose, memory_from_text
 from smartbkg_prod.recovery.taxonomy import (
+    CodeInfo,
     FailureCode,
     describe,
     exit_status_code,
-    parse_native_code,
+    parse_native,
 )
-from smartbkg_prod.report import JobReport, ReportError, parse_report
+from smartbkg_prod.report import JobReport
 
 
 class FailureRecordError(SmartBkgError):
@@ -54,6 +64,27 @@ class FailureRecord(BaseModel):
     events_processed: int | None = Field(default=None, ge=0)
     log_lines: list[str] = Field(default_factory=list)
     finished_at: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _memory_stated_in_the_log(cls, data: Any) -> Any:
+        """A hold reason or pilot diagnostic that states "used X of Y MB" fills the memory
+        fields the export left out."""
+        if not isinstance(data, dict) or (
+            data.get("memory_used_mb") is not None and data.get("memory_requested_mb")
+        ):
+            return data
+        stated = memory_from_text(data.get("log_lines") or [])
+        if stated is None:
+            return data
+        used, limit = stated
+        return {
+            **data,
+            "memory_used_mb": data.get("memory_used_mb")
+            if data.get("memory_used_mb") is not None
+            else used,
+            "memory_requested_mb": data.get("memory_requested_mb") or limit,
+        }
 
     @property
     def failed(self) -> bool:
@@ -98,42 +129,21 @@ class FailureRecord(BaseModel):
     def projected_walltime_ratio(self) -> float | None:
         return _project(self.walltime_ratio, self.progress)
 
+    @cached_property
+    def info(self) -> CodeInfo:
+        """The code's meaning, refined by the log text and resource use when the code
+        names no cause (see :func:`~smartbkg_prod.recovery.symptoms.diagnose`)."""
+        return diagnose(
+            describe(self.failure_code), self.log_lines, self.memory_ratio, self.walltime_ratio
+        )
+
     @property
     def category(self) -> str:
-        return describe(self.failure_code).category.value
+        return self.info.category.value
 
     @property
     def transient(self) -> bool:
-        return describe(self.failure_code).transient
-
-    @classmethod
-    def from_report(cls, report: JobReport, native_code: str | None = None) -> FailureRecord:
-        """A record from a worker report, with the engine's code if the backend saw one."""
-        native = parse_native_code(native_code) if native_code else None
-        logs = (
-            [report.error_message, *report.log_tail]
-            if report.error_message
-            else list(report.log_tail)
-        )
-        return cls(
-            campaign_id=report.campaign_id,
-            job_index=report.job_index,
-            attempt=report.attempt,
-            site=report.site,
-            exit_code=report.exit_code,
-            error_class=report.error_class,
-            native_source=native.source if native else None,
-            native_code=native.code if native else None,
-            native_subcode=native.subcode if native else None,
-            memory_used_mb=report.peak_rss_mb or None,
-            memory_requested_mb=report.memory_requested_mb,
-            walltime_used_s=report.wall_seconds,
-            walltime_requested_s=report.walltime_requested_s,
-            n_events=report.n_events,
-            events_processed=report.events_generated,
-            log_lines=logs,
-            finished_at=report.finished_at,
-        )
+        return self.info.transient
 
 
 def _project(ratio: float | None, progress: float | None) -> float | None:
@@ -145,33 +155,184 @@ def _project(ratio: float | None, progress: float | None) -> float | None:
     return min(ratio / max(progress, 0.05), 20.0)
 
 
-def parse_failure_line(text: str, source: str) -> FailureRecord:
-    """One JSON-lines entry: a JobReport with an optional ``native_code`` key."""
+class FailureExport(BaseModel):
+    """What a JSON-lines export gave: the readable records and a warning per problem."""
+
+    records: list[FailureRecord]
+    warnings: list[str] = Field(default_factory=list)
+
+
+# Keys of a JobReport line and what they become in a record. Everything else is ignored.
+_NUMBERS: dict[str, tuple[str, ...]] = {
+    "memory_used_mb": ("peak_rss_mb", "memory_used_mb"),
+    "memory_requested_mb": ("memory_requested_mb",),
+    "walltime_used_s": ("wall_seconds", "walltime_used_s"),
+    "walltime_requested_s": ("walltime_requested_s",),
+    "n_events": ("n_events",),
+    "events_processed": ("events_generated", "events_processed"),
+    "finished_at": ("finished_at",),
+}
+_TEXT_KEY_PARTS = ("reason", "diag", "message")
+
+
+def _number(data: dict, keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        value = data.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: {value!r} is not a number") from None
+        if number != number or number in (float("inf"), float("-inf")) or number < 0:
+            raise ValueError(f"{key}: {value!r} is not a finite non-negative number")
+        return number
+    return None
+
+
+def _lines(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [line for line in value.splitlines() if line.strip()]
+    if isinstance(value, list):
+        return [str(item) for item in value if str(item).strip()]
+    return []
+
+
+def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRecord:
+    """A record from one decoded export line (a JobReport, possibly partial or with
+    extra keys); field problems that leave the line usable become ``warnings``."""
+    if data.get("job_index") is None:
+        raise FailureRecordError(f"{source}: job_index is missing (which job is this?)")
+    try:
+        job_index = int(data["job_index"])
+        if job_index < 0 or job_index != float(data["job_index"]):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise FailureRecordError(
+            f"{source}: job_index: {data['job_index']!r} is not a job number (0, 1, ...)"
+        ) from None
+    fields: dict[str, Any] = {}
+    for field, keys in _NUMBERS.items():
+        try:
+            fields[field] = _number(data, keys)
+        except ValueError as error:
+            fields[field] = None
+            warnings.append(f"{source}: {error}: ignored")
+    if fields["n_events"] is not None:
+        fields["n_events"] = int(fields["n_events"]) or None
+    if fields["events_processed"] is not None:
+        fields["events_processed"] = int(fields["events_processed"])
+    if not fields["memory_used_mb"]:
+        fields["memory_used_mb"] = None  # a report's 0 means "not measured"
+    for field in ("memory_requested_mb", "walltime_requested_s"):
+        fields[field] = fields[field] or None
+    logs = _lines(data.get("error_message")) + _lines(data.get("log_tail"))
+    logs += [
+        line
+        for key, value in data.items()
+        if key != "error_message" and any(part in key.lower() for part in _TEXT_KEY_PARTS)
+        for line in _lines(value)
+    ]
+    native, exit_code = None, 0
+    try:
+        exit_code = int(data.get("exit_code") or 0)
+    except (TypeError, ValueError):
+        warnings.append(f"{source}: exit_code: {data.get('exit_code')!r} is not a number: ignored")
+    raw_native = data.get("native_code")
+    if raw_native not in (None, ""):
+        try:
+            native, text = parse_native(str(raw_native))
+            logs += [text] if text else []
+            if native.code in (0, "COMPLETED"):
+                native = None  # a success written as a native code
+        except ValueError as error:
+            warnings.append(f"{source}: native_code: {error}; read as an unknown code")
+            native = _unreadable_code(str(raw_native))
+            logs.append(str(raw_native))
+    attempt = data.get("attempt")
+    try:
+        return FailureRecord(
+            campaign_id=str(data.get("campaign_id") or data.get("campaign_name") or "unnamed"),
+            job_index=job_index,
+            attempt=int(attempt) if attempt is not None else 1,
+            site=str(data.get("site") or "local"),
+            exit_code=exit_code,
+            error_class=str(data.get("error_class") or ""),
+            native_source=native.source if native else None,
+            native_code=native.code if native else None,
+            native_subcode=native.subcode if native else None,
+            log_lines=logs,
+            **fields,
+        )
+    except (ValidationError, TypeError, ValueError) as error:
+        raise FailureRecordError(f"{source}: {_first_problem(error)}") from None
+
+
+def _unreadable_code(text: str) -> FailureCode:
+    """A code no table knows, kept under its own name (``lsf:TERM_MEMLIMIT``)."""
+    prefix, _, rest = text.strip().partition(":")
+    if rest and prefix.isidentifier():
+        return FailureCode(prefix.lower()[:16], rest.strip()[:40])
+    return FailureCode("native", text.strip()[:40])
+
+
+def _first_problem(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc']) or 'record'}: {first['msg']}"
+    return str(error)
+
+
+def _decode(text: str, source: str) -> dict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise FailureRecordError(
             f"{source}: not valid JSON ({error.msg} at column {error.colno})"
         ) from None
+    except RecursionError:
+        raise FailureRecordError(f"{source}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise FailureRecordError(
             f"{source}: expected a JSON object (a JobReport), got {type(data).__name__}"
         )
-    native_code = data.pop("native_code", None)
-    try:
-        report = parse_report(data, source)
-    except ReportError as error:
-        raise FailureRecordError(str(error)) from None
-    try:
-        return FailureRecord.from_report(report, native_code)
-    except ValueError as error:
-        raise FailureRecordError(f"{source}: native_code: {error}") from None
+    return data
 
 
-def read_failure_records(path: str | Path) -> list[FailureRecord]:
-    """Read a JSON-lines export; an unreadable line raises an error naming file and line.
+def parse_failure_line(text: str, source: str, warnings: list[str] | None = None) -> FailureRecord:
+    """One JSON-lines entry: a JobReport (possibly partial) with an optional ``native_code``."""
+    return record_from_line(_decode(text, source), source, [] if warnings is None else warnings)
 
-    Blank lines are skipped. Successful attempts are kept (they give site failure rates).
+
+def read_failure_lines(lines: Iterable[str], name: str) -> FailureExport:
+    """Read export lines; an unreadable line is skipped with a warning naming its number.
+
+    Lines without an ``attempt`` count up per job in file order. Blank lines are skipped.
+    """
+    records, warnings = [], []
+    seen: dict[tuple[str, int], int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        source = f"{name}:{number}"
+        try:
+            data = _decode(line, source)
+            record = record_from_line(data, source, warnings)
+        except FailureRecordError as error:
+            warnings.append(f"{error}: line skipped")
+            continue
+        key = (record.campaign_id, record.job_index)
+        if data.get("attempt") is None:
+            record = record.model_copy(update={"attempt": seen.get(key, 0) + 1})
+        seen[key] = max(seen.get(key, 0), record.attempt)
+        records.append(record)
+    return FailureExport(records=records, warnings=warnings)
+
+
+def read_failure_export(path: str | Path) -> FailureExport:
+    """Read a JSON-lines export file (see :func:`read_failure_lines`).
+
+    Raises FailureRecordError when the file cannot be read or no line of it can.
     """
     path = Path(path)
     try:
@@ -180,11 +341,11 @@ def read_failure_records(path: str | Path) -> list[FailureRecord]:
         raise FailureRecordError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise FailureRecordError(f"{path}: cannot be read ({error})") from None
-    return [
-        parse_failure_line(line, f"{path}:{number}")
-        for number, line in enumerate(lines, start=1)
-        if line.strip()
-    ]
+    export = read_failure_lines(lines, str(path))
+    if not export.records and any(line.strip() for line in lines):
+        first = export.warnings[0] if export.warnings else f"{path}: no readable line"
+        raise FailureRecordError(f"no line of {path} could be read ({first})")
+    return export
 
 
 def write_failure_lines(reports: Iterable[tuple[JobReport, str | None]], path: str | Path) -> None:

@@ -32,29 +32,21 @@ import numpy as np
 from pydantic import BaseModel
 
 from smartbkg_prod.recovery.failures import FailureRecord, latest_failures
+from smartbkg_prod.recovery.symptoms import keyword_groups
 
-# Keyword groups looked for in the last log lines (lower-cased substring match).
-LOG_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "memory": ("out of memory", "memoryerror", "bad_alloc", "oom", "rss"),
-    "time": ("time limit", "walltime", "timeout", "timed out", "sigxcpu"),
-    "storage": (
-        "no space",
-        "stage-out",
-        "stageout",
-        "checksum",
-        "permission denied",
-        "i/o error",
-        "xrootd",
-    ),
-    "gpu": ("cuda", "gpu", "nvidia", "ecc"),
-    "input": ("corrupt", "no such file", "cannot open", "truncated", "replica"),
-    "crash": ("segmentation", "traceback", "core dumped", "abort", "exception"),
-    "site": ("drain", "preempt", "node failure", "connection", "shutdown", "proxy"),
-}
+# A campaign seen only through its failures (a failures-only export, nothing in the store)
+# gets this failure rate as a neutral prior: about the share of grid jobs that fail
+# (~10-12% for ATLAS, Grigorieva & Grin, CDS 2742495), so that no site and no code looks
+# worse than usual for lack of the successes.
+PRIOR_FAILURE_RATE = 0.1
 
 NUMERIC_FEATURES: tuple[str, ...] = (
     "attempt",
     "transient",
+    "deterministic",
+    "generic_code",
+    "known_code",
+    "oversize",
     "memory_ratio",
     "walltime_ratio",
     "progress",
@@ -64,6 +56,8 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "job_failed_attempts",
     "job_sites",
     "job_same_code",
+    "job_same_code_site",
+    "job_category_failures",
     "site_attempts",
     "site_failure_rate",
     "site_code_failures",
@@ -73,6 +67,10 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "code_job_fraction",
     "category_job_fraction",
     "campaign_failure_rate",
+    "campaign_sites",
+    "no_successes",
+    "code_retried",
+    "code_retry_success",
 )
 
 
@@ -114,11 +112,6 @@ def _optional(values: Sequence[float | None]) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in values], dtype=float)
 
 
-def keyword_groups(lines: Sequence[str]) -> list[str]:
-    text = "\n".join(lines).lower()
-    return [group for group, words in LOG_KEYWORDS.items() if any(word in text for word in words)]
-
-
 def failure_features(
     records: Sequence[FailureRecord], targets: Sequence[FailureRecord] | None = None
 ) -> list[dict[str, float]]:
@@ -144,26 +137,47 @@ def failure_features(
 
     campaign = _ids([r.campaign_id for r in records])
     site = _ids([r.site for r in records])
-    codes = [r.failure_code for r in records]
-    code = _ids([c.token for c in codes])
+    code = _ids([r.failure_code.token for r in records])
     category = _ids([r.category for r in records])
     job = _group(campaign, np.asarray([r.job_index for r in records], dtype=np.int64))
+    attempt = np.asarray([r.attempt for r in records], dtype=float)
     failed = np.asarray([r.failed for r in records])
     everything = np.ones(len(records), dtype=bool)
 
     campaign_site = _group(campaign, site)
     campaign_code = _group(campaign, code)
     campaign_category = _group(campaign, category)
-    site_attempts = _count(campaign_site, everything)
     site_failures = _count(campaign_site, failed)
     code_failures = _count(campaign_code, failed)
     site_code_failures = _count(_group(campaign, site, code), failed)
-    campaign_attempts = _count(campaign, everything)
-    campaign_jobs = _distinct(campaign, job, everything)
+    campaign_failures = _count(campaign, failed)
+    # Without a single success the denominators are unknown: estimate them from the
+    # failures and the prior rate, so every site shows the prior, not 100%.
+    no_successes = _count(campaign, ~failed) == 0
+    scale = np.where(no_successes, 1.0 / PRIOR_FAILURE_RATE, 1.0)
+    site_attempts = np.where(no_successes, site_failures * scale, _count(campaign_site, everything))
+    campaign_attempts = np.where(
+        no_successes, campaign_failures * scale, _count(campaign, everything)
+    )
+    campaign_jobs = _distinct(campaign, job, everything) * scale
+
+    # The code's record over time: of the failed attempts with this code that were
+    # retried, how many jobs later succeeded (a transient code shows it, a bug does not).
+    last_success = np.full(job.max() + 1, -1.0)
+    np.maximum.at(last_success, job[~failed], attempt[~failed])
+    last_attempt = np.zeros(job.max() + 1)
+    np.maximum.at(last_attempt, job, attempt)
+    retried = failed & (last_attempt[job] > attempt)
+    recovered = failed & (last_success[job] > attempt)
+    code_retried = _count(campaign_code, retried)
 
     numeric = {
-        "attempt": np.asarray([r.attempt for r in records], dtype=float),
-        "transient": np.asarray([r.transient for r in records], dtype=float),
+        "attempt": attempt,
+        "transient": np.asarray([r.info.transient for r in records], dtype=float),
+        "deterministic": np.asarray([r.info.deterministic for r in records], dtype=float),
+        "generic_code": np.asarray([r.info.generic for r in records], dtype=float),
+        "known_code": np.asarray([r.info.known for r in records], dtype=float),
+        "oversize": np.asarray([r.info.oversize for r in records], dtype=float),
         "memory_ratio": _optional([r.memory_ratio for r in records]),
         "walltime_ratio": _optional([r.walltime_ratio for r in records]),
         "progress": _optional([r.progress for r in records]),
@@ -173,6 +187,8 @@ def failure_features(
         "job_failed_attempts": _count(job, failed),
         "job_sites": _distinct(job, site, failed),
         "job_same_code": _count(_group(job, code), failed),
+        "job_same_code_site": _count(_group(job, code, site), failed),
+        "job_category_failures": _count(_group(job, category), failed),
         "site_attempts": site_attempts,
         "site_failure_rate": _ratio(site_failures, site_attempts),
         "site_code_failures": site_code_failures,
@@ -183,7 +199,13 @@ def failure_features(
         "code_sites": _distinct(campaign_code, site, failed),
         "code_job_fraction": _ratio(_distinct(campaign_code, job, failed), campaign_jobs),
         "category_job_fraction": _ratio(_distinct(campaign_category, job, failed), campaign_jobs),
-        "campaign_failure_rate": _ratio(_count(campaign, failed), campaign_attempts),
+        "campaign_failure_rate": _ratio(campaign_failures, campaign_attempts),
+        "campaign_sites": _distinct(campaign, site, everything),
+        "no_successes": no_successes.astype(float),
+        "code_retried": code_retried,
+        "code_retry_success": np.where(
+            code_retried > 0, _ratio(_count(campaign_code, recovered), code_retried), np.nan
+        ),
     }
     table = np.stack([numeric[name] for name in NUMERIC_FEATURES], axis=1)[rows]
 

@@ -19,15 +19,19 @@ from smartbkg_prod.recovery.classifier import MIN_LABELS, ActionClassifier
 from smartbkg_prod.recovery.failures import FailureRecord, latest_failures
 from smartbkg_prod.recovery.features import failure_features
 from smartbkg_prod.recovery.rules import decide
-from smartbkg_prod.recovery.taxonomy import describe
 
 
 def evidence(record: FailureRecord, row: dict[str, float]) -> str:
     """The facts behind a recommendation, in an operator's words."""
-    code = record.failure_code
-    info = describe(code)
+    info = record.info
+    nature = (
+        "deterministic" if info.deterministic
+        else "transient" if info.transient
+        else "not in the tables" if not info.known
+        else "not transient"
+    )  # fmt: skip
     parts = [
-        f"{code} ({info.category.value}, {'transient' if info.transient else 'not transient'}) at {record.site}"
+        f"{record.failure_code.token} {info.name} ({info.category.value}, {nature}) at {record.site}"
     ]
     if record.memory_used_mb is not None and record.memory_requested_mb:
         parts.append(f"memory {record.memory_used_mb:.0f}/{record.memory_requested_mb:.0f} MB")
@@ -77,7 +81,7 @@ def recommend(
             decided_by = model_name
         else:
             action, confidence, why, decided_by = rule.action, rule.confidence, rule.why, "rules"
-        info = describe(record.failure_code)
+        info = record.info
         recommendations.append(
             Recommendation(
                 campaign_id=record.campaign_id,
@@ -85,7 +89,7 @@ def recommend(
                 attempt=record.attempt,
                 site=record.site,
                 failure_code=record.failure_code.token,
-                failure_name=info.name,
+                failure_name=info.name[:128],
                 category=info.category.value,
                 action=action,
                 confidence=round(confidence, 3),

@@ -21,7 +21,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from smartbkg_prod.recovery.actions import Action, retry_changes
 from smartbkg_prod.recovery.classifier import MIN_LABELS, ActionClassifier, Evaluation, evaluate
-from smartbkg_prod.recovery.failures import read_failure_records
+from smartbkg_prod.recovery.failures import FailureRecord, read_failure_export
+from smartbkg_prod.recovery.features import PRIOR_FAILURE_RATE
 from smartbkg_prod.recovery.recommend import Recommendation, recommend
 from smartbkg_prod.recovery.records import (
     OPEN,
@@ -78,20 +79,61 @@ def refresh_recommendations(
     return [get_recommendation(store, i) for i in new_ids]
 
 
+class FileRecommendations(BaseModel):
+    """Recommendations for an export file, and what the reader had to warn about."""
+
+    recommendations: list[Recommendation]
+    warnings: list[str]
+
+
+def with_store_context(
+    store: Store | None, records: list[FailureRecord]
+) -> tuple[list[FailureRecord], set[str]]:
+    """The export's records plus the store's attempts of the same campaigns (the file's
+    line wins for the same attempt); returns them and the campaigns the store knew."""
+    if store is None:
+        return records, set()
+    in_file = {(r.campaign_id, r.job_index, r.attempt) for r in records}
+    known, extra = set(), []
+    for campaign_id in sorted({r.campaign_id for r in records}):
+        try:
+            stored = campaign_records(store, campaign_id)
+        except RecoveryError:
+            continue  # not a campaign of this store
+        known.add(campaign_id)
+        extra += [r for r in stored if (r.campaign_id, r.job_index, r.attempt) not in in_file]
+    return records + extra, known
+
+
 def recommend_from_file(
     store: Store | None, path: str | Path, save: bool = False
-) -> list[Recommendation]:
+) -> FileRecommendations:
     """Recommendations for a JSON-lines export (JobReports + optional ``native_code``).
 
-    The store supplies the trained model (if any); with ``save`` the recommendations are
+    Unreadable lines are skipped with a warning. The store supplies the trained model (if
+    any) and, for a campaign it holds, every attempt it recorded, so the rates are the
+    campaign's and not only the file's. A campaign without any successful attempt gets a
+    warning and the neutral prior failure rate. With ``save`` the recommendations are
     stored for review like the store's own.
     """
-    records = read_failure_records(path)
+    export = read_failure_export(path)
+    records, from_store = with_store_context(store, export.records)
+    warnings = list(export.warnings)
+    for campaign_id in sorted({r.campaign_id for r in records} - from_store):
+        if not any(not r.failed for r in records if r.campaign_id == campaign_id):
+            warnings.append(
+                f"{path}: campaign {campaign_id} has no successful attempt in the file and "
+                f"none in the store: site and code rates use a neutral prior of "
+                f"{PRIOR_FAILURE_RATE:.0%} failures (export the successes too for real rates)"
+            )
     model, model_name = current_policy(store) if store is not None else (None, "rules")
-    recommendations = recommend(records, model, model_name)
+    in_file = {(r.campaign_id, r.job_index) for r in export.records}
+    recommendations = [
+        r for r in recommend(records, model, model_name) if (r.campaign_id, r.job_index) in in_file
+    ]
     if save and store is not None:
         save_recommendations(store, recommendations)
-    return recommendations
+    return FileRecommendations(recommendations=recommendations, warnings=warnings)
 
 
 def accept(store: Store, recommendation_id: int, operator: str | None = None, comment: str = ""):

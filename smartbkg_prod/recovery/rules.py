@@ -1,13 +1,28 @@
 """Cold-start rules: what an experienced operator does, written down.
 
-Used until the classifier has enough recorded decisions, and as the baseline it must beat.
-Modelled on the CMS recovery panel's static actions (main error = a code behind > 30% of
-the failures; stage-out -> retry unless the site is broken; site-drain codes -> avoid the
-site) and PanDA's retry module (increase_memory, increase_cputime, reduce_input_per_job).
-Each rule reads the same feature row the classifier sees.
+Used until the classifier has enough recorded decisions, as the baseline it must beat, and
+as the policy's guard rails (see :mod:`recommend`). Modelled on the CMS recovery panel's
+static actions (main error = a code behind > 30% of the failures; stage-out -> retry
+unless the site is broken; site-drain codes -> avoid the site) and PanDA's retry module
+(no_retry, increase_memory, increase_cputime, reduce_input_per_job). Each rule reads the
+same feature row the classifier sees. In order:
+
+1. a deterministic failure (invalid spec, corrupt model, missing image) -> kill, proposed
+   on first sight: a retry fails the same way. Kill is never applied without review;
+2. output or input over a size limit -> split (fewer events per job);
+3. memory / walltime -> more of it, or a split when the need is far beyond a raise or
+   the job already failed that way twice;
+4. a site that holds most of a code's failures and fails often, or where this job failed
+   twice the same way -> exclude it; never the campaign's only site;
+5. a non-transient crash or input error on many jobs at several sites, or one the job
+   reproduced on retry -> kill proposed;
+6. otherwise one more try. An unknown code is never taken for permanent: without log
+   text or resource use to read, it gets one more try and escalates on its second time.
 
 >>> decide({"category=memory": 1.0, "projected_memory_ratio": 1.3}).action
 <Action.RESUBMIT_MORE_MEMORY: 'resubmit_more_memory'>
+>>> decide({"category=physics_config": 1.0, "deterministic": 1.0, "campaign_sites": 1}).action
+<Action.KILL: 'kill'>
 """
 
 from __future__ import annotations
@@ -26,7 +41,13 @@ SPLIT_WALLTIME_RATIO = 3.0
 SITE_MIN_FAILURES = 3
 SITE_CODE_SHARE = 0.6
 SITE_FAILURE_RATE = 0.25
-PERMANENT_CATEGORIES = ("software", "physics_config", "input", "unknown")
+# A job failed this many times with the same code (or category): not a third try.
+REPEATED = 2
+# Retries of a code that succeeded this often elsewhere in the campaign: it is transient,
+# whatever the tables say.
+RETRY_SUCCESS = 0.5
+PERMANENT_CATEGORIES = ("software", "input")
+SITE_CATEGORIES = ("site", "storage", "gpu", "input", "unknown")
 
 
 @dataclass(frozen=True)
@@ -43,55 +64,111 @@ def _category(row: dict[str, float]) -> str:
     return "unknown"
 
 
+def _code(row: dict[str, float]) -> str:
+    for key in row:
+        if key.startswith("code="):
+            return key.removeprefix("code=")
+    return "this code"
+
+
+def _resource(row: dict[str, float], kind: str, split_above: float) -> RuleDecision:
+    """More memory / walltime, or a split (``kind`` is "memory" or "walltime")."""
+    action = Action.RESUBMIT_MORE_MEMORY if kind == "memory" else Action.RESUBMIT_MORE_WALLTIME
+    progress = row.get("progress")
+    need = row.get(f"projected_{kind}_ratio", row.get(f"{kind}_ratio"))
+    if row.get("job_category_failures", 1.0) >= REPEATED:
+        return RuleDecision(
+            Action.SPLIT_JOB, 0.7,
+            f"the job ran out of {kind} {row['job_category_failures']:.0f} times: "
+            "fewer events per job, not another try",
+        )  # fmt: skip
+    # Splitting helps when the need grows with events: a job that died at its first
+    # event needs a raise; one whose progress is unknown is judged by its need alone.
+    if need is not None and need > split_above and progress != 0.0:
+        return RuleDecision(
+            Action.SPLIT_JOB, 0.7, f"projected {kind} need is {need:.1f}x the request"
+        )
+    shown = "unknown" if need is None else f"{need:.1f}x"
+    return RuleDecision(action, 0.85, f"out of {kind} (projected need {shown})")
+
+
 def decide(row: dict[str, float]) -> RuleDecision:
     """The rules' action for one feature row (see :mod:`features`)."""
     category = _category(row)
+    code = _code(row)
     transient = bool(row.get("transient", 0.0))
+    known = bool(row.get("known_code", 1.0))
+    only_site = row.get("campaign_sites", 2.0) <= 1
+    repeats = row.get("job_same_code", 1.0)
+    retry_success = row.get("code_retry_success")
+    recovers_elsewhere = retry_success is not None and retry_success >= RETRY_SUCCESS
+    if row.get("deterministic"):
+        return RuleDecision(
+            Action.KILL, 0.8,
+            f"{code} is a {category.replace('_', ' ')} failure that is the same on every try: "
+            "fix the campaign (spec, model, image) and resubmit; kill proposed for review",
+        )  # fmt: skip
+    if row.get("oversize"):
+        return RuleDecision(
+            Action.SPLIT_JOB, 0.75, f"{code}: a size limit was exceeded: fewer events per job"
+        )
+    if category == "memory":
+        return _resource(row, "memory", SPLIT_MEMORY_RATIO)
+    if category == "walltime":
+        return _resource(row, "walltime", SPLIT_WALLTIME_RATIO)
+    if not only_site and category in SITE_CATEGORIES:
+        if (
+            row.get("site_code_failures", 0.0) >= SITE_MIN_FAILURES
+            and row.get("site_code_share", 0.0) >= SITE_CODE_SHARE
+            and row.get("site_failure_rate", 0.0) >= SITE_FAILURE_RATE
+        ):
+            return RuleDecision(
+                Action.EXCLUDE_SITE, 0.75,
+                f"the site holds {row['site_code_share']:.0%} of this code's failures and fails "
+                f"{row['site_failure_rate']:.0%} of its attempts",
+            )  # fmt: skip
+        if row.get("job_same_code_site", 1.0) >= REPEATED:
+            return RuleDecision(
+                Action.EXCLUDE_SITE, 0.65,
+                f"the job failed {row['job_same_code_site']:.0f} times with {code} at this "
+                "site: run it elsewhere",
+            )  # fmt: skip
+        if category == "site" and not transient and known:
+            return RuleDecision(
+                Action.EXCLUDE_SITE, 0.6, f"{code}: the site is not set up to run the job"
+            )
     if (
         not transient
+        and known
         and category in PERMANENT_CATEGORIES
         and row.get("code_job_fraction", 0.0) >= MAIN_ERROR_FRACTION
         and row.get("code_sites", 0.0) >= 2
+        and not recovers_elsewhere
     ):
         return RuleDecision(
-            Action.KILL,
-            0.8,
+            Action.KILL, 0.8,
             f"a non-transient {category} failure hits {row['code_job_fraction']:.0%} of the jobs "
-            f"at {row['code_sites']:.0f} sites: retries will not fix it",
-        )
-    if category == "memory":
-        need = row.get("projected_memory_ratio", row.get("memory_ratio", 1.0))
-        # Splitting only helps when memory grows with events: that needs a job that got
-        # somewhere before dying; one that died at its first event needs a raise.
-        if need > SPLIT_MEMORY_RATIO and row.get("progress", 0.0) > 0.0:
-            return RuleDecision(
-                Action.SPLIT_JOB, 0.7, f"projected memory need is {need:.1f}x the request"
-            )
+            f"at {row['code_sites']:.0f} sites: retries will not fix it; kill proposed for review",
+        )  # fmt: skip
+    if not transient and repeats >= REPEATED and not recovers_elsewhere:
         return RuleDecision(
-            Action.RESUBMIT_MORE_MEMORY, 0.85, f"out of memory (projected need {need:.1f}x)"
+            Action.KILL, 0.7 if known else 0.55,
+            f"the job failed {repeats:.0f} times with {code}: reproduced on retry, a third "
+            "try will not help; kill proposed for review",
+        )  # fmt: skip
+    if transient or recovers_elsewhere:
+        evidence = (
+            f"retries of {code} succeeded for {retry_success:.0%} of the jobs"
+            if recovers_elsewhere
+            else f"{category} failure, usually transient"
         )
-    if category == "walltime":
-        need = row.get("projected_walltime_ratio", row.get("walltime_ratio", 1.0))
-        if need > SPLIT_WALLTIME_RATIO:
-            return RuleDecision(
-                Action.SPLIT_JOB, 0.7, f"projected run time is {need:.1f}x the walltime"
-            )
+        return RuleDecision(Action.RESUBMIT, 0.75, evidence)
+    if not known:
         return RuleDecision(
-            Action.RESUBMIT_MORE_WALLTIME, 0.85, f"walltime reached (projected {need:.1f}x)"
-        )
-    if (
-        row.get("site_code_failures", 0.0) >= SITE_MIN_FAILURES
-        and row.get("site_code_share", 0.0) >= SITE_CODE_SHARE
-        and row.get("site_failure_rate", 0.0) >= SITE_FAILURE_RATE
-    ):
-        return RuleDecision(
-            Action.EXCLUDE_SITE,
-            0.75,
-            f"the site holds {row['site_code_share']:.0%} of this code's failures and fails "
-            f"{row['site_failure_rate']:.0%} of its attempts",
-        )
-    if transient:
-        return RuleDecision(Action.RESUBMIT, 0.75, f"{category} failure, usually transient")
+            Action.RESUBMIT, 0.45,
+            f"{code} is not in the tables and its log and resource use say nothing more: "
+            "one more try; a second failure of the job escalates",
+        )  # fmt: skip
     return RuleDecision(
         Action.RESUBMIT, 0.4, f"isolated {category} failure: one more try before escalating"
     )

@@ -19,7 +19,7 @@ True
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from smartbkg_prod.exitcodes import ExitCode
@@ -56,11 +56,24 @@ class Source(StrEnum):
 
 @dataclass(frozen=True)
 class CodeInfo:
-    """What a code means: short name, category, and whether a plain retry usually helps."""
+    """What a code means: short name, category, and what a retry can be expected to do.
+
+    ``transient``: a plain retry (same seed, same resources) usually succeeds.
+    ``deterministic``: the same input fails the same way on every try (an invalid spec, a
+    corrupt model, a missing image): retrying burns slots, the campaign needs a fix.
+    ``generic``: the code names no cause (a kill signal, a site's policy hold, "unknown
+    payload failure"): the log text and the resource use say more than the code.
+    ``oversize``: the job's output or input is too large for a limit: fewer events per job.
+    ``known``: False for a code missing from the tables.
+    """
 
     name: str
     category: Category
     transient: bool
+    deterministic: bool = False
+    generic: bool = False
+    oversize: bool = False
+    known: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,8 +98,16 @@ class FailureCode:
         return f"{self.token} {info.name}"
 
 
-def _info(name: str, category: Category, transient: bool) -> CodeInfo:
-    return CodeInfo(name, category, transient)
+def _info(name: str, category: Category, transient: bool, nature: str = "") -> CodeInfo:
+    """A table entry; ``nature`` is any of "deterministic", "generic", "oversize"."""
+    return CodeInfo(
+        name,
+        category,
+        transient,
+        deterministic="deterministic" in nature,
+        generic="generic" in nature,
+        oversize="oversize" in nature,
+    )
 
 
 S, ST, M, W, G, I, SW, P, U = (  # noqa: E741 - short aliases keep the tables readable
@@ -101,14 +122,17 @@ S, ST, M, W, G, I, SW, P, U = (  # noqa: E741 - short aliases keep the tables re
     Category.UNKNOWN,
 )
 
+DET, GEN, BIG = "deterministic", "generic", "oversize"
+
 # HTCondor HoldReasonCode, from htcondor/htcondor src/condor_utils/condor_holdcodes.h.
 # Codes >= 1000 are vacate reasons (the job was evicted, not held): transient by nature.
+# Policy holds (3, 26, 27) carry the site's own text (HoldReason): read it.
 HTCONDOR_HOLD: dict[int, CodeInfo] = {
-    0: _info("Unspecified", U, False),
+    0: _info("Unspecified", U, False, GEN),
     1: _info("UserRequest", U, False),
-    3: _info("JobPolicy (periodic_hold)", U, False),
+    3: _info("JobPolicy (periodic_hold)", U, False, GEN),
     4: _info("CorruptedCredential", S, True),
-    5: _info("JobPolicyUndefined", U, False),
+    5: _info("JobPolicyUndefined", U, False, GEN),
     6: _info("FailedToCreateProcess", S, True),
     7: _info("UnableToOpenOutput", ST, True),
     8: _info("UnableToOpenInput", ST, True),
@@ -117,14 +141,14 @@ HTCONDOR_HOLD: dict[int, CodeInfo] = {
     14: _info("IwdError", S, True),
     15: _info("SubmittedOnHold", U, False),
     16: _info("SpoolingInput", U, True),
-    21: _info("StartdHeldJob", S, True),
+    21: _info("StartdHeldJob", S, True, GEN),
     22: _info("UnableToInitUserLog", S, True),
-    26: _info("SystemPolicy (SYSTEM_PERIODIC_HOLD)", U, False),
-    27: _info("SystemPolicyUndefined", U, False),
-    32: _info("MaxTransferInputSizeExceeded", I, False),
-    33: _info("MaxTransferOutputSizeExceeded", ST, False),
+    26: _info("SystemPolicy (SYSTEM_PERIODIC_HOLD)", U, False, GEN),
+    27: _info("SystemPolicyUndefined", U, False, GEN),
+    32: _info("MaxTransferInputSizeExceeded", I, False, BIG),
+    33: _info("MaxTransferOutputSizeExceeded", ST, False, BIG),
     34: _info("JobOutOfResources", M, False),  # refined by subcode below
-    35: _info("InvalidDockerImage", SW, False),
+    35: _info("InvalidDockerImage", SW, False, DET),
     36: _info("FailedToCheckpoint", S, True),
     43: _info("PreScriptFailed (DAGMan)", SW, False),
     44: _info("PostScriptFailed (DAGMan)", SW, False),
@@ -140,48 +164,104 @@ HTCONDOR_HOLD: dict[int, CodeInfo] = {
 # JobOutOfResources subcodes (same header): which limit was exceeded.
 HTCONDOR_OUT_OF_RESOURCES: dict[int, CodeInfo] = {
     102: _info("JobOutOfResources (memory limit)", M, False),
-    104: _info("JobOutOfResources (disk limit)", ST, False),
+    104: _info("JobOutOfResources (disk limit)", ST, False, BIG),
 }
 
-# PanDA pilot error codes, from PanDAWMS/pilot3 pilot/common/errorcodes.py (pilot 3.7).
-# The pilot itself treats only the stage-out family as recoverable; the transient flags of
-# the other codes are operational judgement (see FAILURES.md).
+# PanDA pilot error codes, from PanDAWMS/pilot3 pilot/common/errorcodes.py (pilot 3.7,
+# class ErrorCodes). The pilot itself treats only the stage-out family as recoverable; the
+# transient flags of the other codes are operational judgement (see FAILURES.md).
 PILOT: dict[int, CodeInfo] = {
+    1008: _info("GENERALERROR", U, False, GEN),
     1098: _info("NOLOCALSPACE", ST, True),
     1099: _info("STAGEINFAILED", ST, True),
     1100: _info("REPLICANOTFOUND", I, False),
     1103: _info("NOSUCHFILE", I, False),
+    1104: _info("USERDIRTOOLARGE", ST, False, BIG),
+    1106: _info("STDOUTTOOBIG", SW, False),
     1110: _info("SETUPFAILURE", SW, False),
-    1124: _info("OUTPUTFILETOOLARGE", ST, False),
+    1115: _info("NFSSQLITE", S, True),
+    1116: _info("QUEUEDATA", S, True),
+    1117: _info("QUEUEDATANOTOK", S, True),
+    1124: _info("OUTPUTFILETOOLARGE", ST, False, BIG),
+    1133: _info("NOSTORAGE", S, False),
     1137: _info("STAGEOUTFAILED", ST, True),
     1141: _info("PUTMD5MISMATCH", ST, True),
     1144: _info("PANDAKILL", U, False),  # killed on purpose: never retry blindly
     1145: _info("GETMD5MISMATCH", ST, True),
+    1149: _info("TRFDOWNLOADFAILURE", S, True),
     1150: _info("LOOPINGJOB", SW, False),
     1151: _info("STAGEINTIMEOUT", ST, True),
     1152: _info("STAGEOUTTIMEOUT", ST, True),
     1163: _info("NOPROXY", S, True),
     1165: _info("MISSINGOUTPUTFILE", SW, False),
-    1200: _info("KILLSIGNAL", S, True),
-    1201: _info("SIGTERM", S, True),
+    1168: _info("SIZETOOLARGE", ST, False, BIG),
+    1171: _info("GETADMISMATCH", ST, True),
+    1172: _info("PUTADMISMATCH", ST, True),
+    1177: _info("NOVOMSPROXY", S, True),
+    1180: _info("GETGLOBUSSYSERR", ST, True),
+    1181: _info("PUTGLOBUSSYSERR", ST, True),
+    1186: _info("NOSOFTWAREDIR", S, True),
+    1190: _info("LFNTOOLONG", P, False, DET),
+    1199: _info("MKDIR", ST, True),
+    1200: _info("KILLSIGNAL", S, True, GEN),
+    1201: _info("SIGTERM", S, True, GEN),
+    1202: _info("SIGQUIT", S, True, GEN),
     1203: _info("SIGSEGV", SW, False),
     1204: _info("SIGXCPU", W, False),  # CPU-time limit: more time, not a plain retry
+    1205: _info("USERKILL", U, False),
+    1206: _info("SIGBUS", SW, False),
+    1207: _info("SIGUSR1", S, True, GEN),
+    1208: _info("SIGINT", U, False),
+    1211: _info("MISSINGINSTALLATION", S, True),
     1212: _info("PAYLOADOUTOFMEMORY", M, False),
     1213: _info("REACHEDMAXTIME", W, False),
-    1220: _info("UNKNOWNPAYLOADFAILURE", U, False),
+    1220: _info("UNKNOWNPAYLOADFAILURE", U, False, GEN),
     1223: _info("BADALLOC", M, False),
     1235: _info("PAYLOADEXCEEDMAXMEM", M, False),
+    1236: _info("FAILEDBYSERVER", U, False, GEN),
+    1301: _info("UNKNOWNEXCEPTION", U, False, GEN),
     1305: _info("PAYLOADEXECUTIONFAILURE", SW, False),
-    1306: _info("container runtime failure", SW, True),
-    1309: _info("container image mount failure", SW, True),
-    1316: _info("service unavailable", S, True),
-    1318: _info("communication failure", S, True),
+    1306: _info("SINGULARITYGENERALFAILURE", SW, True),
+    1309: _info("SINGULARITYIMAGEMOUNTFAILURE", SW, True),
+    1310: _info("PAYLOADEXECUTIONEXCEPTION", SW, False),
+    1315: _info("UNKNOWNTRFFAILURE", U, False, GEN),
+    1316: _info("RUCIOSERVICEUNAVAILABLE", S, True),
+    1317: _info("EXCEEDEDMAXWAITTIME", S, True),
+    1318: _info("COMMUNICATIONFAILURE", S, True),
+    1319: _info("INTERNALPILOTPROBLEM", S, True),
+    1324: _info("SERVICENOTAVAILABLE", S, True),
+    1325: _info("SINGULARITYNOTINSTALLED", S, False),
     1326: _info("NOREPLICAS", I, False),
+    1327: _info("UNREACHABLENETWORK", S, True),
+    1328: _info("PAYLOADSIGSEGV", SW, False),
+    1331: _info("MISSINGINPUTFILE", I, False),
+    1332: _info("BLACKHOLE", ST, True),
     1333: _info("NOREMOTESPACE", ST, True),
-    1356: _info("pre-process failure", SW, False),
-    1357: _info("post-process failure", SW, False),
-    1360: _info("IMAGENOTFOUND", SW, False),
+    1334: _info("SETUPFATAL", SW, False),
+    1335: _info("MISSINGUSERCODE", P, False, DET),
+    1336: _info("JOBALREADYRUNNING", S, True),
+    1338: _info("STAGEINAUTHENTICATIONFAILURE", ST, True),
+    1341: _info("BADQUEUECONFIGURATION", S, False),
+    1344: _info("RESOURCEUNAVAILABLE", S, True),
+    1349: _info("UNRECOGNIZEDTRFARGUMENTS", P, False, DET),
+    1350: _info("EMPTYOUTPUTFILE", SW, False),
+    1355: _info("COREDUMP", SW, False),
+    1356: _info("PREPROCESSFAILURE", SW, False),
+    1357: _info("POSTPROCESSFAILURE", SW, False),
+    1359: _info("PANDAQUEUENOTACTIVE", S, True),
+    1360: _info("IMAGENOTFOUND", SW, False, DET),
+    1361: _info("REMOTEFILECOULDNOTBEOPENED", ST, True),
+    1362: _info("XRDCPERROR", ST, True),
     1367: _info("COMMANDTIMEDOUT", S, True),
+    1368: _info("REMOTEFILEOPENTIMEDOUT", ST, True),
+    1369: _info("FRONTIER", S, True),
+    1373: _info("CERTIFICATEHASEXPIRED", S, True),
+    1377: _info("CVMFSISNOTALIVE", S, True),
+    1378: _info("LSETUPTIMEDOUT", S, True),
+    1379: _info("PREEMPTION", S, True),
+    1380: _info("ARCPROXYFAILURE", S, True),
+    1383: _info("STAGEOUTAUTHENTICATIONFAILURE", ST, True),
+    1384: _info("QUEUENOTSETUPFORCONTAINERS", S, False),
 }
 # PanDA server fields, from PanDAWMS/panda-server pandaserver/taskbuffer/ErrorCode.py and
 # jobdispatcher/ErrorCode.py: the same number means different things per field.
@@ -189,7 +269,9 @@ JOB_DISPATCHER: dict[int, CodeInfo] = {100: _info("EC_Watcher (lost heartbeat)",
 TASK_BUFFER: dict[int, CodeInfo] = {100: _info("EC_Kill (killed by user or operator)", U, False)}
 
 # Slurm job states, from the JOB STATE CODES section of slurm.schedmd.com/sacct.html.
-# FAILED and CANCELLED are refined by the exit code / signal in the subcode.
+# FAILED and CANCELLED are refined by the exit code / signal in the subcode, and
+# CANCELLED by slurmstepd's "CANCELLED AT ... DUE TO TIME LIMIT / PREEMPTION / NODE
+# FAILURE" line when the log carries it (src/slurmd/slurmstepd/req.c).
 SLURM: dict[str, CodeInfo] = {
     "OUT_OF_MEMORY": _info("out of memory (cgroup limit)", M, False),
     "TIMEOUT": _info("time limit reached", W, False),
@@ -198,21 +280,22 @@ SLURM: dict[str, CodeInfo] = {
     "PREEMPTED": _info("preempted", S, True),
     "BOOT_FAIL": _info("node boot failure", S, True),
     "REQUEUED": _info("requeued", S, True),
-    "CANCELLED": _info("cancelled by user or administrator", U, False),
-    "FAILED": _info("non-zero exit code", U, False),
+    "REVOKED": _info("revoked (federated sibling started)", S, True),
+    "CANCELLED": _info("cancelled by user or administrator", U, False, GEN),
+    "FAILED": _info("non-zero exit code", U, False, GEN),
 }
 
 # Unix signals (signal(7)); shells and batch systems report them as status 128 + n.
 SIGNALS: dict[int, CodeInfo] = {
-    1: _info("SIGHUP", S, True),
+    1: _info("SIGHUP", S, True, GEN),
     2: _info("SIGINT", U, False),
     6: _info("SIGABRT", SW, False),
     7: _info("SIGBUS", SW, False),
-    9: _info("SIGKILL (likely a batch-system kill)", S, True),
+    9: _info("SIGKILL (likely a batch-system kill)", S, True, GEN),
     11: _info("SIGSEGV", SW, False),
-    15: _info("SIGTERM", S, True),
+    15: _info("SIGTERM", S, True, GEN),
     24: _info("SIGXCPU", W, False),
-    25: _info("SIGXFSZ", ST, False),
+    25: _info("SIGXFSZ", ST, False, BIG),
 }
 
 # CMS WMCore exit codes, from dmwm/WMCore src/python/WMCore/WMExceptions.py (WM_JOB_ERROR_CODES).
@@ -226,12 +309,12 @@ WMCORE: dict[int, CodeInfo] = {
     8031: _info("exceeded maximum RSS", M, False),
     8032: _info("exceeded maximum time", W, False),
     8033: _info("FileWriteError (usually local disk)", ST, True),
-    8501: _info("EventGenerationFailure", P, False),
+    8501: _info("EventGenerationFailure", P, False, DET),
     11003: _info("software area not found", S, True),
     50115: _info("no valid job report (often a segfault)", SW, False),
     50513: _info("setup scripts failed", S, True),
     50660: _info("too much RAM", M, False),
-    50662: _info("too much disk", ST, False),
+    50662: _info("too much disk", ST, False, BIG),
     50664: _info("too much wall clock", W, False),
     60307: _info("stage-out failure", ST, True),
     60311: _info("stage-out site plugin failure", ST, True),
@@ -249,29 +332,48 @@ WMCORE: dict[int, CodeInfo] = {
     71307: _info("killed: too much wall clock", W, False),
     99109: _info("uncaught exception in step (commonly stage-out)", ST, True),
     99303: _info("job report lost", S, True),
-    99305: _info("input too large for a pilot lifetime", W, False),
-    99400: _info("removed by condor_rm or SYSTEM_PERIODIC_REMOVE", U, False),
+    99305: _info("input too large for a pilot lifetime", W, False, BIG),
+    99400: _info("removed by condor_rm or SYSTEM_PERIODIC_REMOVE", U, False, GEN),
 }
 
-_UNKNOWN = CodeInfo("unknown code", Category.UNKNOWN, False)
+# The worker's own codes whose cause is in the campaign itself: the same job file, spec or
+# model fails the same way on every node (smartbkg_prod.exitcodes).
+WORKER_DETERMINISTIC = {ExitCode.CONFIG, ExitCode.GENERATOR, ExitCode.MODEL_LOAD}
+WORKER_GENERIC = {ExitCode.UNEXPECTED}
+
+# A code missing from the tables is not a verdict: neither transient nor permanent.
+# Recovery reads the log text, the resource use and the code's spread instead.
+_UNKNOWN = CodeInfo("unknown code", Category.UNKNOWN, False, generic=True, known=False)
+
+
+def _unknown(name: str) -> CodeInfo:
+    return CodeInfo(name, Category.UNKNOWN, False, generic=True, known=False)
 
 
 def describe(code: FailureCode) -> CodeInfo:
-    """Category, name and transient flag of a code; unknown codes map to ``unknown``."""
+    """Category, name and nature of a code; unknown codes map to ``unknown`` (``known``
+    False), which says nothing about whether a retry helps."""
     source = code.source
     if source == Source.WORKER:
         try:
             worker = ExitCode(int(code.code))
         except ValueError:
             return _UNKNOWN
-        return CodeInfo(worker.name, Category(worker.category), worker.transient)
+        return CodeInfo(
+            worker.name,
+            Category(worker.category),
+            worker.transient,
+            deterministic=worker in WORKER_DETERMINISTIC,
+            generic=worker in WORKER_GENERIC,
+        )
     if source == Source.SIGNAL:
-        return SIGNALS.get(int(code.code), CodeInfo(f"signal {code.code}", Category.UNKNOWN, False))
+        return SIGNALS.get(int(code.code), _unknown(f"signal {code.code}"))
     if source == Source.EXIT:
+        status = int(code.code)
         return (
-            describe(exit_status_code(int(code.code)))
-            if _is_known_exit(int(code.code))
-            else _UNKNOWN
+            describe(exit_status_code(status))
+            if _is_known_exit(status)
+            else _unknown(f"exit status {status}")
         )
     if source == Source.HTCONDOR:
         number = int(code.code)
@@ -279,15 +381,17 @@ def describe(code: FailureCode) -> CodeInfo:
             return HTCONDOR_OUT_OF_RESOURCES[code.subcode]
         if number in HTCONDOR_HOLD:
             return HTCONDOR_HOLD[number]
-        return CodeInfo(f"vacate {number}", Category.SITE, True) if number >= 1000 else _UNKNOWN
+        if number >= 1000:
+            return CodeInfo(f"vacate {number}", Category.SITE, True)
+        return _unknown(f"hold code {number}")
     if source == Source.SLURM:
         state = str(code.code)
-        info = SLURM.get(state, _UNKNOWN)
+        info = SLURM.get(state, _unknown(f"state {state}"))
         if state in {"FAILED", "CANCELLED"} and code.subcode:
             # The exit status says more than the state: 137 = SIGKILL, 50 = our OOM, ...
             refined = describe(exit_status_code(code.subcode))
-            if refined.category != Category.UNKNOWN:
-                return CodeInfo(f"{state} ({refined.name})", refined.category, refined.transient)
+            if refined.known:
+                return replace(refined, name=f"{state} ({refined.name})")
         return info
     table = {
         Source.PILOT: PILOT,
@@ -300,7 +404,7 @@ def describe(code: FailureCode) -> CodeInfo:
     number = int(code.code)
     if source == Source.WMCORE and 0 < number <= 512 and number not in table:
         return describe(exit_status_code(number))
-    return table.get(number, _UNKNOWN)
+    return table.get(number, _unknown(f"{source} code {number}"))
 
 
 def _is_known_exit(status: int) -> bool:
@@ -322,50 +426,99 @@ def exit_status_code(status: int) -> FailureCode:
     return FailureCode(Source.EXIT.value, status)
 
 
-_HOLD_PATTERN = re.compile(
-    r"^HoldReasonCode\s*=\s*(\d+)(?:\s*(?:/|,?\s*HoldReasonSubCode\s*=)\s*(-?\d+))?$", re.IGNORECASE
-)
-_TOKEN_PATTERN = re.compile(r"^([A-Za-z_]+)\s*:\s*([A-Za-z0-9_]+)(?:\s*/\s*(-?\d+))?$")
 _SOURCE_ALIASES = {
     "htcondor": Source.HTCONDOR,
     "condor": Source.HTCONDOR,
+    "holdreasoncode": Source.HTCONDOR,
     "slurm": Source.SLURM,
     "pilot": Source.PILOT,
+    "piloterrorcode": Source.PILOT,
     "panda": Source.PILOT,
     "jobdispatcher": Source.JOB_DISPATCHER,
+    "jobdispatchererrorcode": Source.JOB_DISPATCHER,
     "taskbuffer": Source.TASK_BUFFER,
+    "taskbuffererrorcode": Source.TASK_BUFFER,
     "wmcore": Source.WMCORE,
     "cms": Source.WMCORE,
     "signal": Source.SIGNAL,
     "worker": Source.WORKER,
     "exit": Source.EXIT,
+    "exitcode": Source.EXIT,
+    "exeerrorcode": Source.EXIT,
 }
+_SIGNAL_NAMES = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGABRT": 6, "SIGBUS": 7,
+                 "SIGKILL": 9, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12, "SIGPIPE": 13,
+                 "SIGALRM": 14, "SIGTERM": 15, "SIGXCPU": 24, "SIGXFSZ": 25}  # fmt: skip
+# HoldReasonCode=34/102, HoldReasonCode = 34 HoldReasonSubCode = 102, optionally followed
+# by the HoldReason text (kept as a log line by the caller).
+_HOLD = re.compile(
+    r"HoldReasonCode\s*[=:]\s*(\d+)(?:\s*/\s*(-?\d+)|[\s,;]*HoldReasonSubCode\s*[=:]\s*(-?\d+))?",
+    re.IGNORECASE,
+)
+# SOURCE:CODE[/SUBCODE] with the rest of the text kept: "slurm:CANCELLED by 0",
+# "slurm:FAILED 1:0" (sacct's ExitCode exit:signal), "pilot:1379 Job was preempted".
+_TOKEN = re.compile(
+    r"^\s*([A-Za-z_]+)\s*[:=]\s*([A-Za-z0-9_+-]+)(?:\s*/\s*(-?\d+))?(.*)$", re.DOTALL
+)
+_EXIT_SIGNAL = re.compile(r"^\s*(?:exit\s*code\s*)?(\d+):(\d+)\b")
+_BY_UID = re.compile(r"^\s*by\s+\d+\b", re.IGNORECASE)
 
 
-def parse_native_code(text: str) -> FailureCode:
-    """Read a native code as backends store it (``AttemptRow.native_code``).
+def parse_native(text: str) -> tuple[FailureCode, str]:
+    """A native code as an engine or an export writes it, and any text that came with it.
 
-    Accepted forms: ``HoldReasonCode=34/102``, ``HoldReasonCode=34 HoldReasonSubCode=102``,
-    ``SOURCE:CODE[/SUBCODE]`` with SOURCE one of htcondor, slurm, pilot, jobDispatcher,
-    taskBuffer, wmcore, signal, worker, exit (e.g. ``slurm:OUT_OF_MEMORY``,
-    ``slurm:FAILED/137``, ``pilot:1212``). Raises ValueError for anything else.
+    Accepted forms: ``HoldReasonCode=34/102``, ``HoldReasonCode=34 HoldReasonSubCode=102``
+    (either followed by the hold reason), ``SOURCE:CODE[/SUBCODE] [text]`` with SOURCE
+    one of htcondor, slurm, pilot (pilotErrorCode), jobDispatcher, taskBuffer, wmcore,
+    signal, worker, exit — e.g. ``slurm:OUT_OF_MEMORY``, ``slurm:FAILED/137``,
+    ``slurm:FAILED 0:9``, ``slurm:CANCELLED by 0``, ``pilot:1379``, ``signal:SIGKILL``
+    — and a bare exit status (``137``). Raises ValueError for anything else.
+
+    >>> parse_native("slurm:CANCELLED by 0")[0].token
+    'slurm:CANCELLED'
+    >>> parse_native("HoldReasonCode=26 job used 6144 of 4096 MB")
+    (FailureCode(source='htcondor', code=26, subcode=None), 'job used 6144 of 4096 MB')
     """
-    text = text.strip()
-    held = _HOLD_PATTERN.match(text)
+    text = str(text).strip()
+    held = _HOLD.search(text)
     if held:
-        subcode = int(held.group(2)) if held.group(2) is not None else None
-        return FailureCode(Source.HTCONDOR.value, int(held.group(1)), subcode)
-    match = _TOKEN_PATTERN.match(text)
+        sub = held.group(2) if held.group(2) is not None else held.group(3)
+        rest = (text[: held.start()] + " " + text[held.end() :]).strip(" ,;/-:")
+        return FailureCode(Source.HTCONDOR.value, int(held.group(1)), _int(sub)), rest
+    if re.fullmatch(r"-?\d+", text):
+        return exit_status_code(int(text)), ""
+    match = _TOKEN.match(text)
     if not match or match.group(1).lower() not in _SOURCE_ALIASES:
         raise ValueError(
             f"unreadable native code {text!r} (expected e.g. 'HoldReasonCode=34/102', "
             f"'slurm:OUT_OF_MEMORY', 'pilot:1212'; sources: {', '.join(s.value for s in Source)})"
         )
     source = _SOURCE_ALIASES[match.group(1).lower()]
-    raw = match.group(2)
-    subcode = int(match.group(3)) if match.group(3) is not None else None
+    raw, subcode, rest = match.group(2), _int(match.group(3)), match.group(4).strip()
     if source == Source.SLURM:
-        return FailureCode(source.value, raw.upper(), subcode)
-    if not raw.isdigit():
+        state = raw.upper()
+        rest = _BY_UID.sub("", rest).strip()  # "CANCELLED by 0": who cancelled, not why
+        status = _EXIT_SIGNAL.match(rest)
+        if status and subcode is None:
+            exit_status, signal = int(status.group(1)), int(status.group(2))
+            subcode = 128 + signal if signal else (exit_status or None)
+            rest = rest[status.end() :].strip()
+        return FailureCode(source.value, state, subcode), rest
+    if source == Source.SIGNAL and raw.upper() in _SIGNAL_NAMES:
+        return FailureCode(source.value, _SIGNAL_NAMES[raw.upper()], subcode), rest
+    if not re.fullmatch(r"-?\d+", raw):
         raise ValueError(f"unreadable native code {text!r}: {source.value} codes are numbers")
-    return FailureCode(source.value, int(raw), subcode)
+    return FailureCode(source.value, int(raw), subcode), rest
+
+
+def parse_native_code(text: str) -> FailureCode:
+    """The code of :func:`parse_native` without the text (how backends store codes).
+
+    >>> str(parse_native_code("pilot:1379"))
+    'pilot:1379 PREEMPTION'
+    """
+    return parse_native(text)[0]
+
+
+def _int(text: str | None) -> int | None:
+    return None if text is None else int(text)
