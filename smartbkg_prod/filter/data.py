@@ -50,6 +50,10 @@ class LabelledEvents:
     passed: np.ndarray  # bool[n_events]: the skim decision, the training label
     variables: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    # Soft label: the skim pass fraction q̂ over the label's detector seed and
+    # ``resimulations`` more (:func:`add_pass_fraction`); None when never re-simulated.
+    pass_fraction: np.ndarray | None = None
+    resimulations: int = 0
 
     @property
     def n_events(self) -> int:
@@ -64,6 +68,8 @@ class LabelledEvents:
             particles=self.particles.select(mask),
             passed=self.passed[mask],
             variables={name: values[mask] for name, values in self.variables.items()},
+            pass_fraction=None if self.pass_fraction is None else self.pass_fraction[mask],
+            resimulations=self.resimulations,
         )
 
     def data_hash(self) -> str:
@@ -76,6 +82,8 @@ class LabelledEvents:
         ):
             digest.update(np.ascontiguousarray(array).tobytes())
         digest.update(self.passed.astype(np.uint8).tobytes())
+        if self.pass_fraction is not None:  # hard-label sets keep their old hash
+            digest.update(np.ascontiguousarray(self.pass_fraction, dtype=np.float64).tobytes())
         return digest.hexdigest()
 
     def save(self, path: str | Path) -> None:
@@ -95,6 +103,14 @@ class LabelledEvents:
             **columns,
             **{f"variable_{name}": values for name, values in self.variables.items()},
             **{f"seconds_{stage}": np.float64(value) for stage, value in self.seconds.items()},
+            **(
+                {}
+                if self.pass_fraction is None
+                else {
+                    "pass_fraction": self.pass_fraction,
+                    "resimulations": np.int64(self.resimulations),
+                }
+            ),
         )
 
     @classmethod
@@ -118,11 +134,14 @@ class LabelledEvents:
                 for key in stored.files
                 if key.startswith("seconds_")
             }
+            soft = "pass_fraction" in stored.files
             return cls(
                 particles=particles,
                 passed=stored["passed"].astype(bool),
                 variables=variables,
                 seconds=seconds,
+                pass_fraction=stored["pass_fraction"] if soft else None,
+                resimulations=int(stored["resimulations"]) if soft else 0,
             )
 
     @classmethod
@@ -133,6 +152,10 @@ class LabelledEvents:
         for part in parts:
             for stage, value in part.seconds.items():
                 seconds[stage] = seconds.get(stage, 0.0) + value
+        soft = bool(parts) and all(part.pass_fraction is not None for part in parts)
+        resimulations = {part.resimulations for part in parts}
+        if soft and len(resimulations) > 1:
+            raise ValueError(f"parts re-simulated a different number of times: {resimulations}")
         return cls(
             particles=ParticleBatch.concatenate([part.particles for part in parts]),
             passed=np.concatenate([part.passed for part in parts])
@@ -143,7 +166,36 @@ class LabelledEvents:
                 for name in sorted(names)
             },
             seconds=seconds,
+            pass_fraction=np.concatenate([part.pass_fraction for part in parts]) if soft else None,
+            resimulations=resimulations.pop() if soft else 0,
         )
+
+
+def add_pass_fraction(
+    events: LabelledEvents,
+    resimulations: int,
+    simulation: SimulationConfig,
+    skim: SkimConfig,
+    first_seed: int,
+) -> LabelledEvents:
+    """``events`` with the soft label q̂: the skim pass fraction over the label's own
+    detector seed and ``resimulations`` more (seeds ``first_seed ...``, re-simulated by
+    :func:`smartbkg_prod.filter.oracle.resimulate_passes`); E[q̂] = q(x), the quantity the
+    filter learns, with variance q(1 − q)/(K + 1) instead of the label's q(1 − q)."""
+    from smartbkg_prod.filter.oracle import resimulate_passes
+
+    started = time.perf_counter()
+    passes = resimulate_passes(events.particles, resimulations, simulation, skim, first_seed)
+    total = passes.sum(axis=0) + events.passed
+    seconds = {**events.seconds, "resimulation": time.perf_counter() - started}
+    return LabelledEvents(
+        particles=events.particles,
+        passed=events.passed,
+        variables=events.variables,
+        seconds=seconds,
+        pass_fraction=total / (resimulations + 1.0),
+        resimulations=resimulations,
+    )
 
 
 def mc_variables(particles: ParticleBatch) -> dict[str, np.ndarray]:
@@ -218,8 +270,12 @@ def simulate_labelled(
     )
 
 
-def _simulate_job(campaign: Campaign, job: Job) -> LabelledEvents:
-    return simulate_labelled(
+# Re-simulation seeds of a job: far from the job's own detector seed (the label's).
+RESIMULATION_SEED_OFFSET = 1_000_000_000
+
+
+def _simulate_job(campaign: Campaign, job: Job, resimulations: int = 0) -> LabelledEvents:
+    events = simulate_labelled(
         campaign.process,
         job.n_events,
         job.seed,
@@ -227,44 +283,73 @@ def _simulate_job(campaign: Campaign, job: Job) -> LabelledEvents:
         campaign.skim,
         job.first_event,
     )
+    if resimulations > 0:
+        first_seed = RESIMULATION_SEED_OFFSET + job.seed * 64
+        events = add_pass_fraction(
+            events, resimulations, campaign.simulation, campaign.skim, first_seed
+        )
+    return events
 
 
-def simulate_campaign(campaign: Campaign, workers: int = 1) -> LabelledEvents:
+def simulate_campaign(
+    campaign: Campaign, workers: int = 1, resimulations: int = 0
+) -> LabelledEvents:
     """The campaign's events made in-process, job by job: the same event ranges and seeds as
-    its worker jobs (generate -> simulate -> skim, filter off), ``workers`` processes."""
+    its worker jobs (generate -> simulate -> skim, filter off), ``workers`` processes;
+    ``resimulations`` > 0 adds the soft label (:func:`add_pass_fraction`)."""
     jobs = plan_jobs(campaign)
     if workers <= 1:
-        return LabelledEvents.concatenate(_simulate_job(campaign, job) for job in jobs)
+        return LabelledEvents.concatenate(
+            _simulate_job(campaign, job, resimulations) for job in jobs
+        )
     context = multiprocessing.get_context("spawn")  # no inherited torch/OpenMP state
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return LabelledEvents.concatenate(pool.map(_simulate_job, [campaign] * len(jobs), jobs))
+        return LabelledEvents.concatenate(
+            pool.map(_simulate_job, [campaign] * len(jobs), jobs, [resimulations] * len(jobs))
+        )
 
 
-def read_campaign_outputs(directory: str | Path) -> LabelledEvents:
-    """Labelled events from every ``*.root`` output of a filter-off campaign."""
+def read_campaign_outputs(
+    directory: str | Path,
+    resimulations: int = 0,
+    simulation: SimulationConfig | None = None,
+    skim: SkimConfig | None = None,
+    seed: int = 0,
+) -> LabelledEvents:
+    """Labelled events from every ``*.root`` output of a filter-off campaign;
+    ``resimulations`` > 0 re-simulates each file's events for the soft label
+    (:func:`add_pass_fraction`; detector seeds from ``seed`` and the file's place)."""
     from smartbkg_prod.physics.rootio import read_output
 
     files = sorted(Path(directory).glob("*.root"))
     if not files:
         raise FileNotFoundError(f"no *.root outputs in {directory} (run the campaign first)")
     parts = []
-    for path in files:
+    for number, path in enumerate(files):
         contents = read_output(path)
         if contents.particles is None:
             raise ValueError(
                 f"{path} has no MC particles: run the training campaign with outputs.keep_mc_particles: true"
             )
         passed = np.asarray(contents.passed_skim, dtype=bool)
-        parts.append(
-            LabelledEvents(
-                particles=contents.particles,
-                passed=passed,
-                variables={
-                    **mc_variables(contents.particles),
-                    "mbc": np.asarray(contents.mbc, dtype=np.float64),
-                    "delta_e": np.asarray(contents.delta_e, dtype=np.float64),
-                    "best_mode": np.where(passed, contents.best_mode, np.nan).astype(np.float64),
-                },
-            )
+        part = LabelledEvents(
+            particles=contents.particles,
+            passed=passed,
+            variables={
+                **mc_variables(contents.particles),
+                "mbc": np.asarray(contents.mbc, dtype=np.float64),
+                "delta_e": np.asarray(contents.delta_e, dtype=np.float64),
+                "best_mode": np.where(passed, contents.best_mode, np.nan).astype(np.float64),
+            },
         )
+        if resimulations > 0:
+            first_seed = RESIMULATION_SEED_OFFSET + (seed * 100_000 + number) * 64
+            part = add_pass_fraction(
+                part,
+                resimulations,
+                simulation or SimulationConfig(),
+                skim or SkimConfig(),
+                first_seed,
+            )
+        parts.append(part)
     return LabelledEvents.concatenate(parts)

@@ -71,10 +71,16 @@ def fit_calibration(
     costs: StageCosts,
     p_min_choices: tuple[float, ...] = (0.002, 0.005, 0.01, 0.02, 0.05),
 ) -> SamplingCalibration:
-    """Isotonic ``q(score)``, then the (k, p_min) with the best effective speedup at ``costs``."""
+    """Isotonic ``q(score)``, then the (k, p_min) with the best effective speedup at ``costs``.
+
+    ``passed``: the skim decisions (bool), or pass fractions q̂ of re-simulated events
+    (float), which fit the same ``q(score)`` with less noise."""
     scores = np.asarray(scores, dtype=np.float64)
-    passed = np.asarray(passed, dtype=bool)
-    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, passed)
+    passed = np.asarray(passed)
+    passed = passed.astype(np.float64) if passed.dtype.kind == "f" else passed.astype(bool)
+    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+        scores, passed.astype(np.float64)
+    )
     grid = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, CALIBRATION_POINTS)))
     grid[0], grid[-1] = 0.0, 1.0
     q_grid = isotonic.predict(grid)

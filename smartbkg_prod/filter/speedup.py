@@ -71,12 +71,18 @@ def sampling_speedup_from_means(
 
 
 def sampling_speedup(keep_probability: np.ndarray, passed: np.ndarray, costs: StageCosts) -> float:
-    """Effective sampling speedup from each event's keep probability and skim decision."""
+    """Effective sampling speedup from each event's keep probability and skim decision.
+
+    ``passed`` may also be a float array of pass probabilities (a re-simulated pass
+    fraction q̂): ``⟨1/p⟩_pass`` is then ``Σ q̂/p / Σ q̂``, its expectation.
+    """
     p = np.asarray(keep_probability, dtype=np.float64)
-    passed = np.asarray(passed, dtype=bool)
-    if not passed.any():
+    passed = np.asarray(passed)
+    weight = passed.astype(np.float64) if passed.dtype.kind == "f" else passed.astype(bool)
+    total = float(np.sum(weight))
+    if total <= 0:
         return float("nan")
-    return sampling_speedup_from_means(float(np.mean(1.0 / p[passed])), float(p.mean()), costs)
+    return sampling_speedup_from_means(float(np.sum(weight / p)) / total, float(p.mean()), costs)
 
 
 def campaign_sampling_speedup(

@@ -1,7 +1,12 @@
-"""Training the filter GCN on labelled events (label = skim decision).
+"""Training the filter GCN on labelled events (label = skim decision, or its pass fraction).
 
-Loss: binary cross-entropy with balanced class weights (each class carries half the total
-weight: retention is a few per cent), optionally ``+ λ_disco · dCorr²(score, variable)`` on
+The label: with events re-simulated K times (:func:`~smartbkg_prod.filter.data.add_pass_fraction`)
+the target is the soft label q̂(x), the skim pass fraction over K + 1 detector seeds, an
+unbiased estimate of q(x) = P(skim passes | x) with (K + 1) times less label noise than the
+one skim decision; otherwise that decision (0 or 1).
+
+Loss: binary cross-entropy against the target with balanced class weights (each class
+carries half the total weight: retention is a few per cent), optionally ``+ λ_disco · dCorr²(score, variable)`` on
 failing events (DisCo: decorrelates the score from an event variable) and
 ``+ λ_speedup · 1/S_eff`` with ``p = clamp(score, p_min, 1)`` (the sampling formula of
 ARCHITECTURE.md at reference costs, differentiable). Early stopping on the validation loss
@@ -73,6 +78,10 @@ class TrainOptions(BaseModel):
     disco_lambda: float = Field(default=0.0, ge=0)
     disco_variable: str = "n_mc_particles"
     speedup_lambda: float = Field(default=0.0, ge=0)
+    soft_labels: bool = Field(
+        default=True,
+        description="train on the pass fraction q̂ when the events carry one (re-simulated)",
+    )
     seed: int = 1
     threads: int = Field(default=2, gt=0)
     device: str = Field(default="cpu", pattern="^(cpu|cuda)$")
@@ -101,14 +110,17 @@ def distance_correlation_squared(x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 
 def inverse_speedup(
-    scores: torch.Tensor, passed: torch.Tensor, costs: StageCosts, p_min: float
+    scores: torch.Tensor, target: torch.Tensor, costs: StageCosts, p_min: float
 ) -> torch.Tensor:
-    """``1/S_eff`` of sampling with ``p = clamp(score, p_min, 1)`` (differentiable)."""
+    """``1/S_eff`` of sampling with ``p = clamp(score, p_min, 1)`` (differentiable);
+    ``target`` is the skim decision (0/1) or the pass fraction q̂: ``⟨1/p⟩_pass`` is then
+    ``Σ q̂/p / Σ q̂``, the same in expectation with far less noise."""
     p = scores.clamp(min=p_min)
-    if not bool(passed.any()):
+    total = target.sum()
+    if float(total) <= 0:
         return scores.new_zeros(())
     t_g, t_nn, t_s = costs.generation_ms, costs.filter_ms, costs.simulation_ms
-    return (1.0 / p[passed]).mean() * (t_g + t_nn + t_s * p.mean()) / (t_g + t_s)
+    return (target / p).sum() / total * (t_g + t_nn + t_s * p.mean()) / (t_g + t_s)
 
 
 class _Trainer:
@@ -131,12 +143,19 @@ class _Trainer:
         self.encoding_tensors = EncodingTensors(self.encoding, self.device)
         self.tensors = ParticleTensors.from_batch(events.particles, self.device)
         self.passed = torch.from_numpy(events.passed.astype(np.float32)).to(self.device)
-        n_pass = float(events.passed[self.train_ids].sum())
+        self.soft = options.soft_labels and events.pass_fraction is not None
+        target = events.pass_fraction if self.soft else events.passed
+        self.target_array = np.asarray(target, dtype=np.float64)
+        self.target = torch.from_numpy(self.target_array.astype(np.float32)).to(self.device)
+        n_pass = float(self.target_array[self.train_ids].sum())
         n_train = len(self.train_ids)
         if n_pass == 0 or n_pass == n_train:
             raise ValueError("training events need both skim-passing and failing events")
-        # Balanced class weights: each class carries half of the total weight.
+        # Balanced class weights: each class carries half of the total weight. As a
+        # pos_weight the positive term gets w1/w0, so a soft target q̂ splits each event's
+        # weight between the classes like its hard label would on average.
         self.class_weight = (n_train / (2 * (n_train - n_pass)), n_train / (2 * n_pass))
+        self.pos_weight = torch.tensor(self.class_weight[1] / self.class_weight[0]).to(self.device)
         variable = events.variables.get(options.disco_variable)
         if options.disco_lambda > 0 and variable is None:
             raise ValueError(
@@ -161,8 +180,10 @@ class _Trainer:
 
     def _loss(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         labels = self.passed.index_select(0, ids)
-        weights = torch.where(labels > 0.5, self.class_weight[1], self.class_weight[0])
-        loss = F.binary_cross_entropy_with_logits(logits, labels, weight=weights)
+        target = self.target.index_select(0, ids)
+        loss = self.class_weight[0] * F.binary_cross_entropy_with_logits(
+            logits, target, pos_weight=self.pos_weight
+        )
         options = self.options
         if options.disco_lambda > 0 and self.disco_variable is not None:
             failing = labels < 0.5
@@ -171,7 +192,7 @@ class _Trainer:
             )
         if options.speedup_lambda > 0:
             loss = loss + options.speedup_lambda * inverse_speedup(
-                torch.sigmoid(logits), labels > 0.5, reference_costs(), p_min=0.01
+                torch.sigmoid(logits), target, reference_costs(), p_min=0.01
             )
         return loss
 
@@ -189,10 +210,11 @@ class _Trainer:
     def _validation_loss(self) -> tuple[float, float]:
         scores = self.scores(self.validation_ids)
         labels = self.passed.cpu().numpy()[self.validation_ids]
-        weights = np.where(labels > 0.5, self.class_weight[1], self.class_weight[0])
+        target = self.target_array[self.validation_ids]
+        w0, w1 = self.class_weight
         clipped = np.clip(scores, 1e-7, 1 - 1e-7)
-        bce = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
-        return float(np.mean(weights * bce)), auc(labels > 0.5, scores)
+        bce = -(w1 * target * np.log(clipped) + w0 * (1 - target) * np.log(1 - clipped))
+        return float(np.mean(bce)), auc(labels > 0.5, scores)
 
     def run(self) -> tuple[list[dict[str, float]], int]:
         options = self.options
@@ -285,7 +307,11 @@ def train_filter(events: LabelledEvents, options: TrainOptions | None = None) ->
         ParticleTensors.from_batch(events.particles.select(timing)),
     )
     costs = reference_costs(filter_ms)
-    calibration = fit_calibration(validation_scores, validation_passed, costs)
+    # Soft labels calibrate q(score) and choose (k, p_min) with less noise than the labels.
+    validation_target = (
+        trainer.target_array[trainer.validation_ids] if trainer.soft else validation_passed
+    )
+    calibration = fit_calibration(validation_scores, validation_target, costs)
     threshold = best_threshold(validation_scores, validation_passed, costs)
     keep = validation_scores > threshold
     retention = float(validation_passed.mean())
@@ -300,6 +326,9 @@ def train_filter(events: LabelledEvents, options: TrainOptions | None = None) ->
         "filter_ms_cpu_1core": filter_ms,
         "reference_costs_ms": costs.to_dict(),
         "max_speedup_reference": max_speedup(retention, costs),
+        "labels": f"pass fraction over {events.resimulations + 1} detector seeds"
+        if trainer.soft
+        else "skim decision",
         "sample_speedup_reference": sampling_speedup(
             calibration.keep_probability(validation_scores), validation_passed, costs
         ),

@@ -178,8 +178,8 @@ def _filter_check_html(figures: CampaignFigures) -> str:
     return (
         f"<section id='filter-check' class='{'alarm' if check.biased else 'muted' if check.note else 'ok'}'>"
         f"<h2>Filter bias (control sample)</h2><p>{verdict} <span class='muted'>(χ² tests, "
-        f"alarm below p = {check.alpha:g} / tests; KL criterion {check.kl_limit:g} where the "
-        f"noise allows)</span></p>"
+        f"alarm below p = {check.alpha:g} / tests; KL shown beside its sampling-noise level, "
+        f"SmartBKG's absolute KL < {check.kl_reference:g} retired)</span></p>"
         f"<p>control fraction {check.control_fraction:g}: {check.control_events:,} events, "
         f"{check.control_skimmed:,} skimmed (retention {fmt_percent(check.retention)}); keep "
         f"rate of passing events {fmt_percent(check.keep_rate_passing)}, of failing "

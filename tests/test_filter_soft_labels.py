@@ -1,0 +1,103 @@
+"""Soft labels (the skim pass fraction over re-simulations) and the bias verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from smartbkg_prod.filter.data import LabelledEvents, add_pass_fraction, simulate_labelled
+from smartbkg_prod.filter.evaluate import PULL_SEEDS, SamplingSeedScan, bias_verdict
+from smartbkg_prod.filter.oracle import resimulate_passes
+from smartbkg_prod.filter.sampling import fit_calibration
+from smartbkg_prod.filter.speedup import reference_costs, sampling_speedup
+from smartbkg_prod.spec import SimulationConfig, SkimConfig
+
+
+@pytest.fixture(scope="module")
+def soft_events() -> LabelledEvents:
+    events = simulate_labelled("bbbar_generic", 1500, 71, SimulationConfig(), SkimConfig())
+    return add_pass_fraction(events, 3, SimulationConfig(), SkimConfig(), first_seed=5000)
+
+
+def test_pass_fraction_counts_the_label_and_the_resimulations(soft_events):
+    passes = resimulate_passes(soft_events.particles, 3, first_seed=5000)
+    expected = (passes.sum(axis=0) + soft_events.passed) / 4
+    np.testing.assert_array_equal(soft_events.pass_fraction, expected)
+    assert soft_events.resimulations == 3
+    # The label is one of the four decisions: a passing event has q̂ >= 1/4.
+    assert (soft_events.pass_fraction[soft_events.passed] >= 0.25).all()
+    assert soft_events.pass_fraction.mean() == pytest.approx(soft_events.retention, abs=0.02)
+    assert "resimulation" in soft_events.seconds
+
+
+def test_soft_labels_survive_save_subset_and_concatenate(soft_events, tmp_path):
+    soft_events.save(tmp_path / "soft.npz")
+    loaded = LabelledEvents.load(tmp_path / "soft.npz")
+    np.testing.assert_array_equal(loaded.pass_fraction, soft_events.pass_fraction)
+    assert loaded.resimulations == 3
+    hard = LabelledEvents(soft_events.particles, soft_events.passed, soft_events.variables)
+    # The soft label is part of the training set's identity.
+    assert hard.data_hash() != soft_events.data_hash()
+    half = np.arange(soft_events.n_events) < 700
+    parts = [soft_events.subset(half), soft_events.subset(~half)]
+    joined = LabelledEvents.concatenate(parts)
+    np.testing.assert_array_equal(joined.pass_fraction, soft_events.pass_fraction)
+    # Mixing soft and hard parts drops the soft label rather than inventing one.
+    assert LabelledEvents.concatenate([parts[0], hard]).pass_fraction is None
+
+
+def test_speedup_with_pass_probabilities_is_its_expectation():
+    rng = np.random.default_rng(3)
+    q = rng.beta(0.2, 5, size=20_000)
+    p = np.clip(3 * np.sqrt(q), 0.01, 1)
+    costs = reference_costs(0.05)
+    # 0/1 floats give the same as the decisions themselves.
+    passed = rng.random(len(q)) < q
+    assert sampling_speedup(p, passed.astype(float), costs) == pytest.approx(
+        sampling_speedup(p, passed, costs)
+    )
+    # q itself gives the mean over many label draws (the soft label's expectation).
+    draws = [sampling_speedup(p, rng.random(len(q)) < q, costs) for _ in range(200)]
+    assert sampling_speedup(p, q, costs) == pytest.approx(np.mean(draws), rel=0.01)
+
+
+def test_calibration_on_pass_fractions_follows_q():
+    rng = np.random.default_rng(4)
+    q = rng.beta(0.3, 6, size=30_000)
+    scores = q**0.5  # any increasing function of q
+    q_hat = rng.binomial(9, q) / 9
+    calibration = fit_calibration(scores, q_hat, reference_costs(0.05))
+    assert np.abs(calibration.pass_probability_of(scores) - q).mean() < 0.01
+
+
+def test_soft_labels_train_a_model_that_records_them(soft_events):
+    from smartbkg_prod.filter.train import TrainOptions, train_filter
+
+    options = TrainOptions(hidden=8, max_epochs=1, threads=1)
+    result = train_filter(soft_events, options)
+    assert result.metrics["labels"] == "pass fraction over 4 detector seeds"
+    hard = train_filter(
+        soft_events, TrainOptions(hidden=8, max_epochs=1, threads=1, soft_labels=False)
+    )
+    assert hard.metrics["labels"] == "skim decision"
+
+
+def _scan(mean_pull: float, seeds: int = PULL_SEEDS) -> SamplingSeedScan:
+    return SamplingSeedScan(
+        seeds=seeds,
+        mean_pull=mean_pull,
+        mean_pull_error=0.07,
+        pull_std=1.0,
+        max_kl_median=1e-3,
+        max_kl_fraction_below_limit=0.5,
+    )
+
+
+def test_bias_verdict_needs_every_p_value_and_the_seed_pull():
+    assert bias_verdict(0.2, _scan(0.05)).unbiased
+    assert not bias_verdict(0.0005, _scan(0.05)).unbiased
+    failing_pull = bias_verdict(0.2, _scan(-0.3))
+    assert failing_pull.pull_pass is False and not failing_pull.unbiased
+    # Without (enough) seeds the pull is not judged, and says so.
+    assert bias_verdict(0.2, None).pull_pass is None
+    assert bias_verdict(0.2, _scan(0.5, seeds=20)).pull_pass is None
