@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from monitor_reports import T0, make_report, register
 from scipy import stats
+from starlette.testclient import TestClient
 
 from smartbkg_prod.filter.control import (
     add_monitors,
@@ -20,7 +21,7 @@ from smartbkg_prod.filter.speedup import reference_costs
 from smartbkg_prod.monitor.collect import ingest_reports
 from smartbkg_prod.monitor.figures import campaign_figures
 from smartbkg_prod.monitor.metrics import registry_for
-from smartbkg_prod.monitor.web import MonitorApp, Request
+from smartbkg_prod.monitor.web import create_app
 from smartbkg_prod.physics.rootio import read_output
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.spec import Campaign, SkimConfig
@@ -201,9 +202,7 @@ def test_sampled_campaign_counts_control_events_once_and_shows_no_bias(tmp_path,
     # The campaign's own Σw²/Σw now gives <1/p>_pass: no upper-bound caveat.
     assert figures.speedups[0].note == ""
 
-    page = (
-        MonitorApp(store).handle(Request("GET", f"/campaign/{campaign.campaign_id}")).body.decode()
-    )
+    page = TestClient(create_app(store)).get(f"/campaign/{campaign.campaign_id}").text
     assert "Filter consistent with no bias" in page and "bias-mbc" in page
     metrics = registry_for(store)
     assert (
@@ -227,9 +226,7 @@ def test_a_hard_cut_shows_as_bias_in_the_control_sample(tmp_path, store):
     assert check.keep_rate_passing < 0.6
     # The cut loses passing events: fewer skimmed events than the control sample predicts.
     assert check.normalization_pull < -3
-    page = (
-        MonitorApp(store).handle(Request("GET", f"/campaign/{campaign.campaign_id}")).body.decode()
-    )
+    page = TestClient(create_app(store)).get(f"/campaign/{campaign.campaign_id}").text
     assert "Filter bias: ALARM" in page
 
 

@@ -1,19 +1,22 @@
-"""The monitor web server: pages, JSON, routing extensions, and a real headless browser."""
+"""The monitor web server: pages, JSON, the app's routes, and a real headless browser."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 from monitor_reports import filtered_campaign, make_report, populate, register
+from starlette.testclient import TestClient
 
 from smartbkg_prod.monitor.collect import ingest_reports
-from smartbkg_prod.monitor.routes import Response, Router
-from smartbkg_prod.monitor.web import MonitorApp, Request, start_server
+from smartbkg_prod.monitor.web import create_app, start_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -110,38 +113,43 @@ def test_page_text_is_escaped(store, tmp_path):
             )
         ],
     )
-    response = MonitorApp(store, load_plugins=False).handle(
-        Request("GET", f"/campaign/{campaign.campaign_id}")
-    )
-    assert b"<script>" not in response.body and b"&lt;script&gt;" in response.body
-    assert b"<b>evil</b>" not in response.body
+    response = TestClient(create_app(store)).get(f"/campaign/{campaign.campaign_id}")
+    assert "<script>" not in response.text and "&lt;script&gt;" in response.text
+    assert "<b>evil</b>" not in response.text
 
 
-def test_extensions_add_routes_and_detail_panels(store, campaign_id):
-    app = MonitorApp(store, load_plugins=False)
-    decisions = []
+def test_the_app_includes_the_recovery_review_and_refuses_wrong_methods(store, campaign_id):
+    """One factory assembles the monitor pages and the recovery review (no plugin loading)."""
+    app = create_app(store)
+    paths = {route.path for route in app.routes}
+    assert {"/", "/campaign/{campaign_id}", "/metrics", "/recovery"} <= paths
+    assert {"/recovery/{id:int}/accept", "/api/recovery/{id:int}/override"} <= paths
+    client = TestClient(app)
+    page = client.get(f"/campaign/{campaign_id}").text
+    assert "<section id='recovery'>" in page and "id='login-link'" in page
+    assert client.post("/metrics").status_code == 405
 
-    def accept(request: Request) -> Response:
-        decisions.append((request.params["campaign_id"], request.form()["action"]))
-        return Response(
-            status=303, headers={"Location": f"/campaign/{request.params['campaign_id']}"}
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "192.0.2.1", "no-such-host.invalid"])
+def test_serve_on_a_busy_or_unbindable_address_is_one_line_and_exit_1(tmp_path, host):
+    """A port another process holds, an address of no local interface (TEST-NET-1), a
+    name that does not resolve: one line each, no traceback."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "smartbkg_prod.cli", "monitor", "serve"]
+            + ["--host", host, "--port", str(port), "--db", f"sqlite:///{tmp_path / 'm.db'}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
-
-    app.router.add("POST", r"/campaign/(?P<campaign_id>[^/]+)/recovery/accept", accept)
-    app.router.add_panel(
-        "Recovery recommendations",
-        lambda cid: (
-            f"<form method='post' action='/campaign/{cid}/recovery/accept'><button>Accept</button></form>"
-        ),
-    )
-    page = app.handle(Request("GET", f"/campaign/{campaign_id}")).body.decode()
-    assert "id='recovery-recommendations'" in page and "<button>Accept</button>" in page
-    response = app.handle(
-        Request("POST", f"/campaign/{campaign_id}/recovery/accept", body=b"action=resubmit")
-    )
-    assert response.status == 303 and decisions == [(campaign_id, "resubmit")]
-    assert app.handle(Request("POST", "/metrics")).status == 405
-    assert isinstance(app.router, Router)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot serve on {host}:{port}: "), line
+    if host == "127.0.0.1":
+        assert line.endswith("Address already in use (choose another --port)")
 
 
 @pytest.mark.browser
@@ -167,10 +175,10 @@ def test_campaign_page_in_headless_chromium(base_url, campaign_id, artifacts_dir
             assert (
                 page.inner_text("#throughput").split("\n")[0] == "0.0"
             )  # nothing in the last hour of wall time
-            assert page.locator("#throughput-events rect.bin").count() == 8
-            assert page.locator("#job-states rect.bar[data-label='done']").count() == 1
+            assert page.locator("#throughput-events g[id^='throughput-events-bin-']").count() == 8
+            assert page.locator("#job-states #job-states-done").count() == 1
             cell = page.locator(
-                "#failure-matrix rect.cell[data-code='50 out_of_memory'][data-site='T2_A']"
+                "#failure-matrix td.cell[data-code='50 out_of_memory'][data-site='T2_A']"
             )
             assert cell.get_attribute("data-count") == "2"
             assert page.locator("#recent-failures tr.failure").count() == 4

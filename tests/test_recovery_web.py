@@ -59,7 +59,8 @@ class Client:
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read().decode()
+            # Header names are case-insensitive (uvicorn sends them in lower case).
+            return response.status, response.headers, response.read().decode()
         finally:
             connection.close()
 
@@ -148,7 +149,9 @@ def test_login_sets_a_strict_httponly_session_and_forms_record_who_and_when(
     assert status == 303 and headers["Location"] == "/campaign/x"
     cookie = headers["Set-Cookie"]
     assert cookie.startswith(f"{SESSION_COOKIE}=")
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKENS["bob"] not in cookie
+    # Attribute names and values are case-insensitive (RFC 6265 5.2); Starlette writes lower case.
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert TOKENS["bob"] not in cookie
     session = cookie.split(";")[0]
     target = recommendations[1]
     here = f"/campaign/{target.campaign_id}"

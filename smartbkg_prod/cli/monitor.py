@@ -7,7 +7,6 @@ Loaded lazily by the main group (``LAZY_COMMANDS``); ``status --watch`` calls
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -44,27 +43,19 @@ def monitor() -> None:
 )
 def serve(host: str, port: int, db_url: str | None, operators_file: str | None) -> None:
     """Serve the campaign pages, JSON under /api and Prometheus /metrics."""
-    from smartbkg_prod.monitor.operators import OPERATORS_ENV, Operators
-    from smartbkg_prod.monitor.web import make_server
+    from smartbkg_prod.monitor.operators import Operators
+    from smartbkg_prod.monitor.web import bind, uvicorn_server
 
     operators = Operators.from_file(operators_file) if operators_file else Operators()
-    if operators_file:
-        # The page's extensions read their operators from the environment when they register.
-        os.environ[OPERATORS_ENV] = operators_file
-    server = make_server(Store(db_url), host, port)
-    bound_host, bound_port = server.server_address[:2]
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
     click.echo(f"serving http://{bound_host}:{bound_port}/  (metrics at /metrics; Ctrl-C stops)")
     click.echo(
         f"{len(operators)} operator(s) from {operators_file} may change state"
         if operators_file
         else "read-only: no --operators-file, nobody may accept, override or apply"
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    uvicorn_server(Store(db_url), operators).run(sockets=[sock])
 
 
 @monitor.command()

@@ -8,10 +8,11 @@ comment). Only digests are stored; a token is made and listed with e.g.::
     printf 'alice:%s\\n' "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" >> operators.txt
 
 A request is authenticated by ``Authorization: Bearer <token>`` (scripts), or by the session
-cookie that the login form sets: HttpOnly, SameSite=Strict, signed with a key made when the
-server starts (a restart logs everyone out). A cookie-authenticated POST must also come from
-the page's own origin (``Origin``, else ``Sec-Fetch-Site``): that, with SameSite=Strict, is
-the CSRF defence. Without an operators file every state change is refused.
+that the login form opens: Starlette's ``SessionMiddleware`` (an itsdangerous-signed,
+HttpOnly, SameSite=Strict cookie, with a key made when the app starts: a restart logs
+everyone out). A session-authenticated POST must also come from the page's own origin
+(``Origin``, else ``Sec-Fetch-Site``): that, with SameSite=Strict, is the CSRF defence.
+Without an operators file every state change is refused.
 
 >>> operators = Operators({"alice": token_digest("s3cret")})
 >>> operators.identify("s3cret"), operators.identify("guess")
@@ -20,37 +21,31 @@ the CSRF defence. Without an operators file every state change is refused.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import os
 import re
-import secrets
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from itsdangerous import BadSignature, TimestampSigner
+from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.types import ASGIApp
+
 from smartbkg_prod.errors import SmartBkgError
-from smartbkg_prod.monitor.routes import Request
 
 OPERATORS_ENV = "SMARTBKG_OPERATORS_FILE"
 SESSION_COOKIE = "smartbkg_session"
 SESSION_S = 8 * 3600  # one shift
 _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_SIGNED = re.compile(rb"[A-Za-z0-9_=-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")  # payload.time.sig
 
 
 class OperatorsFileError(SmartBkgError):
     """The operators file is missing or has a line that is not ``name:sha256hex``."""
-
-
-class AuthError(SmartBkgError):
-    """A state-changing request without valid credentials (401) or from elsewhere (403)."""
-
-    def __init__(self, status: int, message: str):
-        self.status = status
-        super().__init__(message)
 
 
 def token_digest(token: str) -> str:
@@ -118,68 +113,66 @@ class Operators:
         return found
 
 
+class _ExactSigner(TimestampSigner):
+    """itsdangerous skips characters outside base64 when it decodes a signature: refuse a
+    cookie that is not exactly in the form it issues (a valid one with a stray 'é')."""
+
+    def unsign(self, signed_value, max_age=None, return_timestamp=False):
+        if not _SIGNED.fullmatch(signed_value):
+            raise BadSignature("not a session cookie of this server")
+        return super().unsign(signed_value, max_age, return_timestamp)
+
+
+class OperatorSessions(SessionMiddleware):
+    """Starlette's signed-cookie sessions, HttpOnly, SameSite=Strict, one shift long."""
+
+    def __init__(self, app: ASGIApp, secret_key: str):
+        super().__init__(app, secret_key, SESSION_COOKIE, max_age=SESSION_S, same_site="strict")
+        self.signer = _ExactSigner(secret_key)
+
+
 class Authenticator:
-    """Checks credentials on state-changing requests and issues login sessions."""
+    """Operators' sessions (``request.session``, set by SessionMiddleware) and credentials
+    of state-changing requests; refusals are ``HTTPException`` 401 (who?) or 403 (not so)."""
 
-    def __init__(self, operators: Operators, key: bytes | None = None):
+    def __init__(self, operators: Operators):
         self.operators = operators
-        self._key = key or secrets.token_bytes(32)
 
-    def _sign(self, payload: bytes) -> str:
-        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
-
-    def login(self, token: str, now: float | None = None) -> tuple[str, str]:
-        """(operator, ``Set-Cookie`` value) for a valid token; AuthError otherwise."""
+    def login(self, request: Request, token: str) -> str:
+        """Open a session for the operator holding ``token`` (a same-origin form post)."""
         self._require_operators()
+        require_same_origin(request)
         operator = self.operators.identify(token)
         if operator is None:
-            raise AuthError(401, "unknown token")
-        expires = int((now or time.time()) + SESSION_S)
-        payload = base64.urlsafe_b64encode(
-            json.dumps({"operator": operator, "expires": expires}).encode()
-        )
-        session = f"{payload.decode()}.{self._sign(payload)}"
-        cookie = (
-            f"{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_S}"
-        )
-        return operator, cookie
-
-    def session_operator(self, request: Request, now: float | None = None) -> str | None:
-        """The operator logged in by the request's session cookie, if any."""
-        session = _cookies(request.header("cookie")).get(SESSION_COOKIE)
-        if not session or "." not in session:
-            return None
-        payload, signature = session.rsplit(".", 1)
-        # Bytes: compare_digest refuses str with non-ASCII characters (a forged cookie).
-        expected = self._sign(payload.encode()).encode()
-        if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
-            return None
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-        operator = claims["operator"]
-        if claims["expires"] < (now or time.time()) or operator not in self.operators.digests:
-            return None
+            raise HTTPException(401, "unknown token")
+        request.session["operator"] = operator
         return operator
 
-    def authenticate(self, request: Request, now: float | None = None) -> str:
-        """The operator behind a state-changing request, or AuthError (401/403)."""
+    def session_operator(self, request: Request) -> str | None:
+        """The operator logged in by the request's session, if still listed."""
+        operator = request.session.get("operator")
+        return operator if operator in self.operators.digests else None
+
+    def authenticate(self, request: Request) -> str:
+        """The operator behind a state-changing request, or HTTPException (401/403)."""
         self._require_operators()
-        authorization = request.header("authorization")
+        authorization = request.headers.get("authorization")
         if authorization:
             scheme, _, token = authorization.partition(" ")
             bearer = scheme.lower() == "bearer"
             operator = self.operators.identify(token.strip()) if bearer else None
             if operator is None:
-                raise AuthError(401, "invalid bearer token")
+                raise HTTPException(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
             return operator
-        operator = self.session_operator(request, now)
+        operator = self.session_operator(request)
         if operator is None:
-            raise AuthError(401, "log in first (/recovery/login) or send a bearer token")
+            raise HTTPException(401, "log in first (/recovery/login) or send a bearer token")
         require_same_origin(request)
         return operator
 
     def _require_operators(self) -> None:
         if not self.operators:
-            raise AuthError(
+            raise HTTPException(
                 403,
                 f"no operators configured: set ${OPERATORS_ENV} or start "
                 "`smartbkg-prod monitor serve --operators-file FILE`",
@@ -188,15 +181,9 @@ class Authenticator:
 
 def require_same_origin(request: Request) -> None:
     """Refuse a browser request sent by a page of another origin (CSRF)."""
-    origin = request.header("origin")
+    origin = request.headers.get("origin")
     if origin:
-        if urlsplit(origin).netloc != request.header("host"):
-            raise AuthError(403, "cross-origin request refused")
-        return
-    if request.header("sec-fetch-site") != "same-origin":
-        raise AuthError(403, "request without Origin refused (send it from the monitor page)")
-
-
-def _cookies(header: str) -> dict[str, str]:
-    pairs = (part.strip().partition("=") for part in header.split(";"))
-    return {name: value for name, _, value in pairs if name}
+        if urlsplit(origin).netloc != request.headers.get("host"):
+            raise HTTPException(403, "cross-origin request refused")
+    elif request.headers.get("sec-fetch-site") != "same-origin":
+        raise HTTPException(403, "request without Origin refused (send it from the monitor page)")

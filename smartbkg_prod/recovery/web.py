@@ -1,47 +1,38 @@
 """Recovery review on the monitor's web page: recommendations, accept / override, apply.
 
-Registered by the monitor through :func:`smartbkg_prod.monitor.routes.load_extensions`.
-Every handler calls one function of :mod:`smartbkg_prod.recovery.review` or
-:mod:`~smartbkg_prod.recovery.apply` and formats its result. Routes:
+:func:`review_routes` are the Starlette routes that the monitor's app factory
+(:func:`smartbkg_prod.monitor.web.create_app`) includes, given the operators' authenticator
+and the page templates; every endpoint calls one function of
+:mod:`smartbkg_prod.recovery.review` or :mod:`~smartbkg_prod.recovery.apply` and renders its
+result (templates ``recovery/*.html``). Routes:
 
-- campaign page panel ``#recovery``; ``/recovery`` open recommendations of every campaign;
-- ``/recovery/login`` (token form, sets the session cookie), ``/recovery/logout``;
+- campaign page panel ``#recovery`` (:func:`campaign_recommendations`); ``/recovery`` open
+  recommendations of every campaign;
+- ``/recovery/login`` (token form, opens the session), ``/recovery/logout``;
 - forms ``POST /recovery/<id>/accept``, ``/recovery/<id>/override`` (``action``),
   ``/recovery/apply`` and ``/recovery/refresh`` (optional ``campaign_id``), answered by a
   redirect to ``next``;
 - JSON ``GET /api/recovery[?status=all&campaign=ID]``, ``GET /api/recovery/<id>`` and the
   same POSTs under ``/api/recovery/...`` with a JSON body, answered in JSON.
 
-Every POST needs an operator (:mod:`smartbkg_prod.monitor.operators`); the decision is
-stored under that operator's name, never under a name the request claims.
-
->>> from smartbkg_prod.monitor.routes import Router
->>> from smartbkg_prod.store import Store
->>> router = Router()
->>> register(router, Store("sqlite://"))
->>> [panel.element_id for panel in router.panels]
-['recovery']
+Every POST needs an operator; the decision is stored under that operator's name, never
+under a name the request claims.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from html import escape
-from urllib.parse import quote, urlencode
+from typing import Protocol
 
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.templating import Jinja2Templates
 
-from smartbkg_prod.monitor.operators import (
-    SESSION_COOKIE,
-    Authenticator,
-    AuthError,
-    Operators,
-    require_same_origin,
-)
-from smartbkg_prod.monitor.routes import Request, Response, Router
-from smartbkg_prod.monitor.text import fmt_time
-from smartbkg_prod.monitor.web import html_page, json_response
 from smartbkg_prod.recovery.actions import ACTIONS
 from smartbkg_prod.recovery.apply import apply_decisions
 from smartbkg_prod.recovery.records import (
@@ -60,300 +51,152 @@ from smartbkg_prod.store import Store
 
 MAX_ROWS = 200  # per table; the JSON endpoint lists them all
 
-# A state change: (store, operator, form or JSON fields, URL params) -> what to report.
-Change = Callable[[Store, str, dict[str, str], dict[str, str]], object]
+
+class Auth(Protocol):
+    """Operators' credentials (:class:`smartbkg_prod.monitor.operators.Authenticator`);
+    refusals are ``HTTPException`` 401 or 403."""
+
+    def login(self, request: Request, token: str) -> str: ...
+    def session_operator(self, request: Request) -> str | None: ...
+    def authenticate(self, request: Request) -> str: ...
 
 
-def _accept(store: Store, operator: str, fields: dict[str, str], params: dict[str, str]):
-    return accept(store, int(params["id"]), operator, fields.get("comment", ""))
-
-
-def _override(store: Store, operator: str, fields: dict[str, str], params: dict[str, str]):
-    action = fields.get("action", "")
-    return override(store, int(params["id"]), action, operator, fields.get("comment", ""))
-
-
-def _apply(store: Store, _operator: str, fields: dict[str, str], _params: dict[str, str]):
-    return apply_decisions(store, fields.get("campaign_id") or None)
-
-
-def _refresh(store: Store, _operator: str, fields: dict[str, str], _params: dict[str, str]):
-    return refresh_recommendations(store, fields.get("campaign_id") or None)
-
-
-CHANGES: dict[str, tuple[str, Change]] = {
-    "accept": (r"/(?P<id>\d{1,12})/accept", _accept),
-    "override": (r"/(?P<id>\d{1,12})/override", _override),
-    "apply": (r"/apply", _apply),
-    "refresh": (r"/refresh", _refresh),
+# A state change: (store, operator, form or JSON fields, recommendation id) -> its result.
+Change = Callable[[Store, str, dict[str, str], int], object]
+CHANGES: dict[str, Change] = {
+    "/{id:int}/accept": lambda store, who, fields, id: accept(
+        store, id, who, fields.get("comment", "")
+    ),
+    "/{id:int}/override": lambda store, who, fields, id: override(
+        store, id, fields.get("action", ""), who, fields.get("comment", "")
+    ),
+    "/apply": lambda store, _who, fields, _id: apply_decisions(
+        store, fields.get("campaign_id") or None
+    ),
+    "/refresh": lambda store, _who, fields, _id: refresh_recommendations(
+        store, fields.get("campaign_id") or None
+    ),
 }
 
 
-def register(router: Router, store: Store) -> None:
-    """Add the recovery panel, pages and endpoints (operators from the environment)."""
-    RecoveryWeb(store, Authenticator(Operators.from_env())).register(router)
+def campaign_recommendations(store: Store, campaign_id: str) -> list[StoredRecommendation]:
+    """The campaign page's panel: its recommendations, newest first, superseded left out."""
+    return [
+        r
+        for r in list_recommendations(store, campaign_id=campaign_id)[::-1]
+        if r.status != SUPERSEDED
+    ]
 
 
-class RecoveryWeb:
-    def __init__(self, store: Store, auth: Authenticator):
-        self.store = store
-        self.auth = auth
+def review_routes(store: Store, auth: Auth, templates: Jinja2Templates) -> list[BaseRoute]:
+    """The review's pages, forms and JSON endpoints."""
+    templates.env.globals.update(actions=ACTIONS, max_rows=MAX_ROWS)
 
-    def register(self, router: Router) -> None:
-        router.add_panel("Recovery", self.campaign_panel, element_id="recovery")
-        router.add("GET", r"/recovery", self.overview)
-        router.add("GET", r"/recovery/login", self.login_form)
-        router.add("POST", r"/recovery/login", self.login)
-        router.add("POST", r"/recovery/logout", self.logout)
-        router.add("GET", r"/api/recovery", self.api_list)
-        router.add("GET", r"/api/recovery/(?P<id>\d{1,12})", self.api_show)
-        for pattern, change in CHANGES.values():
-            router.add("POST", f"/recovery{pattern}", self._form_handler(change))
-            router.add("POST", f"/api/recovery{pattern}", self._api_handler(change))
+    def page(request: Request, name: str, status: int = 200, **context) -> Response:
+        return templates.TemplateResponse(request, f"recovery/{name}", context, status)
 
-    # -- state changes ------------------------------------------------------------------
-    def _form_handler(self, change: Change) -> Callable[[Request], Response]:
-        def handle(request: Request) -> Response:
-            fields = request.form()
+    async def run(request: Request, change: Change, fields: dict[str, str] | None = None):
+        operator = auth.authenticate(request)  # before a byte of the body is looked at
+        fields = _json_fields(await request.body()) if fields is None else fields
+        identifier = request.path_params.get("id", 0)
+        return await run_in_threadpool(change, store, operator, fields, identifier)
+
+    def form_endpoint(change: Change):
+        async def endpoint(request: Request) -> Response:
+            fields = {key: str(value) for key, value in (await request.form()).items()}
             back = _local_path(fields.get("next"))
             try:
-                operator = self.auth.authenticate(request)
-                change(self.store, operator, fields, request.params)
-            except AuthError as error:
-                return _error_page(error.status, str(error), back)
+                await run(request, change, fields)
+            except HTTPException as error:
+                return page(
+                    request, "error.html", error.status_code, message=error.detail, back=back
+                )
             except RecoveryError as error:
-                return _error_page(400, redact(str(error)), back)
-            return Response(status=303, headers={"Location": back})
+                return page(request, "error.html", 400, message=redact(str(error)), back=back)
+            return RedirectResponse(back, 303)
 
-        return handle
+        return endpoint
 
-    def _api_handler(self, change: Change) -> Callable[[Request], Response]:
-        def handle(request: Request) -> Response:
+    def api_endpoint(change: Change):
+        async def endpoint(request: Request) -> Response:
             try:
-                operator = self.auth.authenticate(request)
-                result = change(self.store, operator, _json_fields(request), request.params)
-            except AuthError as error:
-                headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
-                return json_response({"error": str(error)}, error.status, headers)
+                result = await run(request, change)
+            except HTTPException as error:
+                return JSONResponse({"error": error.detail}, error.status_code, error.headers)
             except RecoveryError as error:
-                return json_response({"error": redact(str(error))}, 400)
-            return json_response(_public(result))
+                return JSONResponse({"error": redact(str(error))}, 400)
+            return JSONResponse(_public(result))
 
-        return handle
+        return endpoint
 
-    # -- login ----------------------------------------------------------------------------
-    def login_form(self, request: Request, message: str = "", status: int = 200) -> Response:
-        back = _local_path(request.query.get("next", [""])[0] or request.form().get("next"))
-        operator = self.auth.session_operator(request)
-        who = f"<p id='operator'>Logged in as <b>{escape(operator)}</b>.</p>" if operator else ""
-        alarm = f"<p class='alarm' id='recovery-error'>{escape(message)}</p>" if message else ""
-        body = (
-            f"<h1>Operator login</h1>{who}{alarm}"
-            "<form method='post' action='/recovery/login' id='login'>"
-            f"<input type='hidden' name='next' value='{escape(back)}'>"
-            "<label>Token <input type='password' name='token' autocomplete='current-password' "
-            "required></label> <button>Log in</button></form>"
-            "<p class='muted'>Accept, override and apply are recorded under the operator "
-            "whose token this is.</p>"
-        )
-        return Response(status=status, body=html_page("operator login", body, refresh=False))
+    def login_form(request: Request, message: str = "", status: int = 200, next_path=None):
+        back = _local_path(next_path or request.query_params.get("next"))
+        operator = auth.session_operator(request)
+        return page(request, "login.html", status, operator=operator, message=message, back=back)
 
-    def login(self, request: Request) -> Response:
-        fields = request.form()
+    async def login(request: Request) -> Response:
+        fields = await request.form()
         try:
-            require_same_origin(request)
-            _operator, cookie = self.auth.login(fields.get("token", ""))
-        except AuthError as error:
-            return self.login_form(request, str(error), error.status)
-        location = _local_path(fields.get("next"))
-        return Response(status=303, headers={"Location": location, "Set-Cookie": cookie})
+            auth.login(request, str(fields.get("token", "")))
+        except HTTPException as error:
+            return login_form(request, error.detail, error.status_code, fields.get("next"))
+        return RedirectResponse(_local_path(fields.get("next")), 303)
 
-    def logout(self, _request: Request) -> Response:
-        cookie = f"{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
-        return Response(status=303, headers={"Location": "/recovery", "Set-Cookie": cookie})
+    def logout(request: Request) -> Response:
+        request.session.clear()
+        return RedirectResponse("/recovery", 303)
 
-    # -- pages ------------------------------------------------------------------------------
-    def campaign_panel(self, campaign_id: str) -> str:
-        recommendations = [
-            r
-            for r in list_recommendations(self.store, campaign_id=campaign_id)
-            if r.status != SUPERSEDED
-        ]
-        here = f"/campaign/{quote(campaign_id, safe='')}"
-        return (
-            _login_hint(here)
-            + _table("recovery-recommendations", recommendations[::-1], here)
-            + _buttons(here, campaign_id)
+    def overview(request: Request) -> Response:
+        return page(
+            request,
+            "overview.html",
+            operator=auth.session_operator(request),
+            open=list_recommendations(store, status=OPEN),
+            pending=pending_decisions(store),
         )
 
-    def overview(self, request: Request) -> Response:
-        operator = self.auth.session_operator(request)
-        who = (
-            f"<p id='operator'>Logged in as <b>{escape(operator)}</b> · "
-            "<form method='post' action='/recovery/logout' style='display:inline'>"
-            "<button>Log out</button></form></p>"
-            if operator
-            else _login_hint("/recovery")
-        )
-        body = (
-            f"<h1>Recovery</h1>{who}<h2>Open recommendations</h2>"
-            + _table(
-                "open-recommendations",
-                list_recommendations(self.store, status=OPEN),
-                "/recovery",
-                with_campaign=True,
-            )
-            + "<h2>Decided, not applied yet</h2>"
-            + _table(
-                "pending-decisions", pending_decisions(self.store), "/recovery", with_campaign=True
-            )
-            + _buttons("/recovery")
-        )
-        return Response(body=html_page("recovery", body))
-
-    # -- JSON -------------------------------------------------------------------------------
-    def api_list(self, request: Request) -> Response:
-        status = request.query.get("status", [OPEN])[0]
+    def api_list(request: Request) -> Response:
+        status = request.query_params.get("status", OPEN)
         if status not in (*STATUSES, "all"):
-            return json_response(
-                {"error": f"unknown status {status!r} (allowed: all, {', '.join(STATUSES)})"}, 400
+            allowed = ", ".join(STATUSES)
+            return JSONResponse(
+                {"error": f"unknown status {status!r} (allowed: all, {allowed})"}, 400
             )
-        recommendations = list_recommendations(
-            self.store,
-            status=None if status == "all" else status,
-            campaign_id=request.query.get("campaign", [None])[0],
-        )
-        return json_response(_public(recommendations))
+        campaign_id = request.query_params.get("campaign")
+        status = None if status == "all" else status
+        return JSONResponse(_public(list_recommendations(store, status, campaign_id)))
 
-    def api_show(self, request: Request) -> Response:
+    def api_show(request: Request) -> Response:
         try:
-            return json_response(_public(get_recommendation(self.store, int(request.params["id"]))))
+            return JSONResponse(_public(get_recommendation(store, request.path_params["id"])))
         except RecoveryError as error:
-            return json_response({"error": redact(str(error))}, 404)
+            return JSONResponse({"error": redact(str(error))}, 404)
+
+    routes = [
+        Route("/recovery", overview),
+        Route("/recovery/login", login_form, methods=["GET"]),
+        Route("/recovery/login", login, methods=["POST"]),
+        Route("/recovery/logout", logout, methods=["POST"]),
+        Route("/api/recovery", api_list),
+        Route("/api/recovery/{id:int}", api_show),
+    ]
+    for path, change in CHANGES.items():
+        routes.append(Route(f"/recovery{path}", form_endpoint(change), methods=["POST"]))
+        routes.append(Route(f"/api/recovery{path}", api_endpoint(change), methods=["POST"]))
+    return routes
 
 
-# -- HTML fragments -------------------------------------------------------------------------
-def _login_hint(here: str) -> str:
-    login = f"/recovery/login?{urlencode({'next': here})}"
-    return (
-        "<p class='muted'>Accept, override and apply need an operator: "
-        f"<a id='login-link' href='{escape(login)}'>log in</a> · "
-        "<a href='/recovery'>all open recommendations</a></p>"
-    )
-
-
-def _hidden(name: str, value: str) -> str:
-    return f"<input type='hidden' name='{name}' value='{escape(value)}'>"
-
-
-def _decision_html(recommendation: StoredRecommendation) -> str:
-    decision = recommendation.decision
-    if decision is None:
-        return ""
-    text = (
-        f"{decision.kind} → {decision.action.value} by <b class='operator'>"
-        f"{escape(decision.operator)}</b> at {fmt_time(decision.decided_at)}"
-    )
-    if decision.comment:
-        text += f"<br><span class='muted'>{escape(redact(decision.comment))}</span>"
-    if decision.applied_at is not None:
-        text += f"<br>{fmt_time(decision.applied_at)}: {escape(decision.outcome)}"
-    return text
-
-
-def _review_forms(recommendation: StoredRecommendation, here: str) -> str:
-    if recommendation.status != OPEN:
-        return ""
-    base = f"/recovery/{recommendation.id}"
-    options = "".join(
-        f"<option value='{action}'{' selected' if action == recommendation.action.value else ''}>"
-        f"{action}</option>"
-        for action in ACTIONS
-    )
-    return (
-        f"<form method='post' action='{base}/accept' class='accept'>{_hidden('next', here)}"
-        "<button>Accept</button></form>"
-        f"<form method='post' action='{base}/override' class='override'>{_hidden('next', here)}"
-        f"<select name='action'>{options}</select> "
-        "<input name='comment' placeholder='comment' size='12'> <button>Override</button></form>"
-    )
-
-
-def _table(
-    element_id: str,
-    recommendations: list[StoredRecommendation],
-    here: str,
-    with_campaign: bool = False,
-) -> str:
-    if not recommendations:
-        return f"<p id='{element_id}' class='muted'>None.</p>"
-    rows = []
-    for r in recommendations[:MAX_ROWS]:
-        campaign = (
-            f"<td><a href='/campaign/{quote(r.campaign_id, safe='')}'>{escape(r.campaign_id)}</a></td>"
-            if with_campaign
-            else ""
-        )
-        rows.append(
-            f"<tr class='recommendation' data-id='{r.id}' data-status='{escape(r.status)}'>"
-            f"<td class='n'>{r.id}</td>{campaign}<td class='n'>{r.job_index}</td>"
-            f"<td class='n'>{r.attempt}</td><td>{escape(r.site)}</td>"
-            f"<td>{escape(r.failure_code)}<br><span class='muted'>{escape(r.failure_name)}</span></td>"
-            f"<td class='action'><b>{escape(r.action.value)}</b></td>"
-            f"<td class='n'>{r.confidence:.2f}</td>"
-            f"<td class='reason'><pre>{escape(r.reason)}</pre></td>"
-            f"<td class='status'>{escape(r.status)}</td>"
-            f"<td class='decision'>{_decision_html(r)}</td>"
-            f"<td>{_review_forms(r, here)}</td></tr>"
-        )
-    more = (
-        f"<p class='muted'>{len(recommendations) - MAX_ROWS} more in /api/recovery.</p>"
-        if len(recommendations) > MAX_ROWS
-        else ""
-    )
-    head = "<th>campaign</th>" if with_campaign else ""
-    return (
-        f"<table id='{element_id}'><thead><tr><th>id</th>{head}<th>job</th><th>attempt</th>"
-        "<th>site</th><th>failure code</th><th>action</th><th>confidence</th><th>reason</th>"
-        f"<th>status</th><th>decision</th><th></th></tr></thead><tbody>{''.join(rows)}"
-        f"</tbody></table>{more}"
-    )
-
-
-def _buttons(here: str, campaign_id: str = "") -> str:
-    scope = _hidden("campaign_id", campaign_id) + _hidden("next", here)
-    whose = "this campaign's" if campaign_id else "every campaign's"
-    return (
-        "<p><form method='post' action='/recovery/apply' id='apply' style='display:inline'>"
-        f"{scope}<button>Apply accepted</button></form> "
-        "<form method='post' action='/recovery/refresh' id='refresh' style='display:inline'>"
-        f"{scope}<button>Recommend for new failures</button></form> "
-        f"<span class='muted'>Apply carries out {whose} accepted and overridden actions; "
-        "then `submit` the same spec to run them.</span></p>"
-    )
-
-
-def _error_page(status: int, message: str, back: str) -> Response:
-    login = f"/recovery/login?{urlencode({'next': back})}"
-    body = (
-        f"<h1>Not done</h1><p class='alarm' id='recovery-error'>{escape(message)}</p>"
-        f"<p><a href='{escape(back)}'>back</a> · <a href='{escape(login)}'>log in</a></p>"
-    )
-    return Response(status=status, body=html_page("recovery: not done", body, refresh=False))
-
-
-# -- helpers ------------------------------------------------------------------------------
 def _local_path(path: str | None, default: str = "/recovery") -> str:
     """``path`` if it stays on this server (no open redirect, no header injection)."""
     local = path and path.startswith("/") and not path.startswith("//")
     return path if local and path.isprintable() and "\\" not in path else default
 
 
-def _json_fields(request: Request) -> dict[str, str]:
-    if not request.body.strip():
+def _json_fields(body: bytes) -> dict[str, str]:
+    if not body.strip():
         return {}
     try:
-        document = json.loads(request.body)
+        document = json.loads(body)
     except ValueError:
         raise RecoveryError("the request body is not JSON") from None
     if not isinstance(document, dict):
