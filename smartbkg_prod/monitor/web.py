@@ -58,29 +58,21 @@ def templates() -> Jinja2Templates:
 
 
 def _charts(figures: CampaignFigures) -> dict[str, str]:
-    starts = [point.start for point in figures.series]
-    series = figures.series
+    def over_time(element_id: str, rate: str, unit: str) -> str:
+        per_bin = [getattr(point, rate) for point in figures.series]
+        moving = [getattr(point, f"moving_{rate}") for point in figures.series]
+        starts = [point.start for point in figures.series]
+        return charts.throughput_chart(
+            element_id, starts, figures.bin_seconds, per_bin, moving, unit
+        )
+
     states = {state: figures.status.jobs_by_state.get(state, 0) for state in JOB_STATES}
     if figures.attempts_held:
         states["held"] = figures.attempts_held
     check = figures.filter_check
     return {
-        "events": charts.throughput_chart(
-            "throughput-events",
-            starts,
-            figures.bin_seconds,
-            [p.events_per_s for p in series],
-            [p.moving_events_per_s for p in series],
-            "events/s",
-        ),
-        "jobs": charts.throughput_chart(
-            "throughput-jobs",
-            starts,
-            figures.bin_seconds,
-            [p.jobs_per_h for p in series],
-            [p.moving_jobs_per_h for p in series],
-            "jobs/h",
-        ),
+        "events": over_time("throughput-events", "events_per_s", "events/s"),
+        "jobs": over_time("throughput-jobs", "jobs_per_h", "jobs/h"),
         "states": charts.bar_chart("job-states", states),
         "bias": charts.distribution_charts(check.variables) if check else "",
     }
