@@ -198,6 +198,11 @@ class BackendConfig(SpecModel):
     )
     queue: str | None = None
     sites: SitePolicy = Field(default_factory=SitePolicy)
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+        default=None,
+        description="seconds between two state queries of the engine (default: the engine's "
+        "own cadence, README 'Backends'); not part of the campaign id",
+    )
     options: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("options")

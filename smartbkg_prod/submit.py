@@ -21,6 +21,7 @@ from typing import Literal
 
 from smartbkg_prod.backends import get_backend
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState, apply_retry_changes
+from smartbkg_prod.backends.polling import PollSchedule
 from smartbkg_prod.errors import StoreError, SubmitError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.plan import Job, JobInput, campaign_output_dir, plan_jobs
@@ -32,10 +33,9 @@ from smartbkg_prod.worker import sha256_file
 
 log = logging.getLogger("smartbkg_prod.submit")
 
-# A poll that fails this many times in a row (with exponential backoff up to
-# MAX_POLL_BACKOFF_S between tries) stops the driver with a SubmitError.
+# A poll that fails this many times in a row (with exponential backoff between tries,
+# backends.polling) stops the driver with a SubmitError.
 DEFAULT_POLL_RETRIES = 6
-MAX_POLL_BACKOFF_S = 60.0
 
 
 @dataclass
@@ -67,7 +67,11 @@ class _Progress:
             self._bar.close()
 
 
-def max_parallel_jobs(campaign: Campaign) -> int:
+def max_parallel_jobs(campaign: Campaign, backend: Backend | None = None) -> int | None:
+    """Jobs the driver keeps in flight at once; None when the engine throttles them itself
+    (it gets every job in one submission, ``backend.max_parallel`` running at a time)."""
+    if backend is not None and backend.throttles_submissions:
+        return None
     if campaign.backend.max_parallel:
         return campaign.backend.max_parallel
     return max(1, (os.cpu_count() or 1) // campaign.resources.cores)
@@ -127,7 +131,7 @@ class CampaignRunner:
         output_dir: Path,
         max_parallel: int | None = None,
         progress: bool = False,
-        poll_interval: float = 0.2,
+        poll_interval: float | None = None,
         poll_retries: int = DEFAULT_POLL_RETRIES,
         verify_outputs: VerifyOutputs = "size",
     ):
@@ -135,15 +139,20 @@ class CampaignRunner:
         self.store = store
         self.backend = backend
         self.output_dir = output_dir
-        self.max_parallel = max_parallel or max_parallel_jobs(campaign)
         self.progress = progress
-        self.poll_interval = poll_interval
+        # The engine's cadence, unless the command line or the spec sets one.
+        self.schedule = PollSchedule(
+            backend.poll_policy(poll_interval or campaign.backend.poll_interval_s)
+        )
         self.poll_retries = max(1, poll_retries)
         self.verify_outputs = verify_outputs
         self.jobs = {job.index: job for job in plan_jobs(campaign)}
         # Recovery may have split jobs (new indices, parent cancelled) and set per-job
         # resources / excluded sites for the next attempts.
         self.jobs.update(split_jobs(store, campaign.campaign_id))
+        self.max_parallel = (
+            max_parallel or max_parallel_jobs(campaign, backend) or max(1, len(self.jobs))
+        )
         self.overrides = job_overrides(store, campaign.campaign_id)
         self.tries: Counter[int] = Counter()
         self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
@@ -163,7 +172,7 @@ class CampaignRunner:
 
     def _drive(self, holder: str) -> CampaignStatus:
         campaign_id = self.campaign.campaign_id
-        renewed = time.time()
+        renewed = time.monotonic()
         self._close_stale_attempts()
         if self.verify_outputs != "none":
             self._reopen_damaged_outputs()
@@ -186,11 +195,22 @@ class CampaignRunner:
                     self._launch(batch)
                 if not self.inflight:
                     break
-                time.sleep(self.poll_interval)
-                if time.time() - renewed > LEASE_RENEW_S:
+                now = time.monotonic()
+                wake = min(self.schedule.arm(now), renewed + LEASE_RENEW_S)
+                time.sleep(max(0.0, wake - now))
+                now = time.monotonic()
+                if now - renewed >= LEASE_RENEW_S:
                     self.store.renew_driver_lease(campaign_id, holder)
-                    renewed = time.time()
-                for state in self._poll():
+                    renewed = now
+                due = self.schedule.due(now)
+                if due == "query":
+                    states = self._poll()
+                elif due == "completions":
+                    # The engine's own record of finished jobs: no scheduler load.
+                    states = self.backend.completions(self._handles())
+                else:
+                    continue
+                for state in states:
                     if state.state not in {"done", "failed", "cancelled", "held"}:
                         continue
                     index = state.handle.job_index
@@ -224,24 +244,39 @@ class CampaignRunner:
             bar.close()
         return self.store.status(campaign_id)
 
+    def _handles(self) -> list[JobHandle]:
+        return [handle for _, handle in self.inflight.values()]
+
     def _poll(self) -> list[JobState]:
-        """The engine's states; a failing poll (engine unreachable, command timing out) is
-        retried with backoff, and only ``poll_retries`` failures in a row stop the driver."""
-        handles = [handle for _, handle in self.inflight.values()]
-        for failures in range(1, self.poll_retries + 1):
-            try:
-                return self.backend.poll(handles)
-            except Exception as error:  # noqa: BLE001 - engines raise many types
-                if failures == self.poll_retries:
-                    raise SubmitError(
-                        f"backend {self.backend.name}: poll failed {failures} times in a row "
-                        f"(last error: {error}); the {len(handles)} attempt(s) in flight stay "
-                        "open: re-run submit to resume once the engine answers"
-                    ) from error
-                delay = min(self.poll_interval * 2**failures, MAX_POLL_BACKOFF_S)
-                log.warning("backend poll failed (%s); retrying in %.1f s", error, delay)
-                time.sleep(delay)
-        return []
+        """The engine's states, from one batched query; the schedule sets the next one.
+
+        A slow answer stretches the delay; a failing poll (engine unreachable, command
+        timing out) is retried later with backoff, and only ``poll_retries`` failures in a
+        row stop the driver."""
+        handles = self._handles()
+        started = time.monotonic()
+        try:
+            states = self.backend.poll(handles)
+        except Exception as error:  # noqa: BLE001 - engines raise many types
+            delay = self.schedule.failed(time.monotonic())
+            if self.schedule.failures >= self.poll_retries:
+                raise SubmitError(
+                    f"backend {self.backend.name}: poll failed {self.schedule.failures} times "
+                    f"in a row (last error: {error}); the {len(handles)} attempt(s) in flight "
+                    "stay open: re-run submit to resume once the engine answers"
+                ) from error
+            log.warning("backend poll failed (%s); retrying in %.1f s", error, delay)
+            return []
+        answer_s = time.monotonic() - started
+        delay = self.schedule.answered(time.monotonic(), answer_s)
+        if self.schedule.slow_answers:
+            log.warning(
+                "backend %s answered in %.1f s: next poll in %.0f s",
+                self.backend.name,
+                answer_s,
+                delay,
+            )
+        return states
 
     def _launch(self, jobs: list[Job]) -> None:
         """Open an attempt for each job and submit them together (one array on grid engines).
@@ -394,7 +429,7 @@ def submit_campaign(
     max_parallel: int | None = None,
     progress: bool = False,
     base_dir: Path | None = None,
-    poll_interval: float = 0.2,
+    poll_interval: float | None = None,
     poll_retries: int = DEFAULT_POLL_RETRIES,
     verify_outputs: VerifyOutputs = "size",
 ) -> CampaignStatus:

@@ -324,8 +324,9 @@ def test_purged_arrays_are_read_from_the_jobcomp_file(slurm_cluster, tmp_path):
     backend = SlurmBackend(python=str(fake))
     handles = backend.submit(campaign, job_inputs(campaign, tmp_path))
     wait_until_finished(backend, handles)
-    # A controller that forgot the array answers "Invalid job id" like for a purged job.
-    backend._scontrol_records = lambda array_id: None
+    # Fake: a controller that forgot the array (purged after MinJobAge, an hour on the test
+    # cluster) shows squeue nothing for it.
+    backend._squeue_tasks = lambda array_ids: {}
     states = backend.poll(handles)
     assert [(s.state, s.native_code) for s in states] == [
         ("done", None),

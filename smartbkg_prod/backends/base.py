@@ -1,9 +1,10 @@
 """The one small interface every engine implements.
 
 ``submit(campaign, jobs) -> handles``, ``poll(handles) -> states``, ``cancel(handles)``,
-``retry(job, changes)`` and ``render(campaign, jobs) -> native files``. Shared logic
-(job input files, worker command line, resource resolution per site) lives here so an
-engine module only adds what is native to it.
+``retry(job, changes)`` and ``render(campaign, jobs) -> native files``, plus
+``completions(handles) -> states`` for an engine that writes finished jobs down itself.
+Shared logic (job input files, worker command line, resource resolution per site) lives
+here so an engine module only adds what is native to it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from smartbkg_prod.backends.polling import PollPolicy
 from smartbkg_prod.files import write_text_atomic
 from smartbkg_prod.plan import Job, JobInput
 from smartbkg_prod.spec import Campaign, Resources
@@ -66,6 +69,14 @@ class Backend(ABC):
     """Base class for engines. Subclasses set ``name`` and implement the abstract methods."""
 
     name: str = "base"
+    # The engine's default cadence (README, "Backends"): seconds between two queries of
+    # the engine, and between two reads of its own record of finished jobs (None: none).
+    poll_interval_s: ClassVar[float] = 0.2
+    completion_interval_s: ClassVar[float | None] = None
+    # True when the engine itself keeps at most backend.max_parallel of a submission
+    # running (Slurm's array throttle, HTCondor's max_materialize): the driver then hands
+    # it every job at once instead of trickling them in.
+    throttles_submissions: ClassVar[bool] = False
 
     @classmethod
     def from_campaign(cls, campaign: Campaign) -> Backend:
@@ -80,6 +91,19 @@ class Backend(ABC):
 
     @abstractmethod
     def cancel(self, handles: Sequence[JobHandle]) -> None: ...
+
+    def completions(self, handles: Sequence[JobHandle]) -> list[JobState]:
+        """Final states of ``handles`` that the engine has already written down (Slurm's
+        jobcomp file, HTCondor's job event log), read without asking the scheduler; the
+        driver reads them every ``completion_interval_s``. Handles not found are left out."""
+        return []
+
+    def poll_policy(self, interval_s: float | None = None) -> PollPolicy:
+        """The engine's cadence, with ``interval_s`` (spec or command line) if given."""
+        return PollPolicy(
+            interval_s=interval_s or self.poll_interval_s,
+            completion_interval_s=self.completion_interval_s,
+        )
 
     def render(self, campaign: Campaign, jobs: Sequence[JobInput], directory: Path) -> list[Path]:
         """Write the native submission files into ``directory`` for review (dry run)."""

@@ -126,6 +126,9 @@ class HTCondorBackend(Backend):
     """
 
     name = "htcondor"
+    # The schedd is asked once a minute, as a fallback to the job event log.
+    poll_interval_s = 60.0
+    throttles_submissions = True  # max_materialize = backend.max_parallel
 
     def __init__(
         self,

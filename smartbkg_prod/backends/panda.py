@@ -74,6 +74,9 @@ _JOB_STATUS = {
     "cancelled": "cancelled",
     "closed": "cancelled",
 }
+# Job records per getFullJobStatus request: a task of thousands of jobs is read in
+# bounded requests, not one that grows with the task.
+JOB_STATUS_CHUNK = 500
 _FAILED_TASK = {"broken", "aborted", "failed", "exhausted", "finished", "done", "tobroken"}
 _INDEX_PATTERN = re.compile(r"--index (\d+)")
 
@@ -171,6 +174,8 @@ class PandaBackend(Backend):
     """Tasks on a PanDA server through panda-client."""
 
     name = "panda"
+    # A server shared by thousands of users: task status and job records once a minute.
+    poll_interval_s = 60.0
 
     def __init__(
         self,
@@ -422,8 +427,8 @@ class PandaBackend(Backend):
                 raise SubmitError(f"panda: cannot get the jobs of task {task_id}: {details}")
             panda_ids = details.get("PandaID") or []
             jobs: dict[int, dict] = {}
-            if panda_ids:
-                status, specs = client.getFullJobStatus(panda_ids)
+            for start in range(0, len(panda_ids), JOB_STATUS_CHUNK):
+                status, specs = client.getFullJobStatus(panda_ids[start : start + JOB_STATUS_CHUNK])
                 if status != 0:
                     raise SubmitError(f"panda: cannot get jobs of task {task_id}: {specs}")
                 for spec in specs or []:

@@ -1,4 +1,4 @@
-"""Slurm: one ``sbatch --array`` per launched batch, polled with ``scontrol``.
+"""Slurm: one ``sbatch --array`` per launched batch, polled with one ``squeue`` per poll.
 
 A batch of attempts becomes one job list (JSON lines, see :func:`~smartbkg_prod.plan.write_job_list`)
 and one array whose task ``i`` runs ``smartbkg-prod worker --job LIST --index i`` — bare,
@@ -8,8 +8,13 @@ spec (``--cpus-per-task``, ``--mem``, ``--time``, ``--gres=gpu:N``). Site policy
 "site" is a partition for ``sites.allowed`` (``--partition``) and a node for
 ``sites.excluded`` (``--exclude``), because recovery excludes the node an attempt failed on.
 
-Polling reads ``scontrol show job -o ARRAY_ID``; arrays already purged from the controller
-(older than ``MinJobAge``) are read from the ``jobcomp/filetxt`` file. States map to
+A poll is one ``squeue --array --states=all --jobs=A,B,...`` over every array of the
+campaign in flight (default every 30 s, ``SlurmBackend.poll_interval_s``). Finished tasks
+are read from the ``jobcomp/filetxt`` file where the submit host can read it (the file's
+new lines every 2 s, no load on slurmctld), so they are noticed within seconds, and tasks
+already purged from the controller (older than ``MinJobAge``) are found there too; without
+a readable file, squeue shows a finished task for ``MinJobAge`` (300 s by default), longer
+than one poll interval. ``sacct`` is not used: it needs slurmdbd. States map to
 :class:`~smartbkg_prod.backends.base.JobState` with ``native_code`` ``slurm:STATE`` or, for
 ``FAILED``, ``slurm:FAILED/STATUS`` where STATUS is the shell exit status (128 + signal
 for a killed job), e.g. ``slurm:FAILED/137``, ``slurm:OUT_OF_MEMORY``, ``slurm:TIMEOUT``.
@@ -18,6 +23,8 @@ for a killed job), e.g. ``slurm:FAILED/137``, ``slurm:OUT_OF_MEMORY``, ``slurm:T
 137
 >>> list(expand_task_ids("0-3%2"))
 [0, 1, 2, 3]
+>>> squeue_exit_code("768"), squeue_exit_code("9")
+('3:0', '0:9')
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import shlex
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +54,13 @@ from smartbkg_prod.spec import Campaign, Resources
 # Slurm's default MaxArraySize is 1001 (task ids 0..1000); larger batches become
 # several arrays.
 DEFAULT_MAX_ARRAY_SIZE = 1000
+
+# squeue's fields (``--Format``) as our poll reads them, one task per line; the reason,
+# free text, comes last.
+SQUEUE_FIELDS = ("ArrayJobID", "ArrayTaskID", "State", "exit_code", "BatchHost", "Reason")
+SQUEUE_SEPARATOR = "|"
+# Where slurm.conf is when SLURM_CONF does not say (Debian's and the upstream default).
+DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 
 # Worker environment that must reach a containerised worker (job id, site, fault drills).
 _FORWARDED_ENV = ("SMARTBKG_BACKEND_JOB_ID", "SMARTBKG_SITE", "SMARTBKG_INJECT_FAULT")
@@ -93,6 +107,12 @@ def expand_task_ids(spec: str) -> Iterator[int]:
             continue
         first, _, last = part.partition("-")
         yield from range(int(first), int(last or first) + 1)
+
+
+def squeue_exit_code(value: str) -> str:
+    """squeue's ``exit_code`` (the raw wait status) as ``STATUS:SIGNAL`` like scontrol's."""
+    raw = int(value) if value.isdigit() else 0
+    return f"{raw >> 8}:{raw & 0x7F}"
 
 
 def parse_record(line: str) -> dict[str, str]:
@@ -161,6 +181,66 @@ def tasks_from_records(lines: Sequence[str]) -> dict[tuple[str, int], SlurmTask]
     return tasks
 
 
+def tasks_from_squeue(output: str) -> dict[tuple[str, int], SlurmTask]:
+    """``(array id, task id) -> task`` from squeue lines of ``SQUEUE_FIELDS``."""
+    tasks = {}
+    for line in output.splitlines():
+        values = [value.strip() for value in line.split(SQUEUE_SEPARATOR, len(SQUEUE_FIELDS) - 1)]
+        if len(values) != len(SQUEUE_FIELDS) or not values[1][:1].isdigit():
+            continue  # not an array task (ArrayTaskID N/A)
+        array_id, task_spec, state, exit_code, host, reason = values
+        for task_id in expand_task_ids(task_spec):
+            tasks[(array_id, task_id)] = SlurmTask(
+                array_id=array_id,
+                task_id=task_id,
+                job_state=state,
+                exit_code=squeue_exit_code(exit_code),
+                reason=reason,
+                node=None if host in {"n/a", "(null)", ""} else host,
+            )
+    return tasks
+
+
+class JobcompFile:
+    """Slurm's ``jobcomp/filetxt`` file, read as it grows: the finished tasks of the arrays
+    we watch. Only new complete lines are read each time; a file rotated or truncated
+    under us is read again from its start."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.arrays: set[str] = set()
+        self.tasks: dict[tuple[str, int], SlurmTask] = {}
+        self._offset = 0
+        self._inode: int | None = None
+
+    def watch(self, array_ids: Iterable[str], submitted: bool = False) -> None:
+        """Keep the records of ``array_ids`` from now on; arrays not ``submitted`` just
+        now may have lines already read past, so the file is read again from its start."""
+        new = set(array_ids) - self.arrays
+        self.arrays |= new
+        if new and not submitted:
+            self._offset = 0
+
+    def read(self) -> dict[tuple[str, int], SlurmTask]:
+        """Every task of the watched arrays the file records so far (the last line wins)."""
+        try:
+            with open(self.path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if stat.st_ino != self._inode or stat.st_size < self._offset:
+                    self._inode, self._offset = stat.st_ino, 0
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except OSError:
+            return self.tasks
+        complete = chunk.rfind(b"\n") + 1  # a line being written waits for the next read
+        self._offset += complete
+        lines = chunk[:complete].decode(errors="replace").splitlines()
+        for key, task in tasks_from_records(lines).items():
+            if key[0] in self.arrays:
+                self.tasks[key] = task
+        return self.tasks
+
+
 def _walltime(seconds: int) -> str:
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
@@ -174,6 +254,10 @@ class SlurmBackend(Backend):
     """
 
     name = "slurm"
+    # One squeue per 30 s per campaign; the jobcomp file (a file read) every 2 s.
+    poll_interval_s = 30.0
+    completion_interval_s = 2.0
+    throttles_submissions = True  # --array=0-N%max_parallel
 
     def __init__(
         self,
@@ -194,7 +278,8 @@ class SlurmBackend(Backend):
         self.env = env or {}
         self.container_command = container_command
         self.max_array_size = max_array_size
-        self._jobcomp_file: Path | None = None
+        self._jobcomp: JobcompFile | None = None
+        self._jobcomp_looked_up = False
 
     @classmethod
     def from_campaign(cls, campaign: Campaign) -> SlurmBackend:
@@ -338,6 +423,7 @@ class SlurmBackend(Backend):
             array_id = output.strip().split(";")[0]
             if not array_id.isdigit():
                 raise SubmitError(f"slurm: sbatch printed {output.strip()!r}, expected a job id")
+            self._watch_jobcomp([array_id], submitted=True)
             handles += [
                 attempt_handle(job_input, self.name, f"{array_id}_{task_id}")
                 for task_id, job_input in enumerate(chunk)
@@ -345,21 +431,13 @@ class SlurmBackend(Backend):
         return handles
 
     def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:
-        wanted = {}
-        for handle in handles:
-            array_id, _, task_id = handle.backend_job_id.partition("_")
-            wanted[handle.backend_job_id] = (array_id, int(task_id))
-        tasks: dict[tuple[str, int], SlurmTask] = {}
-        missing = []
-        for array_id in sorted({array_id for array_id, _ in wanted.values()}):
-            lines = self._scontrol_records(array_id)
-            if lines is None:
-                missing.append(array_id)
-            else:
-                tasks.update(tasks_from_records(lines))
-        if missing or any(key not in tasks for key in wanted.values()):
-            # Purged from the controller: the jobcomp file keeps one line per finished job.
-            for key, task in tasks_from_records(self._jobcomp_lines()).items():
+        """One squeue over every array of ``handles``; tasks it no longer shows (purged
+        from the controller) are taken from the jobcomp file."""
+        wanted = {handle.backend_job_id: _task_key(handle) for handle in handles}
+        arrays = sorted({array_id for array_id, _ in wanted.values()})
+        tasks = self._squeue_tasks(arrays) if arrays else {}
+        if any(key not in tasks for key in wanted.values()):
+            for key, task in self._jobcomp_tasks(arrays).items():
                 tasks.setdefault(key, task)
         states = []
         for handle in handles:
@@ -374,6 +452,19 @@ class SlurmBackend(Backend):
                 )
             else:
                 states.append(task.to_state(handle))
+        return states
+
+    def completions(self, handles: Sequence[JobHandle]) -> list[JobState]:
+        """Finished tasks from the jobcomp file's new lines: no request to slurmctld."""
+        wanted = {handle.backend_job_id: _task_key(handle) for handle in handles}
+        tasks = self._jobcomp_tasks(sorted({array_id for array_id, _ in wanted.values()}))
+        states = []
+        for handle in handles:
+            task = tasks.get(wanted[handle.backend_job_id])
+            if task is not None:
+                state = task.to_state(handle)
+                if state.state in {"done", "failed", "cancelled"}:
+                    states.append(state)
         return states
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
@@ -421,33 +512,74 @@ class SlurmBackend(Backend):
             raise SubmitError(f"slurm: {shlex.join(command[:3])} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def _scontrol_records(self, array_id: str) -> list[str] | None:
-        """scontrol's records of one array, or None when the controller forgot it."""
-        command = ["scontrol", "show", "job", "-o", array_id]
+    def _squeue_tasks(self, array_ids: Sequence[str]) -> dict[tuple[str, int], SlurmTask]:
+        """Every task of ``array_ids`` the controller still knows, from one squeue."""
+        command = [
+            "squeue",
+            "--noheader",
+            "--array",
+            "--states=all",
+            f"--jobs={','.join(array_ids)}",
+            "--Format=" + ",".join(f"{name}:{SQUEUE_SEPARATOR}" for name in SQUEUE_FIELDS),
+        ]
         try:
             result = subprocess.run(
                 command, capture_output=True, text=True, env={**os.environ, **self.env}, timeout=60
             )
         except (FileNotFoundError, subprocess.TimeoutExpired) as error:
-            raise SubmitError(f"slurm: cannot poll with scontrol: {error}") from None
+            raise SubmitError(f"slurm: cannot poll with squeue: {error}") from None
         if result.returncode != 0:
+            # Every array purged from the controller: squeue refuses the list.
             if "Invalid job id" in result.stderr:
-                return None
-            raise SubmitError(
-                f"slurm: scontrol show job {array_id} failed: {result.stderr.strip()}"
-            )
-        return result.stdout.splitlines()
+                return {}
+            raise SubmitError(f"slurm: squeue failed: {result.stderr.strip()}")
+        return tasks_from_squeue(result.stdout)
 
-    def _jobcomp_lines(self) -> list[str]:
-        if self._jobcomp_file is None:
-            config = parse_config(self._run(["scontrol", "show", "config"]))
-            if config.get("JobCompType") != "jobcomp/filetxt" or not config.get("JobCompLoc"):
-                return []
-            self._jobcomp_file = Path(config["JobCompLoc"])
-        try:
-            return self._jobcomp_file.read_text().splitlines()
-        except FileNotFoundError:
-            return []
+    def _watch_jobcomp(self, array_ids: Iterable[str], submitted: bool = False) -> None:
+        jobcomp = self._jobcomp_file()
+        if jobcomp is not None:
+            jobcomp.watch(array_ids, submitted=submitted)
+
+    def _jobcomp_tasks(self, array_ids: Sequence[str]) -> dict[tuple[str, int], SlurmTask]:
+        jobcomp = self._jobcomp_file()
+        if jobcomp is None:
+            return {}
+        jobcomp.watch(array_ids)
+        return jobcomp.read()
+
+    def _jobcomp_file(self) -> JobcompFile | None:
+        """The cluster's jobcomp/filetxt file, looked up once: in slurm.conf when the submit
+        host has it (no request to slurmctld), else with one ``scontrol show config``."""
+        if not self._jobcomp_looked_up:
+            self._jobcomp_looked_up = True
+            environ = {**os.environ, **self.env}
+            config = read_slurm_conf(Path(environ.get("SLURM_CONF", DEFAULT_SLURM_CONF)))
+            if "JobCompType" not in config:
+                config = parse_config(self._run(["scontrol", "show", "config"]))
+            if config.get("JobCompType") == "jobcomp/filetxt" and config.get("JobCompLoc"):
+                self._jobcomp = JobcompFile(Path(config["JobCompLoc"]))
+        return self._jobcomp
+
+
+def _task_key(handle: JobHandle) -> tuple[str, int]:
+    array_id, _, task_id = handle.backend_job_id.partition("_")
+    return array_id, int(task_id)
+
+
+def read_slurm_conf(path: Path) -> dict[str, str]:
+    """The ``Key=Value`` lines of a slurm.conf (keys as Slurm spells them in
+    ``scontrol show config``), or {} when the file cannot be read (configless sites)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    spelled = {key.lower(): key for key in ("JobCompType", "JobCompLoc")}
+    config = {}
+    for line in text.splitlines():
+        key, sep, value = line.split("#", 1)[0].partition("=")
+        if sep and key.strip().lower() in spelled:
+            config[spelled[key.strip().lower()]] = value.strip()
+    return config
 
 
 def parse_config(text: str) -> dict[str, str]:

@@ -147,6 +147,14 @@ def plan(spec: str, as_json: bool) -> None:
     help="On resume, check the outputs of done jobs (size, or full checksum) and produce "
     "missing or damaged ones again.",
 )
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between two state queries of the engine (default: the spec's "
+    "backend.poll_interval_s, else the engine's own cadence; see README 'Backends').",
+)
 def submit(
     spec: str,
     db_url: str | None,
@@ -155,6 +163,7 @@ def submit(
     dry_run: str | None,
     progress: bool | None,
     verify_outputs: str,
+    poll_interval: float | None,
 ) -> None:
     """Run (or resume) the campaign SPEC; prints its status at the end."""
     from smartbkg_prod.spec import load_campaign
@@ -173,6 +182,7 @@ def submit(
         max_parallel=max_parallel,
         progress=sys.stderr.isatty() if progress is None else progress,
         verify_outputs=verify_outputs,
+        poll_interval=poll_interval,
     )
     click.echo(format_status(status))
     if not status.complete:
