@@ -26,6 +26,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("pandaclient")
 
+from smartbkg_prod.backends import panda as panda_backend  # noqa: E402
 from smartbkg_prod.backends.base import JobHandle, RetryChanges  # noqa: E402
 from smartbkg_prod.backends.panda import PandaBackend, job_entry, native_code  # noqa: E402
 from smartbkg_prod.cli import main  # noqa: E402
@@ -360,6 +361,20 @@ def test_poll_maps_jobs_to_entries_with_pilot_codes_and_panda_retries(panda_serv
     assert panda_server.requests[2]["body"] == {"task_id": "4242"}
     assert panda_server.requests[3]["body"]["task_id"] == "4242"
     assert sorted(panda_server.requests[4]["body"]["job_ids"]) == [101, 102, 103, 105]
+
+
+def test_poll_reads_job_records_in_bounded_chunks(panda_server, panda_campaign, monkeypatch):
+    monkeypatch.setattr(panda_backend, "JOB_STATUS_CHUNK", 3)
+    backend = PandaBackend.from_campaign(panda_campaign)
+    handles = backend.submit(panda_campaign, job_inputs(panda_campaign))
+    panda_server.jobs = [panda_job(100 + entry, entry % 3, "running") for entry in range(4)]
+    backend.poll(handles)
+    endpoints = [r["endpoint"] for r in panda_server.requests[2:]]
+    assert (
+        endpoints
+        == ["task/get_status", "task/get_details"] + ["job/get_description_incl_archive"] * 2
+    )
+    assert [len(r["body"]["job_ids"]) for r in panda_server.requests[4:]] == [3, 1]
 
 
 def test_retry_and_kill_go_to_the_task(panda_server, panda_campaign):

@@ -11,11 +11,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from engine_calls import QUERY_COMMANDS, counting_wrappers, read_calls
 from sqlalchemy import select
 
 from smartbkg_prod.backends import get_backend
 from smartbkg_prod.backends.base import JobHandle, RetryChanges, apply_retry_changes
-from smartbkg_prod.backends.slurm import SlurmBackend, tasks_from_records
+from smartbkg_prod.backends.slurm import (
+    JobcompFile,
+    SlurmBackend,
+    tasks_from_records,
+    tasks_from_squeue,
+)
 from smartbkg_prod.cli import main
 from smartbkg_prod.plan import JobInput, plan_jobs, read_job_list_entry
 from smartbkg_prod.spec import Campaign, dump_campaign
@@ -38,6 +44,16 @@ JOBCOMP_KILLED = (
     "TimeLimit=5 NodeList=localhost NodeCnt=1 ProcCnt=1 WorkDir=/tmp ArrayJobId=1 "
     "ArrayTaskId=2 DerivedExitCode=0:0 ExitCode=0:9"
 )
+
+
+# squeue --array --states=all --Format=ArrayJobID:|,... as slurm-wlm 22.05 prints it: exit_code
+# is the raw wait status (768 = exit 3, 9 = SIGKILL); a pending task has no batch host.
+SQUEUE_OUTPUT = """1|0|COMPLETED|0|localhost|None|
+1|2|FAILED|9|localhost|JobLaunchFailure|
+1|1|FAILED|768|localhost|NonZeroExitCode|
+2|0|PENDING|0|n/a|Resources|
+1|4|RUNNING|0|localhost|None|
+"""
 
 
 def handle(backend_job_id: str) -> JobHandle:
@@ -92,6 +108,38 @@ def test_jobcomp_line_of_a_killed_task_reads_as_sigkill():
         137,
         "slurm:FAILED/137",
     )
+
+
+def test_squeue_lines_read_as_the_same_states_as_scontrol_records():
+    tasks = tasks_from_squeue(SQUEUE_OUTPUT)
+    assert sorted(tasks) == [("1", 0), ("1", 1), ("1", 2), ("1", 4), ("2", 0)]
+    states = {key: task.to_state(handle(f"{key[0]}_{key[1]}")) for key, task in tasks.items()}
+    assert [(s.state, s.exit_code, s.native_code) for s in states.values()] == [
+        ("done", 0, None),
+        ("failed", 137, "slurm:FAILED/137"),
+        ("failed", 3, "slurm:FAILED/3"),
+        ("pending", None, None),
+        ("running", None, None),
+    ]
+    assert states[("2", 0)].native_reason == "Resources" and states[("2", 0)].site is None
+
+
+def test_jobcomp_file_is_read_as_it_grows_and_reread_when_rotated(tmp_path):
+    path = tmp_path / "jobcomp.txt"
+    finished = JOBCOMP_KILLED.replace("ArrayTaskId=2", "ArrayTaskId=0").replace("0:9", "0:0")
+    path.write_text(JOBCOMP_KILLED + "\n" + finished[:40])  # the second line is being written
+    jobcomp = JobcompFile(path)
+    jobcomp.watch(["1"])
+    assert sorted(jobcomp.read()) == [("1", 2)]
+    with open(path, "a") as handle:
+        handle.write(
+            finished[40:] + "\n" + JOBCOMP_KILLED.replace("ArrayJobId=1", "ArrayJobId=9") + "\n"
+        )
+    assert sorted(jobcomp.read()) == [("1", 0), ("1", 2)]  # array 9 is not watched
+    jobcomp.watch(["9"])  # an array not just submitted: its lines may be behind us
+    assert sorted(jobcomp.read()) == [("1", 0), ("1", 2), ("9", 2)]
+    path.write_text(finished.replace("ArrayJobId=1", "ArrayJobId=9") + "\n")  # rotated
+    assert jobcomp.read()[("9", 0)].job_state == "FAILED"
 
 
 def test_native_codes_are_readable_by_the_recovery_taxonomy():
@@ -332,6 +380,71 @@ def test_purged_arrays_are_read_from_the_jobcomp_file(slurm_cluster, tmp_path):
         ("done", None),
         ("failed", "slurm:FAILED/3"),
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_one_squeue_per_poll_covers_every_array_and_jobcomp_reads_ask_nothing(
+    slurm_cluster, tmp_path, monkeypatch
+):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("PATH", f"{counting_wrappers(tmp_path / 'bin', log)}:{os.environ['PATH']}")
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_WORKER)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    campaign = Campaign(name="batched", process="bbbar_mixed", events=30, events_per_job=10)
+    backend = SlurmBackend(python=str(fake))
+    handles = [
+        *backend.submit(campaign, job_inputs(campaign, tmp_path / "a")),
+        *backend.submit(campaign, job_inputs(campaign, tmp_path / "b")),
+    ]
+    arrays = sorted({h.backend_job_id.split("_")[0] for h in handles})
+    deadline = time.time() + 60
+    while len(finished := backend.completions(handles)) < len(handles):
+        assert time.time() < deadline, slurm_cluster.logs()
+        time.sleep(0.3)
+    # Until now: the two submissions, and not one query (slurm.conf names the jobcomp file).
+    assert [call.command for call in read_calls(log)] == ["sbatch", "sbatch"]
+    states = backend.poll(handles)
+    queries = [call for call in read_calls(log) if call.command in QUERY_COMMANDS]
+    assert [call.command for call in queries] == ["squeue"]
+    assert f"--jobs={','.join(arrays)}" in queries[0].arguments
+    expected = [("done", 0), ("failed", 3), ("failed", 137)] * 2
+    assert [(s.state, s.exit_code) for s in states] == expected
+    assert [(s.state, s.exit_code) for s in finished] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_default_policy_submits_one_array_and_notices_finished_jobs_between_queries(
+    slurm_cluster, tmp_path, monkeypatch
+):
+    """The default Slurm cadence (one squeue per 30 s): a short campaign goes in as one
+    array and is done from the jobcomp file, at most one squeue per elapsed interval."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("PATH", f"{counting_wrappers(tmp_path / 'bin', log)}:{os.environ['PATH']}")
+    campaign = Campaign(
+        name="cadence",
+        process="bbbar_generic",
+        events=30,
+        events_per_job=10,
+        filter={"mode": "off"},
+        resources={"memory_mb": 500, "walltime_s": 300},
+        backend={"name": "slurm"},
+        outputs={"directory": str(tmp_path / "out")},
+    )
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    started = time.monotonic()
+    status = submit_campaign(campaign, store=store)
+    elapsed = time.monotonic() - started
+    assert status.complete and status.events_generated == 30, slurm_cluster.logs()
+    calls = read_calls(log)
+    submissions = [call for call in calls if call.command == "sbatch"]
+    assert len(submissions) == 1 and "--array=0-2 " in submissions[0].arguments
+    queries = [call for call in calls if call.command in QUERY_COMMANDS]
+    # Jitter draws each interval within 10 % of 30 s.
+    assert len(queries) <= 1 + elapsed / (0.9 * SlurmBackend.poll_interval_s), queries
+    assert all(call.command == "squeue" for call in queries)
 
 
 @pytest.fixture

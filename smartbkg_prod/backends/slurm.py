@@ -185,6 +185,7 @@ def tasks_from_squeue(output: str) -> dict[tuple[str, int], SlurmTask]:
     """``(array id, task id) -> task`` from squeue lines of ``SQUEUE_FIELDS``."""
     tasks = {}
     for line in output.splitlines():
+        line = line.rstrip().removesuffix(SQUEUE_SEPARATOR)  # every field ends with it
         values = [value.strip() for value in line.split(SQUEUE_SEPARATOR, len(SQUEUE_FIELDS) - 1)]
         if len(values) != len(SQUEUE_FIELDS) or not values[1][:1].isdigit():
             continue  # not an array task (ArrayTaskID N/A)
