@@ -210,8 +210,12 @@ def main() -> None:
         Path(tmp).chmod(0o755)  # munged (its own user) reads the cluster directory below
         figures = run(args, Path(tmp))
     command = shlex.join(["python", "benchmarks/bench_engine_load.py", *sys.argv[1:]])
+    # The driver measured is whichever smartbkg_prod was imported (PYTHONPATH).
+    package_repo = Path(sys.modules["smartbkg_prod"].__file__).resolve().parents[1]
     code = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(package_repo), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     document = {}
     if args.out and args.out.exists():
