@@ -186,3 +186,42 @@ def test_rates_come_from_the_stores_campaign_when_it_holds_it(tmp_path):
     assert result.warnings == []
     assert recommendation.features["site_attempts"] == 10
     assert recommendation.features["site_failure_rate"] == pytest.approx(0.1)
+
+
+def test_the_shipped_corpus_covers_four_engines_and_the_rules_pass_it():
+    from smartbkg_prod.recovery.cases import evaluate_corpus
+
+    result = evaluate_corpus()
+    assert result.n_cases >= 60 and set(result.cases_per_engine) == {
+        "local", "slurm", "htcondor", "panda"
+    }  # fmt: skip
+    assert result.rules.evaluation.accuracy >= 0.9
+    assert result.rules.evaluation.macro_recall >= 0.85
+    assert result.model is None and result.fallback == ""
+
+
+def test_a_classifier_below_the_rules_on_the_corpus_leaves_decisions_to_them(tmp_path):
+    from click.testing import CliRunner
+
+    from smartbkg_prod.cli.recover import recover
+    from smartbkg_prod.recovery.cases import CORPUS
+    from smartbkg_prod.recovery.classifier import ActionClassifier
+    from smartbkg_prod.recovery.records import save_model
+    from smartbkg_prod.store import Store
+
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    # Labels that contradict every operator: "resubmit" for memory, "split" for the rest.
+    rows = [{"category=memory": 1.0}, {"category=storage": 1.0}] * 30
+    model = ActionClassifier(n_estimators=5).fit(rows, ["resubmit", "split_job"] * 30)
+    blob = model.to_bytes()
+    save_model(Store(db), blob, ActionClassifier.digest(blob), model.n_labels, {})
+    runner = CliRunner()
+    result = runner.invoke(recover, ["evaluate", "--cases", str(CORPUS), "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "the rules decide:" in result.output and "alone" in result.output
+    rows = [{"campaign_id": "x", "job_index": 0, "site": "A", "native_code": "pilot:1379"}]
+    path = write_lines(tmp_path / "one.jsonl", rows)
+    recommended = json.loads(
+        runner.invoke(recover, ["recommend", "--reports", str(path), "--json", "--db", db]).stdout
+    )
+    assert recommended[0]["decided_by"] == "rules" and "rules decide:" in recommended[0]["reason"]

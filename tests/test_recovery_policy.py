@@ -150,9 +150,22 @@ def test_classifier_trained_on_noisy_labels_beats_majority_and_rules():
 def test_model_replaces_rules_only_with_enough_labels():
     records = [attempt(0, "A", exit_code=60)]
     rows = [{"category=storage": 1.0}, {"category=memory": 1.0}] * 5
-    small = ActionClassifier(n_estimators=5).fit(rows, ["kill", "resubmit"] * 5)
+    labels = ["resubmit_more_walltime", "resubmit"] * 5
+    small = ActionClassifier(n_estimators=5).fit(rows, labels)
     (recommendation,) = recommend(records, small, "model:x")
     assert recommendation.decided_by == "rules"  # 10 labels < MIN_LABELS
-    big = ActionClassifier(n_estimators=5).fit(rows * 10, ["kill", "resubmit"] * 50)
+    big = ActionClassifier(n_estimators=5).fit(rows * 10, labels * 10)
     (recommendation,) = recommend(records, big, "model:x")
-    assert recommendation.decided_by == "model:x" and recommendation.action is Action.KILL
+    assert recommendation.decided_by == "model:x"
+    assert recommendation.action is Action.RESUBMIT_MORE_WALLTIME
+    (recommendation,) = recommend(records, big, "model:x", fallback="below the rules")
+    assert recommendation.decided_by == "rules" and "below the rules" in recommendation.reason
+
+
+def test_a_models_kill_without_the_rules_reason_is_left_to_the_rules():
+    records = [attempt(0, "A", exit_code=60)] + [attempt(i, "B") for i in range(1, 5)]
+    rows = [{"category=storage": 1.0}, {"category=memory": 1.0}] * 50
+    model = ActionClassifier(n_estimators=5).fit(rows, ["kill", "resubmit"] * 50)
+    (recommendation,) = recommend(records, model, "model:x")
+    assert recommendation.action is Action.RESUBMIT and recommendation.decided_by == "rules"
+    assert "a kill needs the rules' reason" in recommendation.reason

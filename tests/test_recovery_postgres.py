@@ -37,6 +37,6 @@ def test_review_loop_and_model_storage_on_postgres(postgres_url, tmp_path):
     assert store.job_states(campaign.campaign_id)[1] == CANCELLED
     assert job_overrides(store, campaign.campaign_id) == {}
     result = train(store, min_labels=2)
-    model, name = current_policy(store)
-    assert name == result.model and model.n_labels == 2
+    policy = current_policy(store)
+    assert policy.name == result.model and policy.model.n_labels == 2
     assert latest_model_blob(store)[1] == result.model

@@ -14,6 +14,7 @@ from smartbkg_prod.cli import db_option
 from smartbkg_prod.errors import SmartBkgError
 from smartbkg_prod.recovery.actions import ACTIONS, Recommendation
 from smartbkg_prod.recovery.apply import apply_decisions
+from smartbkg_prod.recovery.cases import evaluate_corpus
 from smartbkg_prod.recovery.classifier import MIN_LABELS, Evaluation
 from smartbkg_prod.recovery.features import code_site_matrix
 from smartbkg_prod.recovery.records import STATUSES as RECOMMENDATION_STATUSES
@@ -26,6 +27,7 @@ from smartbkg_prod.recovery.records import (
 from smartbkg_prod.recovery.review import (
     accept,
     auto_accept,
+    current_policy,
     evaluate_policies,
     override,
     recommend_from_file,
@@ -208,7 +210,7 @@ def _figures(name: str, evaluation: Evaluation | None) -> str:
     if evaluation is None:
         return f"{name:9s} (not enough decisions to cross-validate)"
     return (
-        f"{name:9s} accuracy {evaluation.accuracy:.3f}  macro recall {evaluation.macro_recall:.3f}  "
+        f"{name:9s}  accuracy {evaluation.accuracy:.3f}  macro recall {evaluation.macro_recall:.3f}  "
         f"macro precision {evaluation.macro_precision:.3f}"
     )
 
@@ -216,8 +218,39 @@ def _figures(name: str, evaluation: Evaluation | None) -> str:
 @recover.command("evaluate")
 @_db
 @_json_option
-def evaluate_command(db_url, as_json) -> None:
-    """Score rules, majority guess and the classifier against recorded decisions."""
+@click.option(
+    "--cases",
+    "cases_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Score on an operator corpus instead of the recorded decisions (the shipped one is "
+    "smartbkg_prod/recovery/cases/operator_cases.jsonl).",
+)
+def evaluate_command(db_url, as_json, cases_path) -> None:
+    """Score rules, majority guess and the classifier against recorded decisions, or the
+    rules and the store's classifier on an independent corpus (--cases)."""
+    if cases_path is not None:
+        policy = current_policy(Store(db_url))
+        corpus = evaluate_corpus(policy.model, policy.name, cases_path)
+        if as_json:
+            _dump(corpus.model_dump(mode="json"))
+            return
+        engines = ", ".join(f"{k} {v}" for k, v in sorted(corpus.cases_per_engine.items()))
+        click.echo(f"{corpus.n_cases} cases ({engines}) from {cases_path}")
+        scores = [corpus.rules, corpus.model, corpus.policy]
+        if corpus.model is None:
+            click.echo("no trained classifier in the store: rules only")
+        for result in filter(None, scores):
+            click.echo(_figures(result.policy, result.evaluation))
+        if corpus.fallback:
+            click.echo(f"the rules decide: {corpus.fallback}")
+        for result in filter(None, scores):
+            for wrong in result.wrong:
+                click.echo(
+                    f"  {result.policy}: {wrong.case} expected {wrong.expected.value}, "
+                    f"got {wrong.predicted.value} ({wrong.reason})"
+                )
+        return
     result = evaluate_policies(Store(db_url))
     if as_json:
         _dump(result.model_dump(mode="json"))

@@ -19,6 +19,7 @@ its text; a line that cannot be read is skipped with a warning naming file and l
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -162,32 +163,59 @@ class FailureExport(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-# Keys of a JobReport line and what they become in a record. Everything else is ignored.
-_NUMBERS: dict[str, tuple[str, ...]] = {
-    "memory_used_mb": ("peak_rss_mb", "memory_used_mb"),
-    "memory_requested_mb": ("memory_requested_mb",),
-    "walltime_used_s": ("wall_seconds", "walltime_used_s"),
-    "walltime_requested_s": ("walltime_requested_s",),
-    "n_events": ("n_events",),
-    "events_processed": ("events_generated", "events_processed"),
-    "finished_at": ("finished_at",),
-}
+# Keys of a JobReport line and what they become in a record, then the same quantity under
+# the engines' own names (HTCondor job ClassAd, Slurm sacct, PanDA job record) with the
+# unit a bare number has there. Strings may carry a unit ("5100M", "4G", "4000Mn").
+# Everything else is ignored.
+_NUMBERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "memory_used_mb": (
+        ("peak_rss_mb", "m"), ("memory_used_mb", "m"), ("MemoryUsage", "m"),
+        ("MaxRSS", "k"), ("maxRSS", "k"), ("maxPSS", "k"),
+    ),
+    "memory_requested_mb": (
+        ("memory_requested_mb", "m"), ("RequestMemory", "m"), ("ReqMem", "m"),
+        ("minRamCount", "m"),
+    ),
+    "walltime_used_s": (("wall_seconds", "s"), ("walltime_used_s", "s"),
+                        ("RemoteWallClockTime", "s")),
+    "walltime_requested_s": (("walltime_requested_s", "s"),),
+    "n_events": (("n_events", "1"),),
+    "events_processed": (("events_generated", "1"), ("events_processed", "1")),
+    "finished_at": (("finished_at", "1"),),
+}  # fmt: skip
 _TEXT_KEY_PARTS = ("reason", "diag", "message")
+_TO_MB = {"k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0**2}
+_WITH_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt])?(?:i?b)?[nc]?\s*$", re.IGNORECASE)
 
 
-def _number(data: dict, keys: tuple[str, ...]) -> float | None:
-    for key in keys:
+def _number(data: dict, keys: tuple[tuple[str, str], ...]) -> float | None:
+    for key, unit in keys:
         value = data.get(key)
-        if value is None or isinstance(value, bool):
+        if value is None or isinstance(value, bool) or value == "":
             continue
+        if isinstance(value, str):
+            match = _WITH_UNIT.match(value)
+            if match is None:
+                raise ValueError(f"{key}: {value!r} is not a number")
+            number = float(match.group(1))
+            scale = match.group(2) or (unit if unit in _TO_MB else None)
+            return number * _TO_MB[scale.lower()] if scale and unit in _TO_MB else number
         try:
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key}: {value!r} is not a number") from None
         if number != number or number in (float("inf"), float("-inf")) or number < 0:
             raise ValueError(f"{key}: {value!r} is not a finite non-negative number")
-        return number
+        return number * _TO_MB[unit] if unit in _TO_MB else number
     return None
+
+
+def _exit_status(value: object) -> int:
+    """An exit status, also in sacct's ``exit:signal`` form (``0:9`` -> 137)."""
+    if isinstance(value, str) and ":" in value:
+        exit_status, signal = (int(part) for part in value.split(":", 1))
+        return 128 + signal if signal else exit_status
+    return int(value or 0)
 
 
 def _lines(value: object) -> list[str]:
@@ -235,7 +263,7 @@ def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRec
     ]
     native, exit_code = None, 0
     try:
-        exit_code = int(data.get("exit_code") or 0)
+        exit_code = _exit_status(data.get("exit_code"))
     except (TypeError, ValueError):
         warnings.append(f"{source}: exit_code: {data.get('exit_code')!r} is not a number: ignored")
     raw_native = data.get("native_code")
@@ -245,6 +273,8 @@ def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRec
             logs += [text] if text else []
             if native.code in (0, "COMPLETED"):
                 native = None  # a success written as a native code
+            elif native.source == "slurm" and native.subcode is None and exit_code:
+                native = FailureCode("slurm", native.code, exit_code)  # FAILED + its status
         except ValueError as error:
             warnings.append(f"{source}: native_code: {error}; read as an unknown code")
             native = _unreadable_code(str(raw_native))
@@ -255,7 +285,7 @@ def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRec
             campaign_id=str(data.get("campaign_id") or data.get("campaign_name") or "unnamed"),
             job_index=job_index,
             attempt=int(attempt) if attempt is not None else 1,
-            site=str(data.get("site") or "local"),
+            site=str(data.get("site") or data.get("computingSite") or "local"),
             exit_code=exit_code,
             error_class=str(data.get("error_class") or ""),
             native_source=native.source if native else None,

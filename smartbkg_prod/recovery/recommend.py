@@ -13,8 +13,9 @@ resource use, site and campaign rates) and the concrete :class:`RetryChanges` it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from smartbkg_prod.recovery.actions import Recommendation, retry_changes
+from smartbkg_prod.recovery.actions import Action, Recommendation, retry_changes
 from smartbkg_prod.recovery.classifier import MIN_LABELS, ActionClassifier
 from smartbkg_prod.recovery.failures import FailureRecord, latest_failures
 from smartbkg_prod.recovery.features import failure_features
@@ -48,40 +49,96 @@ def evidence(record: FailureRecord, row: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
+# Below this probability the classifier's pick is a guess: the rules decide.
+MIN_MODEL_CONFIDENCE = 0.5
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    action: Action
+    confidence: float
+    why: str
+    decided_by: str
+
+
+def guarded(
+    model: ActionClassifier, model_name: str, rows: Sequence[dict[str, float]]
+) -> list[PolicyDecision]:
+    """The classifier's action per row behind the rules' guard rails.
+
+    The rules keep the last word where a wrong action costs most or the model is unsure:
+    a kill needs the rules' reason (deterministic, reproduced, or a main error), a
+    deterministic failure is always proposed as kill, the only site is never excluded,
+    and a pick below ``MIN_MODEL_CONFIDENCE`` is left to the rules.
+    """
+    if not rows:
+        return []
+    actions, confidences = model.predict(rows)
+    decisions = []
+    for row, action, confidence in zip(rows, actions, confidences, strict=True):
+        rule = decide(row)
+        taken_by = None
+        if action is Action.KILL and rule.action is not Action.KILL:
+            taken_by = "a kill needs the rules' reason"
+        elif rule.action is Action.KILL and row.get("deterministic"):
+            taken_by = "a deterministic failure is proposed as kill"
+        elif action is Action.EXCLUDE_SITE and row.get("campaign_sites", 2.0) <= 1:
+            taken_by = "the only site is never excluded"
+        elif confidence < MIN_MODEL_CONFIDENCE and rule.action is not action:
+            taken_by = f"{model_name} is unsure ({confidence:.2f})"
+        if taken_by is not None and rule.action is not action:
+            decisions.append(
+                PolicyDecision(
+                    rule.action,
+                    rule.confidence,
+                    f"rules: {rule.why} ({taken_by}; {model_name} would {action.value})",
+                    "rules",
+                )  # fmt: skip
+            )
+            continue
+        why = f"{model_name} trained on {model.n_labels} operator decisions"
+        # The rules' view stays visible: a disagreement is worth the operator's look.
+        why += (
+            f" (rules agree: {rule.why})"
+            if rule.action is action
+            else f" (rules would {rule.action.value}: {rule.why})"
+        )
+        decisions.append(PolicyDecision(action, float(confidence), why, model_name))
+    return decisions
+
+
 def recommend(
     records: Sequence[FailureRecord],
     model: ActionClassifier | None = None,
     model_name: str = "model",
     memory_mb: int | None = None,
     walltime_s: int | None = None,
+    fallback: str = "",
 ) -> list[Recommendation]:
     """One recommendation per job whose last attempt failed.
 
     ``records`` holds every known attempt (successful ones give the sites' failure rates).
-    ``model`` replaces the rules when it was trained on at least ``MIN_LABELS`` decisions.
+    ``model`` decides (behind the rules' guard rails, see :func:`guarded`) when it was
+    trained on at least ``MIN_LABELS`` decisions and no ``fallback`` is given; a
+    ``fallback`` (why the model is not trusted, e.g. its score on the independent corpus)
+    leaves the decisions to the rules and is quoted in every reason.
     ``memory_mb`` / ``walltime_s``: the campaign's requests, for records that lack them.
     """
     targets = latest_failures(records)
     rows = failure_features(records, targets)
-    use_model = model is not None and model.n_labels >= MIN_LABELS
+    use_model = model is not None and model.n_labels >= MIN_LABELS and not fallback
     if use_model:
-        actions, confidences = model.predict(rows)
+        decisions = guarded(model, model_name, rows)
+    else:
+        note = f" (rules decide: {fallback})" if fallback else ""
+        decisions = [
+            PolicyDecision(rule.action, rule.confidence, rule.why + note, "rules")
+            for rule in map(decide, rows)
+        ]
     recommendations = []
-    for i, (record, row) in enumerate(zip(targets, rows, strict=True)):
-        rule = decide(row)
-        if use_model:
-            action, confidence = actions[i], float(confidences[i])
-            why = f"{model_name} trained on {model.n_labels} operator decisions"
-            # The rules' view stays visible: a disagreement is worth the operator's look.
-            why += (
-                f" (rules agree: {rule.why})"
-                if rule.action is action
-                else f" (rules would {rule.action.value}: {rule.why})"
-            )
-            decided_by = model_name
-        else:
-            action, confidence, why, decided_by = rule.action, rule.confidence, rule.why, "rules"
+    for record, row, decision in zip(targets, rows, decisions, strict=True):
         info = record.info
+        action = decision.action
         recommendations.append(
             Recommendation(
                 campaign_id=record.campaign_id,
@@ -92,10 +149,10 @@ def recommend(
                 failure_name=info.name[:128],
                 category=info.category.value,
                 action=action,
-                confidence=round(confidence, 3),
-                reason=f"{action.value}: {why}. Evidence: {evidence(record, row)}",
+                confidence=round(decision.confidence, 3),
+                reason=f"{action.value}: {decision.why}. Evidence: {evidence(record, row)}",
                 changes=retry_changes(action, record, memory_mb, walltime_s),
-                decided_by=decided_by,
+                decided_by=decision.decided_by,
                 features=row,
                 record=record,
             )

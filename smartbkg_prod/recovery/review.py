@@ -10,16 +10,18 @@ monitoring page only format what these return.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sklearn.model_selection import StratifiedKFold
 
 from smartbkg_prod.recovery.actions import Action, retry_changes
+from smartbkg_prod.recovery.cases import evaluate_corpus
 from smartbkg_prod.recovery.classifier import MIN_LABELS, ActionClassifier, Evaluation, evaluate
 from smartbkg_prod.recovery.failures import FailureRecord, read_failure_export
 from smartbkg_prod.recovery.features import PRIOR_FAILURE_RATE
@@ -48,13 +50,33 @@ def default_operator() -> str:
     return os.environ.get("SMARTBKG_OPERATOR") or getpass.getuser()
 
 
-def current_policy(store: Store) -> tuple[ActionClassifier | None, str]:
-    """The newest trained classifier and its name, or (None, "rules")."""
+class Policy(BaseModel):
+    """Who decides: the newest trained classifier, or the rules (``model`` None), and why
+    the rules decide although a classifier exists (``fallback``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: ActionClassifier | None = None
+    name: str = "rules"
+    fallback: str = ""
+
+
+@functools.lru_cache(maxsize=8)
+def _corpus_fallback(name: str, blob: bytes) -> str:
+    """The corpus verdict on a stored classifier (cached: the blob names it)."""
+    return evaluate_corpus(ActionClassifier.from_bytes(blob), name).fallback
+
+
+def current_policy(store: Store) -> Policy:
+    """The newest trained classifier, checked against the independent corpus: where it
+    scores below the rules there, the rules decide and every reason says so."""
     stored = latest_model_blob(store)
     if stored is None:
-        return None, "rules"
+        return Policy()
     blob, name = stored
-    return ActionClassifier.from_bytes(blob), name
+    return Policy(
+        model=ActionClassifier.from_bytes(blob), name=name, fallback=_corpus_fallback(name, blob)
+    )
 
 
 def refresh_recommendations(
@@ -62,7 +84,7 @@ def refresh_recommendations(
 ) -> list[StoredRecommendation]:
     """Recommend for every job whose retries are exhausted (state ``failed``) and store
     what is new; returns the new recommendations."""
-    model, model_name = current_policy(store)
+    policy = current_policy(store)
     campaigns = [campaign_id] if campaign_id else recommendation_campaigns(store)
     new_ids: list[int] = []
     for campaign in campaigns:
@@ -71,7 +93,9 @@ def refresh_recommendations(
         if failed:
             records = campaign_records(store, campaign)
             recommendations = [
-                r for r in recommend(records, model, model_name) if r.job_index in failed
+                r
+                for r in recommend(records, policy.model, policy.name, fallback=policy.fallback)
+                if r.job_index in failed
             ]
         supersede_stale(store, campaign, {r.job_index: r.attempt for r in recommendations})
         before = {r.id for r in list_recommendations(store, campaign_id=campaign)}
@@ -126,10 +150,12 @@ def recommend_from_file(
                 f"none in the store: site and code rates use a neutral prior of "
                 f"{PRIOR_FAILURE_RATE:.0%} failures (export the successes too for real rates)"
             )
-    model, model_name = current_policy(store) if store is not None else (None, "rules")
+    policy = current_policy(store) if store is not None else Policy()
     in_file = {(r.campaign_id, r.job_index) for r in export.records}
     recommendations = [
-        r for r in recommend(records, model, model_name) if (r.campaign_id, r.job_index) in in_file
+        r
+        for r in recommend(records, policy.model, policy.name, fallback=policy.fallback)
+        if (r.campaign_id, r.job_index) in in_file
     ]
     if save and store is not None:
         save_recommendations(store, recommendations)

@@ -46,6 +46,9 @@ REPEATED = 2
 # Retries of a code that succeeded this often elsewhere in the campaign: it is transient,
 # whatever the tables say.
 RETRY_SUCCESS = 0.5
+# ... and a usually-transient input or software code that failed this many retries (of
+# different attempts) without one success is not transient in this campaign.
+RETRIED_EVERYWHERE = 3
 PERMANENT_CATEGORIES = ("software", "input")
 SITE_CATEGORIES = ("site", "storage", "gpu", "input", "unknown")
 
@@ -149,6 +152,19 @@ def decide(row: dict[str, float]) -> RuleDecision:
             Action.KILL, 0.8,
             f"a non-transient {category} failure hits {row['code_job_fraction']:.0%} of the jobs "
             f"at {row['code_sites']:.0f} sites: retries will not fix it; kill proposed for review",
+        )  # fmt: skip
+    never_recovers = retry_success == 0.0 and row.get("code_retried", 0.0) >= REPEATED
+    if (
+        transient
+        and category in PERMANENT_CATEGORIES
+        and repeats >= REPEATED
+        and never_recovers
+        and row["code_retried"] >= RETRIED_EVERYWHERE
+    ):
+        return RuleDecision(
+            Action.KILL, 0.65,
+            f"{code} is usually transient, but none of the {row['code_retried']:.0f} retries of "
+            "jobs it failed succeeded; kill proposed for review",
         )  # fmt: skip
     if not transient and repeats >= REPEATED and not recovers_elsewhere:
         return RuleDecision(

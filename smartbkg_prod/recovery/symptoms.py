@@ -31,12 +31,13 @@ LOG_KEYWORDS: dict[str, tuple[str, ...]] = {
         "request_memory", "rss",
     ),
     "time": (
-        "time limit", "walltime", "wall time", "wall-clock", "timeout", "timed out", "sigxcpu",
-        "deadline", "maxwalltime", "cpu time",
+        "time limit", "walltime", "wall time", "wall-clock", "sigxcpu", "deadline",
+        "maxwalltime", "cpu time", "job duration", "execute duration", "run time limit",
     ),
     "site": (
         "drain", "preempt", "evict", "vacate", "node failure", "node fail", "shutdown",
         "heartbeat", "reconnect", "lost contact", "proxy", "connection", "maintenance",
+        "timed out", "timeout",  # a service or transfer that did not answer, not the job's time
     ),
     "storage": (
         "no space", "stage-out", "stageout", "stage out", "checksum", "permission denied",
