@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel
 from scipy import stats
 
+from smartbkg_prod.filter.metrics import histogram
 from smartbkg_prod.filter.speedup import (
     StageCosts,
     cut_speedup_from_keep,
@@ -86,11 +87,6 @@ def control_draw(n_events: int, fraction: float, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, CONTROL_STREAM]).random(n_events) < fraction
 
 
-def _binned(values: np.ndarray, edges: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    inside = np.clip(values, edges[0], np.nextafter(edges[-1], -np.inf))
-    return np.histogram(inside, bins=edges, weights=weights)[0]
-
-
 def job_monitor(
     variables: dict[str, np.ndarray],
     edges: dict[str, np.ndarray],
@@ -121,12 +117,12 @@ def job_monitor(
         finite = np.isfinite(values)
         reference = finite & control_passed
         filtered = finite & filtered_passed
-        w = weights[filtered]
+        sums = histogram(bin_edges, values[filtered], weights[filtered]).view()
         histograms[name] = BiasHistogram(
             edges=bin_edges.tolist(),
-            control=_binned(values[reference], bin_edges, None).astype(int).tolist(),
-            weighted=_binned(values[filtered], bin_edges, w).tolist(),
-            weighted_squares=_binned(values[filtered], bin_edges, w * w).tolist(),
+            control=histogram(bin_edges, values[reference]).values().astype(int).tolist(),
+            weighted=sums.value.tolist(),
+            weighted_squares=sums.variance.tolist(),
         )
     return FilterMonitor(
         control_fraction=control_fraction,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import boost_histogram as bh
 import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -29,6 +30,21 @@ def roc_points(
         "tpr": tpr[keep].tolist(),
         "threshold": np.minimum(thresholds[keep], 1.0).tolist(),
     }
+
+
+def histogram(edges: np.ndarray, values: np.ndarray, weights: np.ndarray | None = None):
+    """A boost-histogram over ``edges``: counts, or Σw and Σw² per bin with ``weights``
+    (``.view().value``, ``.view().variance``). Values outside the edges count in the first
+    or last bin.
+
+    >>> histogram(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5, 9.0]), np.array([2.0, 1.0, 3.0])).view().variance
+    array([ 4., 10.])
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    axis = bh.axis.Variable(edges, underflow=False, overflow=False)
+    storage = bh.storage.Int64() if weights is None else bh.storage.Weight()
+    inside = np.clip(values, edges[0], np.nextafter(edges[-1], -np.inf))
+    return bh.Histogram(axis, storage=storage).fill(inside, weight=weights)
 
 
 def histogram_edges(values: np.ndarray, n_bins: int = 20, kind: str = "continuous") -> np.ndarray:
@@ -133,16 +149,15 @@ def bias_test(
     if kind == "categorical":
         values = pool_rare_categories(values)
     edges = histogram_edges(values[finite], n_bins, kind)
-    unfiltered, _ = np.histogram(values[finite], bins=edges)
+    unfiltered = histogram(edges, values[finite]).values()
     selected = finite & kept
-    weighted, _ = np.histogram(values[selected], bins=edges, weights=weights[selected])
+    sums = histogram(edges, values[selected], weights[selected]).view()
+    weighted = sums.value
     if keep_probability is None:
-        variance, _ = np.histogram(
-            values[selected], bins=edges, weights=weights[selected] * (weights[selected] - 1.0)
-        )
+        variance = sums.variance - sums.value  # Σ w (w − 1)
     else:
         p = np.asarray(keep_probability, dtype=np.float64)[finite]
-        variance, _ = np.histogram(values[finite], bins=edges, weights=(1.0 - p) / p)
+        variance = histogram(edges, values[finite], (1.0 - p) / p).values()
     p_hist = unfiltered / max(unfiltered.sum(), 1)
     q_hist = weighted / max(weighted.sum(), 1e-300)
     populated = p_hist > 0
