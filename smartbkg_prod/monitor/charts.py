@@ -21,44 +21,51 @@ from matplotlib.figure import Figure
 
 from smartbkg_prod.filter.control import VariableBias
 
-STATE_COLOURS = {"pending": "#9aa5b1", "running": "#3b82f6", "held": "#f59e0b"} | {
+STATE_COLOURS = {
+    "pending": "#9aa5b1",
+    "running": "#3b82f6",
+    "held": "#f59e0b",
     "done": "#16a34a",
     "failed": "#dc2626",
     "cancelled": "#6b7280",
 }
 # Text stays text (the browser's font, searchable); small type like the rest of the page.
-_STYLE = {"svg.fonttype": "none", "font.size": 8, "axes.spines.top": False}
+_STYLE = {
+    "svg.fonttype": "none",
+    "font.size": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 _NO_METADATA = dict.fromkeys(("Creator", "Date", "Format", "Type"))
-_LOCK = threading.Lock()  # rcParams are global: one figure at a time
+_XLINK = ' xmlns:xlink="http://www.w3.org/1999/xlink"'
+_LOCK = threading.Lock()
 
 
-def _memo(draw: Callable[..., str]) -> Callable[..., str]:
-    """Redraw a chart only when its data change (the page reloads every 30 s; a chart
-    costs matplotlib 0.1-0.4 s)."""
+def _chart(draw: Callable[..., Figure]) -> Callable[..., str]:
+    """``draw`` in the page's style, as inline SVG, redrawn only when its data change (the
+    page reloads every 30 s; a chart costs matplotlib 0.1-0.4 s)."""
     drawn: dict[str, str] = {}
 
     @functools.wraps(draw)
     def chart(*arguments) -> str:
         key = json.dumps(arguments, default=lambda model: model.model_dump())
         if key not in drawn:
+            buffer = io.StringIO()
+            with _LOCK, matplotlib.rc_context(_STYLE):  # rcParams are global
+                draw(*arguments).savefig(
+                    buffer, format="svg", bbox_inches="tight", metadata=_NO_METADATA
+                )
+            text = buffer.getvalue()
             if len(drawn) >= 64:
                 drawn.pop(next(iter(drawn)), None)
-            drawn[key] = draw(*arguments)
+            # Inline in HTML the namespaces are implied: no URL on the page but links.
+            drawn[key] = text[text.index("<svg") :].replace(_XLINK, "")
         return drawn[key]
 
     return chart
 
 
-def _svg(figure: Figure) -> str:
-    buffer = io.StringIO()
-    with _LOCK, matplotlib.rc_context(_STYLE):
-        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata=_NO_METADATA)
-    text = buffer.getvalue()
-    # Inline in HTML the namespaces are implied: no URL on the page that is not a link.
-    return text[text.index("<svg") :].replace(' xmlns:xlink="http://www.w3.org/1999/xlink"', "")
-
-
-@_memo
+@_chart
 def throughput_chart(
     element_id: str,
     starts: list[float],
@@ -66,14 +73,14 @@ def throughput_chart(
     per_bin: list[float],
     moving: list[float],
     unit: str,
-) -> str:
+) -> Figure:
     """Bars per time bin (``<id>-bin-<i>``) and the moving-window line, time axis in UTC."""
     figure = Figure(figsize=(6.4, 2.2))
     ax = figure.add_subplot()
     if not starts:
         ax.text(0.5, 0.5, "no finished job yet", ha="center", transform=ax.transAxes)
         ax.set_axis_off()
-        return _svg(figure)
+        return figure
     times = [datetime.fromtimestamp(t, UTC) for t in starts]
     days = width_s / 86400
     bars = ax.bar(times, per_bin, width=days, align="edge", color="#93c5fd", label="per bin")
@@ -85,11 +92,11 @@ def throughput_chart(
     ax.xaxis.set(major_locator=locator, major_formatter=ConciseDateFormatter(locator))
     ax.set_ylabel(unit)
     ax.legend(loc="upper left", frameon=False)
-    return _svg(figure)
+    return figure
 
 
-@_memo
-def bar_chart(element_id: str, values: dict[str, float]) -> str:
+@_chart
+def bar_chart(element_id: str, values: dict[str, float]) -> Figure:
     """Horizontal bars, one per label (``<id>-<label>``; job states in their usual colours)."""
     figure = Figure(figsize=(3.2, 0.25 * max(len(values), 1) + 0.3))
     ax = figure.add_subplot()
@@ -99,13 +106,13 @@ def bar_chart(element_id: str, values: dict[str, float]) -> str:
     for bar, label in zip(bars, labels, strict=True):
         bar.set_gid(f"{element_id}-{label}")
     ax.bar_label(bars, fmt="{:,.0f}", padding=3)
-    ax.spines[["top", "right", "bottom"]].set_visible(False)
+    ax.spines["bottom"].set_visible(False)
     ax.set_xticks([])
-    return _svg(figure)
+    return figure
 
 
-@_memo
-def distribution_charts(variables: list[VariableBias]) -> str:
+@_chart
+def distribution_charts(variables: list[VariableBias]) -> Figure:
     """One small panel per variable (``bias-<variable>``): the control sample as grey bars,
     the weighted filter-kept events as a blue step line, both normalised; bin index on the
     x axis, so discrete and continuous variables look alike."""
@@ -123,4 +130,4 @@ def distribution_charts(variables: list[VariableBias]) -> str:
         ax.set_yticks([])
         edges = variable.edges
         ax.set_xticks([0, len(control)], [f"{edges[0]:.4g}", f"{edges[-1]:.4g}"])
-    return _svg(figure)
+    return figure
