@@ -15,6 +15,7 @@ import pytest
 from monitor_reports import filtered_campaign, make_report, populate, register
 from starlette.testclient import TestClient
 
+from smartbkg_prod.monitor import charts
 from smartbkg_prod.monitor.collect import ingest_reports
 from smartbkg_prod.monitor.web import create_app, start_server
 
@@ -116,6 +117,12 @@ def test_page_text_is_escaped(store, tmp_path):
     response = TestClient(create_app(store)).get(f"/campaign/{campaign.campaign_id}")
     assert "<script>" not in response.text and "&lt;script&gt;" in response.text
     assert "<b>evil</b>" not in response.text
+
+
+def test_chart_labels_are_escaped_text_and_never_tex():
+    """A label from a report ("$" would start matplotlib's TeX, "<" markup) is drawn as is."""
+    svg = charts.bar_chart("labels", {"$\\foo{$": 1, "<script>": 2})
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "$\\foo{$" in svg
 
 
 def test_the_app_includes_the_recovery_review_and_refuses_wrong_methods(store, campaign_id):

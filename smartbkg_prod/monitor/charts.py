@@ -29,9 +29,11 @@ STATE_COLOURS = {
     "failed": "#dc2626",
     "cancelled": "#6b7280",
 }
-# Text stays text (the browser's font, searchable); small type like the rest of the page.
+# Text stays text (the browser's font, searchable); small type like the rest of the page;
+# names from reports are drawn as written ("$" starts no TeX).
 _STYLE = {
     "svg.fonttype": "none",
+    "text.parse_math": False,
     "font.size": 8,
     "axes.spines.top": False,
     "axes.spines.right": False,
