@@ -159,6 +159,28 @@ def test_serve_on_a_busy_or_unbindable_address_is_one_line_and_exit_1(tmp_path, 
         assert line.endswith("Address already in use (choose another --port)")
 
 
+def test_serve_without_the_web_stack_names_the_extra_to_install(tmp_path):
+    """Fake: a uvicorn module that fails to import stands for an install without the
+    [monitor] extra (the real one is installed here)."""
+    (tmp_path / "uvicorn.py").write_text(
+        'raise ModuleNotFoundError("No module named uvicorn", name="uvicorn")\n'
+    )
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "smartbkg_prod.cli", "monitor", "serve"]
+        + ["--port", "0", "--db", f"sqlite:///{tmp_path / 'm.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: monitor serve needs the web stack (uvicorn is missing): "
+        "pip install 'smartbkg-prod[monitor]'"
+    )
+
+
 @pytest.mark.browser
 def test_campaign_page_in_headless_chromium(base_url, campaign_id, artifacts_dir: Path):
     playwright_api = pytest.importorskip("playwright.sync_api")

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from smartbkg_prod.cli import db_option
+from smartbkg_prod.errors import SmartBkgError
 from smartbkg_prod.store import Store
 
 
@@ -43,8 +44,14 @@ def monitor() -> None:
 )
 def serve(host: str, port: int, db_url: str | None, operators_file: str | None) -> None:
     """Serve the campaign pages, JSON under /api and Prometheus /metrics."""
-    from smartbkg_prod.monitor.operators import Operators
-    from smartbkg_prod.monitor.web import bind, uvicorn_server
+    try:
+        from smartbkg_prod.monitor.operators import Operators
+        from smartbkg_prod.monitor.web import bind, uvicorn_server
+    except ModuleNotFoundError as error:
+        raise SmartBkgError(
+            f"monitor serve needs the web stack ({error.name} is missing): "
+            "pip install 'smartbkg-prod[monitor]'"
+        ) from None
 
     operators = Operators.from_file(operators_file) if operators_file else Operators()
     sock = bind(host, port)
