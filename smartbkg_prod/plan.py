@@ -60,6 +60,16 @@ class Job(BaseModel):
         return self.first_event + self.n_events
 
 
+class JobFilterTuning(BaseModel):
+    """The sample mode's k and p_min that ``filter.tune: auto`` chose for a job (recorded
+    with the campaign; every attempt of the job gets the same, so it makes the same events)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: float = Field(gt=0)
+    p_min: float = Field(gt=0, le=1)
+
+
 class JobInput(BaseModel):
     """What the worker reads: the job, its campaign, the attempt and where to write.
 
@@ -74,6 +84,7 @@ class JobInput(BaseModel):
     output_dir: PathText
     backend: str = "local"
     site: str = "local"
+    filter_tuning: JobFilterTuning | None = None
 
     @property
     def output_file(self) -> Path:
@@ -103,6 +114,7 @@ class _JobListEntry(BaseModel):
 
     job: Job
     attempt: int = Field(default=1, ge=1)
+    filter_tuning: JobFilterTuning | None = None
 
 
 def write_job_list(
@@ -137,7 +149,14 @@ def write_job_list(
         if (job_input.output_dir, job_input.backend, job_input.site) != shared:
             raise ValueError("all jobs of a job list share output_dir, backend and site")
         # The line of a _JobListEntry, written without building one (100k-job campaigns).
-        lines.append(f'{{"job":{job_input.job.model_dump_json()},"attempt":{job_input.attempt}}}')
+        tuning = (
+            ""
+            if job_input.filter_tuning is None
+            else f',"filter_tuning":{job_input.filter_tuning.model_dump_json()}'
+        )
+        lines.append(
+            f'{{"job":{job_input.job.model_dump_json()},"attempt":{job_input.attempt}{tuning}}}'
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
@@ -158,7 +177,9 @@ def read_job_list_entry(path: str | Path, index: int) -> JobInput:
         raise IndexError(f"job list {path} has no entry {index}")
     header = _JobListHeader.model_validate_json(header_line)
     entry = _JobListEntry.model_validate_json(entry_line)
-    return JobInput(job=entry.job, attempt=entry.attempt, **dict(header))
+    return JobInput(
+        job=entry.job, attempt=entry.attempt, filter_tuning=entry.filter_tuning, **dict(header)
+    )
 
 
 def iter_jobs(campaign: Campaign) -> Iterator[Job]:

@@ -80,6 +80,10 @@ class FilterMonitor(BaseModel):
     control_sum_keep_probability: float = Field(ge=0)
     control_sum_inverse_p_skimmed: float | None = Field(default=None, ge=0)
     histograms: dict[str, BiasHistogram] = Field(default_factory=dict)
+    # Sample mode: counts per bin of the model's calibrated pass probability q of every
+    # generated event (``n_all``) and of the skimmed control events (``n_control_skimmed``),
+    # on the fixed grid of smartbkg_prod.filter.tune (what ``filter.tune: auto`` reads).
+    tune_histograms: dict[str, list[Count]] | None = None
 
 
 class JobReport(BaseModel):
@@ -115,6 +119,9 @@ class JobReport(BaseModel):
     )
     filter_mode: str = "off"
     filter_monitor: FilterMonitor | None = None
+    # The sample mode's (scale, p_min) chosen by ``filter.tune: auto`` that this attempt
+    # ran with; None: the model's scale and the spec's p_min.
+    filter_tuning: dict[str, float] | None = None
     peak_rss_mb: float = Field(default=0.0, ge=0)
     memory_requested_mb: Int64 | None = None
     walltime_requested_s: Int64 | None = None

@@ -92,6 +92,21 @@ class FilterConfig(SpecModel):
         "the unfiltered control sample the monitor checks the filter's bias and "
         "speedup against (0 = none)",
     )
+    tune: Literal["off", "auto"] = Field(
+        default="off",
+        description="sample mode: 'auto' runs the first tune_pilot_jobs jobs with the "
+        "model's k and p_min, then the others with the k and p_min (>= p_min) that "
+        "maximise the effective speedup at the costs the pilot jobs measured (needs "
+        "control_fraction > 0; the choice is recorded, retries reuse it)",
+    )
+    tune_pilot_jobs: PositiveInt = Field(
+        default=4, description="tune: auto: jobs run before the choice is made"
+    )
+    tune_costs: Literal["measured", "reference"] = Field(
+        default="measured",
+        description="tune: auto: the pilot jobs' stage costs, or Belle II's reference "
+        "t_g and t_s with the measured t_NN",
+    )
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -110,6 +125,11 @@ class FilterConfig(SpecModel):
             raise ValueError(
                 "filter.control_fraction needs a filter to check: set filter.mode to cut "
                 "or sample, or control_fraction: 0"
+            )
+        if self.tune == "auto" and (self.mode != "sample" or self.control_fraction <= 0):
+            raise ValueError(
+                "filter.tune: auto tunes sample mode from its control sample: set "
+                "filter.mode: sample and filter.control_fraction > 0, or tune: off"
             )
         return self
 
@@ -283,6 +303,9 @@ class Campaign(SpecModel):
         identity = self.normalized()
         identity.pop("description")
         identity["outputs"].pop("directory")
+        if identity["filter"]["tune"] == "off":  # untuned specs keep their identities
+            for key in ("tune", "tune_pilot_jobs", "tune_costs"):
+                identity["filter"].pop(key)
         identity["backend"] = {}
         identity["resources"] = {}
         identity["retry"] = {}

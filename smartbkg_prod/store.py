@@ -175,6 +175,9 @@ class CampaignStatus(BaseModel):
     cpu_seconds: float
     failed_attempts: int
     complete: bool
+    # filter.tune: auto: the recorded choice (smartbkg_prod.filter.tune.FilterTuning)
+    # once made; `status --json` adds its in-situ speedup.
+    filter_tuning: dict | None = None
 
 
 class Store:
@@ -660,6 +663,7 @@ class Store:
             cpu_seconds=float(cpu),
             failed_attempts=int(failed_attempts or 0),
             complete=by_state[DONE] == campaign.n_jobs,
+            filter_tuning=(campaign.provenance or {}).get("filter_tuning"),
         )
 
     # -- helpers ----------------------------------------------------------------------

@@ -156,6 +156,16 @@ class CampaignRunner:
         self.overrides = job_overrides(store, campaign.campaign_id)
         self.tries: Counter[int] = Counter()
         self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
+        # filter.tune: auto: jobs from tune_pilot_jobs on wait for the choice the pilot
+        # jobs' reports give (recorded with the campaign; a resume reuses it).
+        self.pilot_jobs = (
+            campaign.filter.tune_pilot_jobs if campaign.filter.tune == "auto" else None
+        )
+        self.tuning = None
+        if self.pilot_jobs is not None:
+            from smartbkg_prod.tuning import recorded_tuning
+
+            self.tuning = recorded_tuning(store, campaign.campaign_id)
 
     def run(self) -> CampaignStatus:
         """Drive the campaign; refused while another submitter drives it."""
@@ -188,9 +198,15 @@ class CampaignRunner:
         failed = 0
         try:
             while todo or self.inflight:
-                batch = []
+                self._tune_when_pilot_done(todo)
+                batch, waiting = [], []
                 while todo and len(self.inflight) + len(batch) < self.max_parallel:
-                    batch.append(self.jobs[todo.popleft()])
+                    index = todo.popleft()
+                    if self._waits_for_tuning(index):
+                        waiting.append(index)
+                    else:
+                        batch.append(self.jobs[index])
+                todo.extendleft(reversed(waiting))
                 if batch:
                     self._launch(batch)
                 if not self.inflight:
@@ -246,6 +262,35 @@ class CampaignRunner:
 
     def _handles(self) -> list[JobHandle]:
         return [handle for _, handle in self.inflight.values()]
+
+    def _waits_for_tuning(self, index: int) -> bool:
+        from smartbkg_prod.tuning import is_tuned_job
+
+        return (
+            self.pilot_jobs is not None
+            and self.tuning is None
+            and is_tuned_job(index, self.pilot_jobs)
+        )
+
+    def _tune_when_pilot_done(self, todo: deque[int]) -> None:
+        """Make the ``filter.tune: auto`` choice once no pilot job is waiting or running."""
+        if self.pilot_jobs is None or self.tuning is not None:
+            return
+        from smartbkg_prod.tuning import is_tuned_job, tune_campaign
+
+        if any(not is_tuned_job(index, self.pilot_jobs) for index in [*todo, *self.inflight]):
+            return
+        from smartbkg_prod.filter.artifact import load_model
+
+        model_scale = load_model(self.campaign.filter.model).calibration.scale
+        self.tuning = tune_campaign(self.store, self.campaign, model_scale)
+
+    def _job_tuning(self, index: int):
+        from smartbkg_prod.tuning import is_tuned_job, job_tuning
+
+        if self.pilot_jobs is None or not is_tuned_job(index, self.pilot_jobs):
+            return None
+        return job_tuning(self.tuning)
 
     def _poll(self) -> list[JobState]:
         """The engine's states, from one batched query; the schedule sets the next one.
@@ -308,6 +353,7 @@ class CampaignRunner:
                     attempt=attempt,
                     output_dir=str(self.output_dir),
                     backend=self.backend.name,
+                    filter_tuning=self._job_tuning(job.index),
                 )
             )
         try:

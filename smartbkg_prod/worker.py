@@ -154,13 +154,25 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
     with stages.stage("filter", job.index, attempt):
         if campaign.filter.mode == "off":
             weights = np.ones(particles.n_events)
-            scores = kept = control = keep_probability = None
+            scores = kept = control = keep_probability = q_all = q_simulated = None
             counts["events_kept"] = particles.n_events
         else:
             from smartbkg_prod.filter.apply import run_filter
             from smartbkg_prod.filter.control import control_draw
 
-            decision = run_filter(particles, campaign.filter, job.seed)
+            tuning = job_input.filter_tuning
+            decision = run_filter(
+                particles,
+                campaign.filter,
+                job.seed,
+                scale=tuning.scale if tuning else None,
+                p_min=tuning.p_min if tuning else None,
+            )
+            counts["filter_tuning"] = (
+                {"scale": tuning.scale, "p_min": tuning.p_min} if tuning else None
+            )
+            # q of every generated event now, of the simulated ones below (tune: auto).
+            q_all = decision.pass_probability
             counts["model_sha256"] = decision.model_sha256
             counts["gpu"] = decision.device if decision.device.startswith("cuda") else None
             counts["events_kept"] = decision.n_kept
@@ -174,6 +186,7 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
             kept = decision.keep[simulated]
             control = control[simulated]
             keep_probability = decision.keep_probability[simulated]
+            q_simulated = q_all[simulated] if q_all is not None else None
         counts["sum_weights_kept"] = float(weights.sum())
     log.info(
         "filter mode %s kept %d events (%d simulated)",
@@ -195,6 +208,7 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
         if control is not None and campaign.filter.control_fraction > 0:
             from smartbkg_prod.filter.control import job_monitor, monitor_edges
             from smartbkg_prod.filter.data import event_variables
+            from smartbkg_prod.filter.tune import TuneHistograms
 
             counts["filter_monitor"] = job_monitor(
                 event_variables(particles, reco, skim_result),
@@ -206,6 +220,9 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
                 keep_probability=keep_probability,
                 control_fraction=campaign.filter.control_fraction,
                 sample_mode=campaign.filter.mode == "sample",
+                tune_histograms=None
+                if q_simulated is None
+                else TuneHistograms.of_events(q_all, q_simulated[control & skim_result.passed]),
             )
     log.info("skim kept %d of %d events", counts["events_skimmed"], particles.n_events)
 
@@ -339,6 +356,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         sum_weights_squared_skimmed=counts.get("sum_weights_squared_skimmed"),
         filter_mode=campaign.filter.mode,
         filter_monitor=counts.get("filter_monitor"),
+        filter_tuning=counts.get("filter_tuning"),
         peak_rss_mb=peak_rss_mb(),
         memory_requested_mb=campaign.resources.memory_mb,
         walltime_requested_s=campaign.resources.walltime_s,

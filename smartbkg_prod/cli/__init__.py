@@ -253,11 +253,28 @@ def status(
         raise StoreError(f"no campaign named or with id {campaign!r} in {redact_url(store.url)}")
     statuses = [store.status(campaign_id) for campaign_id in ids]
     if as_json:
+        for campaign_status in statuses:
+            if campaign_status.filter_tuning:
+                _add_in_situ_speedup(store, campaign_status)
         click.echo(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
         return
     if not statuses:
         click.echo(f"no campaigns in {redact_url(store.url)}")
     click.echo("\n\n".join(format_status(s) for s in statuses))
+
+
+def _add_in_situ_speedup(store: Store, campaign_status) -> None:
+    """``filter_tuning`` of a tuned campaign's status with how the choice does in situ."""
+    from smartbkg_prod.monitor.figures import campaign_figures
+
+    tuned = campaign_figures(store, campaign_status.campaign_id).filter_tuning
+    if tuned is not None:
+        campaign_status.filter_tuning = {
+            **campaign_status.filter_tuning,
+            "in_situ_speedup": tuned.in_situ_speedup,
+            "in_situ_model_speedup": tuned.in_situ_model_speedup,
+            "control_speedup": tuned.control_speedup,
+        }
 
 
 @main.command()

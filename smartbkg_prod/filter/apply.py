@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,9 @@ class FilterDecision:
     model_sha256: str  # "" when mode is off
     device: str  # "cpu" or "cuda:0 <GPU name>"
     seconds: float  # wall time of scoring + decision (model loading excluded once cached)
+    # The model's calibrated skim pass probability q of each event (sample mode), which
+    # ``filter.tune: auto`` histograms; None otherwise.
+    pass_probability: np.ndarray | None = None
 
     @property
     def n_kept(self) -> int:
@@ -43,9 +46,17 @@ class FilterDecision:
         return float(self.weights.sum())
 
 
-def run_filter(particles: ParticleBatch, config: FilterConfig, seed: int) -> FilterDecision:
+def run_filter(
+    particles: ParticleBatch,
+    config: FilterConfig,
+    seed: int,
+    scale: float | None = None,
+    p_min: float | None = None,
+) -> FilterDecision:
     """Apply ``config`` (mode off / cut / sample) to ``particles``.
 
+    ``scale`` and ``p_min``, when given, replace the sample mode's k of the model and
+    ``config.p_min`` (the values ``filter.tune: auto`` chose for the job).
     Deterministic given ``seed`` (one numpy Generator draw per event in sample mode).
     Model problems raise ``WorkerError(ExitCode.MODEL_LOAD)``, an unusable requested GPU
     ``WorkerError(ExitCode.GPU)``.
@@ -65,13 +76,16 @@ def run_filter(particles: ParticleBatch, config: FilterConfig, seed: int) -> Fil
     scorer = scoring_model(config.model, config.device)
     start = time.perf_counter()
     scores = score_events(scorer, particles, config.batch_size)
+    calibration = scorer.model.calibration
+    if scale is not None:
+        calibration = replace(calibration, scale=scale)
     decision = decide(
         scores,
         config.mode,
         np.random.default_rng(seed),
         threshold=config.threshold,
-        p_min=config.p_min,
-        calibration=scorer.model.calibration,
+        p_min=config.p_min if p_min is None else p_min,
+        calibration=calibration,
     )
     return FilterDecision(
         keep=decision.keep,
@@ -81,4 +95,7 @@ def run_filter(particles: ParticleBatch, config: FilterConfig, seed: int) -> Fil
         model_sha256=scorer.sha256,
         device=scorer.device_name,
         seconds=time.perf_counter() - start,
+        pass_probability=calibration.pass_probability_of(scores)
+        if config.mode == "sample"
+        else None,
     )

@@ -47,6 +47,7 @@ from smartbkg_prod.filter.speedup import (
     max_speedup,
     sampling_speedup_from_means,
 )
+from smartbkg_prod.filter.tune import TuneHistograms
 from smartbkg_prod.physics.beams import E_BEAM_CM
 from smartbkg_prod.physics.skim import MODE_NAMES
 from smartbkg_prod.report import BiasHistogram, FilterMonitor
@@ -98,11 +99,13 @@ def job_monitor(
     keep_probability: np.ndarray,
     control_fraction: float,
     sample_mode: bool,
+    tune_histograms: TuneHistograms | None = None,
 ) -> FilterMonitor:
     """One job's :class:`FilterMonitor` from its simulated events (kept or control).
 
     ``variables`` are event variables of those events (NaN where undefined); ``weights`` is
-    1/p for kept events and 0 for control-only ones.
+    1/p for kept events and 0 for control-only ones; ``tune_histograms`` (sample mode)
+    are the job's q counts for ``filter.tune: auto``.
     """
     passed, kept, control = (np.asarray(a, dtype=bool) for a in (passed, kept, control))
     weights = np.asarray(weights, dtype=np.float64)
@@ -135,6 +138,7 @@ def job_monitor(
             float(np.sum(1.0 / keep_probability[control_passed])) if sample_mode else None
         ),
         histograms=histograms,
+        tune_histograms=tune_histograms.model_dump() if tune_histograms is not None else None,
     )
 
 
@@ -160,6 +164,7 @@ def add_monitors(monitors: Sequence[FilterMonitor | dict]) -> FilterMonitor | No
         return sum(block[field] for block in blocks)
 
     inverse = [block.get("control_sum_inverse_p_skimmed") for block in blocks]
+    tune = [block.get("tune_histograms") for block in blocks]
     return FilterMonitor(
         control_fraction=first["control_fraction"],
         control_events=total("control_events"),
@@ -180,6 +185,7 @@ def add_monitors(monitors: Sequence[FilterMonitor | dict]) -> FilterMonitor | No
             )
             for name, edges in binning.items()
         },
+        tune_histograms=None if None in tune else TuneHistograms.total(tune).model_dump(),
     )
 
 

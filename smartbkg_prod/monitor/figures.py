@@ -57,6 +57,7 @@ from smartbkg_prod.filter.speedup import (
     max_speedup,
     sampling_speedup_from_means,
 )
+from smartbkg_prod.filter.tune import FilterTuning, TuneHistograms, expected_speedup
 from smartbkg_prod.monitor.drift import DriftReport, campaign_expectation, check_drift
 from smartbkg_prod.monitor.records import BackendStateRow
 from smartbkg_prod.redact import redact
@@ -72,6 +73,7 @@ from smartbkg_prod.store import (
     ReportRow,
     Store,
 )
+from smartbkg_prod.tuning import PROVENANCE_KEY as TUNING_KEY
 
 DEFAULT_WINDOW_S = 3600.0
 DEFAULT_STALL_AFTER_S = 1800.0
@@ -147,6 +149,20 @@ class Speedup(BaseModel):
     note: str = ""
 
 
+class TuningFigures(BaseModel):
+    """``filter.tune: auto``: the recorded choice and how it does in the whole campaign.
+
+    ``in_situ_speedup``: the effective speedup of the chosen (k, p_min) at the tuning's
+    costs on every job's q histograms (⟨p⟩ from all generated events, ⟨1/p⟩_pass from the
+    skimmed control events); ``control_speedup``: the control sample's measured speedup of
+    what the jobs ran (pilot jobs included) at the same costs."""
+
+    tuning: FilterTuning
+    in_situ_speedup: float | None = None
+    in_situ_model_speedup: float | None = None  # the model's values on the same events
+    control_speedup: float | None = None
+
+
 class CampaignFigures(BaseModel):
     """Everything the web page, ``/metrics`` and ``status --watch`` show for one campaign."""
 
@@ -181,6 +197,7 @@ class CampaignFigures(BaseModel):
     bin_seconds: float
     drift: DriftReport
     filter_check: FilterCheck | None = None  # from the control sample, when there is one
+    filter_tuning: TuningFigures | None = None  # filter.tune: auto, once chosen
 
     @property
     def campaign_id(self) -> str:
@@ -567,6 +584,7 @@ def campaign_figures(
             ("measured", *measured),
         )
     ]
+    tuning = _tuning_figures(provenance, data.filter_monitor)
     cores = _cores(spec)
     sites = _site_figures(site_rows, site_events, attempt_rows, cores)
     by_state: dict[str, int] = {}
@@ -606,7 +624,27 @@ def campaign_figures(
         bin_seconds=width,
         drift=drift,
         filter_check=check,
+        filter_tuning=tuning,
     )
+
+
+def _tuning_figures(provenance: dict, monitor: FilterMonitor | None) -> TuningFigures | None:
+    block = provenance.get(TUNING_KEY)
+    if not block:
+        return None
+    tuning = FilterTuning.model_validate(block)
+    figures = TuningFigures(tuning=tuning)
+    if monitor is None or not tuning.costs_ms:
+        return figures
+    costs = StageCosts(**tuning.costs_ms)
+    if monitor.tune_histograms:
+        histograms = TuneHistograms.model_validate(monitor.tune_histograms)
+        figures.in_situ_speedup = expected_speedup(histograms, tuning.scale, tuning.p_min, costs)
+        figures.in_situ_model_speedup = expected_speedup(
+            histograms, tuning.model_scale, tuning.model_p_min, costs
+        )
+    figures.control_speedup = filter_check(monitor, "sample", costs).speedup
+    return figures
 
 
 def effective_speedup(

@@ -88,6 +88,17 @@ METRICS: dict[str, tuple[str, str]] = {
         "Control vs weighted KL divergence per monitored variable.",
     ),
     "smartbkg_campaign_filter_bias_alarm": ("gauge", "1 when the control sample shows bias."),
+    "smartbkg_campaign_filter_tuned": (
+        "gauge",
+        "filter.tune: auto: 1 when (k, p_min) were tuned, 0 when the model's were kept.",
+    ),
+    "smartbkg_campaign_filter_tuned_scale": ("gauge", "Sample mode k chosen by filter.tune."),
+    "smartbkg_campaign_filter_tuned_p_min": ("gauge", "Sample mode p_min chosen by filter.tune."),
+    "smartbkg_campaign_filter_tuned_speedup": (
+        "gauge",
+        "Effective speedup at the tuning's costs: expected from the pilot jobs, in situ on "
+        "all jobs (tuned and model values), measured on the control sample.",
+    ),
     "smartbkg_site_cpu_efficiency": ("gauge", "CPU efficiency per campaign and site."),
     "smartbkg_monitor_campaigns": ("gauge", "Campaigns in the store."),
     "smartbkg_monitor_scrape_duration_seconds": ("gauge", "Time to compute this scrape."),
@@ -141,6 +152,7 @@ _LABELS = {
     "smartbkg_campaign_filter_bias_p_value": ["campaign", "variable"],
     "smartbkg_campaign_filter_bias_kl": ["campaign", "variable"],
     "smartbkg_site_cpu_efficiency": ["campaign", "site"],
+    "smartbkg_campaign_filter_tuned_speedup": ["campaign", "estimate"],
     "smartbkg_monitor_campaigns": [],
     "smartbkg_monitor_scrape_duration_seconds": [],
 }
@@ -213,6 +225,18 @@ def _add_campaign(families: dict[str, Metric], figures: CampaignFigures) -> None
         for variable in control.variables:
             gauge("smartbkg_campaign_filter_bias_p_value", variable.p_value, variable.variable)
             gauge("smartbkg_campaign_filter_bias_kl", variable.kl_divergence, variable.variable)
+    tuned = figures.filter_tuning
+    if tuned is not None:
+        gauge("smartbkg_campaign_filter_tuned", 1.0 if tuned.tuning.tuned else 0.0)
+        gauge("smartbkg_campaign_filter_tuned_scale", tuned.tuning.scale)
+        gauge("smartbkg_campaign_filter_tuned_p_min", tuned.tuning.p_min)
+        for estimate, value in (
+            ("pilot_expected", tuned.tuning.expected_speedup),
+            ("in_situ", tuned.in_situ_speedup),
+            ("in_situ_model_values", tuned.in_situ_model_speedup),
+            ("control_sample", tuned.control_speedup),
+        ):
+            gauge("smartbkg_campaign_filter_tuned_speedup", value, estimate)
 
 
 def registry_for(store: Store, **figure_options) -> CollectorRegistry:
