@@ -114,10 +114,10 @@ def test_tune_auto_needs_sample_mode_and_a_control_sample():
 
 @pytest.mark.slow
 def test_tuned_campaign_records_its_choice_reuses_it_on_retry_and_shows_it(tmp_path, store):
-    from smartbkg_prod.cli import main
-    from smartbkg_prod.monitor.metrics import registry_for
     from starlette.testclient import TestClient
 
+    from smartbkg_prod.cli import main
+    from smartbkg_prod.monitor.metrics import registry_for
     from smartbkg_prod.monitor.web import create_app
     from smartbkg_prod.physics.rootio import read_output
     from smartbkg_prod.plan import campaign_output_dir
