@@ -30,5 +30,10 @@ class SubmitError(SmartBkgError):
     """A backend could not submit, poll or cancel jobs."""
 
 
+class SubmitRefused(SubmitError):
+    """The engine refused a submission or could not take it: no attempt was used, the jobs
+    are pending again with the engine's message kept on them."""
+
+
 class StoreError(SmartBkgError):
     """The job database is unreachable or inconsistent."""

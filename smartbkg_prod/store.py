@@ -113,6 +113,23 @@ class AttemptRow(Base):
     walltime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class SubmitRefusalRow(Base):
+    """A job whose last submission its engine refused or could not take (no pool, auth,
+    network, a bad partition): no attempt was used. Kept, with the engine's message
+    (redacted), until a submission of the job is accepted."""
+
+    __tablename__ = "submit_refusals"
+    __table_args__ = (UniqueConstraint("campaign_id", "job_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(128), index=True)
+    job_index: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    refusals: Mapped[int] = mapped_column(Integer, default=1)
+    refused_at: Mapped[float] = mapped_column(Float)
+
+
 class DriverLeaseRow(Base):
     """The one submitter driving a campaign (see :meth:`Store.acquire_driver_lease`)."""
 
@@ -178,6 +195,9 @@ class CampaignStatus(BaseModel):
     # filter.tune: auto: the recorded choice (smartbkg_prod.filter.tune.FilterTuning)
     # once made; `status --json` adds its in-situ speedup.
     filter_tuning: dict | None = None
+    # Jobs whose last submission the engine refused (no attempt used) and its last message.
+    jobs_submit_refused: int = 0
+    submit_error: str | None = None
 
 
 class Store:
@@ -445,6 +465,67 @@ class Store:
             attempt_row = self._attempt_row(session, campaign_id, job_index, attempt)
             attempt_row.backend_job_id = backend_job_id
 
+    def withdraw_attempt(
+        self,
+        campaign_id: str,
+        job_index: int,
+        attempt: int,
+        backend: str,
+        message: str,
+        state: str = PENDING,
+    ) -> None:
+        """Undo :meth:`start_attempt` for a submission the engine refused or could not take:
+        the attempt never existed (no attempt used, nothing for recovery to see), the job
+        returns to ``state`` (what it was before), and the engine's message is kept on it."""
+        now = time.time()
+        with self.session() as session:
+            job_row = self._job_row(session, campaign_id, job_index)
+            attempt_row = self._attempt_row(session, campaign_id, job_index, attempt)
+            if attempt_row.state != RUNNING or attempt != job_row.attempts:
+                raise StoreError(
+                    f"attempt {attempt} of job {job_index} of {campaign_id!r} is not the open "
+                    "last attempt: it cannot be withdrawn"
+                )
+            session.delete(attempt_row)
+            job_row.attempts -= 1
+            job_row.state = state
+            job_row.updated_at = now
+            refusal = session.scalar(
+                select(SubmitRefusalRow).where(
+                    SubmitRefusalRow.campaign_id == campaign_id,
+                    SubmitRefusalRow.job_index == job_index,
+                )
+            )
+            if refusal is None:
+                refusal = SubmitRefusalRow(campaign_id=campaign_id, job_index=job_index, refusals=0)
+                session.add(refusal)
+            refusal.backend = backend
+            refusal.message = redact(message)
+            refusal.refusals += 1
+            refusal.refused_at = now
+
+    def clear_submit_refusals(self, campaign_id: str, job_indices: Iterable[int]) -> None:
+        """Forget the refusals of jobs whose submission was accepted."""
+        indices = list(job_indices)
+        with self.session() as session:
+            for start in range(0, len(indices), 500):
+                session.execute(
+                    SubmitRefusalRow.__table__.delete().where(
+                        SubmitRefusalRow.campaign_id == campaign_id,
+                        SubmitRefusalRow.job_index.in_(indices[start : start + 500]),
+                    )
+                )
+
+    def submit_refusals(self, campaign_id: str) -> dict[int, str]:
+        """``job index -> the engine's last message`` for jobs whose submission was refused."""
+        with self.session() as session:
+            rows = session.execute(
+                select(SubmitRefusalRow.job_index, SubmitRefusalRow.message).where(
+                    SubmitRefusalRow.campaign_id == campaign_id
+                )
+            )
+            return {index: message for index, message in rows}
+
     def finish_attempt(
         self,
         campaign_id: str,
@@ -637,6 +718,11 @@ class Store:
                 .join(JobRow, AttemptRow.job_id == JobRow.id)
                 .where(JobRow.campaign_id == campaign_id, AttemptRow.state == FAILED)
             )
+            refusals = session.execute(
+                select(SubmitRefusalRow.message)
+                .where(SubmitRefusalRow.campaign_id == campaign_id)
+                .order_by(SubmitRefusalRow.refused_at)
+            ).all()
         generated, kept, simulated, skimmed, weights = totals
         start, end, cpu = span
         wall = (end - start) if start is not None and end is not None else 0.0
@@ -664,6 +750,8 @@ class Store:
             failed_attempts=int(failed_attempts or 0),
             complete=by_state[DONE] == campaign.n_jobs,
             filter_tuning=(campaign.provenance or {}).get("filter_tuning"),
+            jobs_submit_refused=len(refusals),
+            submit_error=refusals[-1][0] if refusals else None,
         )
 
     # -- helpers ----------------------------------------------------------------------

@@ -22,13 +22,14 @@ from typing import Literal
 from smartbkg_prod.backends import get_backend
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState, apply_retry_changes
 from smartbkg_prod.backends.polling import PollSchedule
-from smartbkg_prod.errors import StoreError, SubmitError
+from smartbkg_prod.errors import StoreError, SubmitError, SubmitRefused
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.plan import Job, JobInput, campaign_output_dir, plan_jobs
 from smartbkg_prod.recovery.records import job_overrides, split_jobs
+from smartbkg_prod.redact import redact
 from smartbkg_prod.report import JobReport, OutputFile, ReportError, read_report
 from smartbkg_prod.spec import Campaign
-from smartbkg_prod.store import CANCELLED, DONE, LEASE_RENEW_S, CampaignStatus, Store
+from smartbkg_prod.store import CANCELLED, DONE, LEASE_RENEW_S, PENDING, CampaignStatus, Store
 from smartbkg_prod.worker import sha256_file
 
 log = logging.getLogger("smartbkg_prod.submit")
@@ -166,6 +167,7 @@ class CampaignRunner:
             from smartbkg_prod.tuning import recorded_tuning
 
             self.tuning = recorded_tuning(store, campaign.campaign_id)
+        self._waiting_holds: set[tuple[int, int]] = set()
 
     def run(self) -> CampaignStatus:
         """Drive the campaign; refused while another submitter drives it."""
@@ -236,8 +238,8 @@ class CampaignRunner:
                     if current is None or current[0].attempt != state.handle.attempt:
                         continue
                     if state.state == "held":
-                        # A held attempt waits for a person on the engine; the driver's
-                        # retry policy decides instead: remove it and count a failure.
+                        if not self._give_up_hold(state):
+                            continue
                         self.backend.cancel([state.handle])
                     succeeded = self._finish(index, state)
                     if succeeded:
@@ -292,6 +294,28 @@ class CampaignRunner:
             return None
         return job_tuning(self.tuning)
 
+    def _give_up_hold(self, state: JobState) -> bool:
+        """Whether a held attempt is removed now (and counted as a failure).
+
+        An attempt the engine's own policy will release (``release_by``, e.g. HTCondor's
+        ``periodic_release`` of transient holds) is left alone until that time has passed;
+        one that nothing releases (a permanent hold code, released attempts run out, an
+        engine with no automatic release) would wait for a person: the driver's retry
+        policy decides instead, at once."""
+        if state.release_by is None or time.time() > state.release_by:
+            return True
+        key = (state.handle.job_index, state.handle.attempt)
+        if key not in self._waiting_holds:
+            self._waiting_holds.add(key)
+            log.warning(
+                "job %d attempt %d held (%s); the engine releases it by %s, waiting",
+                state.handle.job_index,
+                state.handle.attempt,
+                state.native_code or state.native_reason,
+                time.strftime("%H:%M:%S", time.localtime(state.release_by)),
+            )
+        return False
+
     def _poll(self) -> list[JobState]:
         """The engine's states, from one batched query; the schedule sets the next one.
 
@@ -336,7 +360,9 @@ class CampaignRunner:
                 self._submit(apply_retry_changes(self.campaign, self.overrides[job.index]), [job])
 
     def _submit(self, campaign: Campaign, jobs: list[Job]) -> None:
+        campaign_id = self.campaign.campaign_id
         resources = campaign.resources
+        before = self.store.job_states(campaign_id)
         job_inputs = []
         for job in jobs:
             attempt = self.store.start_attempt(
@@ -358,20 +384,29 @@ class CampaignRunner:
             )
         try:
             handles = self.backend.submit(campaign, job_inputs)
-        except SubmitError:
+        except SubmitError as error:
+            # The engine refused the batch or could not be reached: nothing runs, so no
+            # attempt was made. The jobs go back to what they were, with the engine's words.
+            message = " ".join(redact(str(error)).split())
             for job_input in job_inputs:
-                self.store.finish_attempt(
-                    self.campaign.campaign_id,
-                    job_input.job.index,
+                index = job_input.job.index
+                self.store.withdraw_attempt(
+                    campaign_id,
+                    index,
                     job_input.attempt,
-                    int(ExitCode.UNEXPECTED),
-                    "submit_error",
-                    final=True,
+                    self.backend.name,
+                    message,
+                    state=before.get(index, PENDING),
                 )
-            raise
+                self.tries[index] -= 1
+            raise SubmitRefused(
+                f"{message} ({len(job_inputs)} job(s) not submitted, no attempt used; "
+                "re-run submit once the engine takes them)"
+            ) from None
+        self.store.clear_submit_refusals(campaign_id, [job.index for job in jobs])
         for job_input, handle in zip(job_inputs, handles, strict=True):
             self.store.set_backend_job_id(
-                self.campaign.campaign_id,
+                campaign_id,
                 job_input.job.index,
                 job_input.attempt,
                 handle.backend_job_id,

@@ -84,7 +84,11 @@ def record(state: str, exit_code: str = "0:0") -> str:
         ("PREEMPTED", "0:15", "failed", 143, "slurm:PREEMPTED"),
         ("CANCELLED", "0:15", "cancelled", 143, "slurm:CANCELLED"),
         ("RUNNING", "0:0", "running", None, None),
-        ("SUSPENDED", "0:0", "held", None, None),
+        # Suspended or stopped jobs resume where they were: running, never cancelled.
+        ("SUSPENDED", "0:0", "running", None, None),
+        ("STOPPED", "0:0", "running", None, None),
+        # Nothing in Slurm releases these: the driver removes them at once.
+        ("REQUEUE_HOLD", "0:0", "held", None, None),
     ],
 )
 def test_slurm_states_and_exit_codes_map_to_job_states(slurm_state, exit_code, state, code, native):
@@ -520,7 +524,9 @@ def test_retry_with_more_memory_reaches_sbatch(slurm_cluster, tmp_path):
     backend = SlurmBackend(python=str(fake))
     (job_input,) = job_inputs(campaign, tmp_path)
     retry_input = job_input.model_copy(update={"attempt": 2})
-    (retried,) = backend.retry(campaign, retry_input, RetryChanges(memory_mb=300))
+    # What the driver submits for a job recovery gave more memory (CampaignRunner._launch).
+    changed = apply_retry_changes(campaign, RetryChanges(memory_mb=300))
+    (retried,) = backend.submit(changed, [retry_input])
     array_id = retried.backend_job_id.split("_")[0]
     shown = subprocess.run(
         ["scontrol", "show", "job", "-o", array_id], capture_output=True, text=True, env=os.environ

@@ -1,10 +1,16 @@
 """The one small interface every engine implements.
 
-``submit(campaign, jobs) -> handles``, ``poll(handles) -> states``, ``cancel(handles)``,
-``retry(job, changes)`` and ``render(campaign, jobs) -> native files``, plus
-``completions(handles) -> states`` for an engine that writes finished jobs down itself.
-Shared logic (job input files, worker command line, resource resolution per site) lives
-here so an engine module only adds what is native to it.
+``submit(campaign, jobs) -> handles``, ``poll(handles) -> states``, ``cancel(handles)`` and
+``render(campaign, jobs) -> native files``, plus ``completions(handles) -> states`` for an
+engine that writes finished jobs down itself. Shared logic (job input files, worker command
+line, resource resolution per site) lives here so an engine module only adds what is
+native to it.
+
+There is no engine-side ``retry``: every attempt is a row in the store with its own number,
+job file and resources, and recovery's changes (memory, walltime, excluded sites, splits)
+reach the engine as a new submission (``CampaignRunner._launch``). Engines retry natively
+only *inside* one attempt: HTCondor's ``periodic_release`` of transient holds, PanDA's
+``maxAttempt`` of a task's jobs.
 """
 
 from __future__ import annotations
@@ -63,6 +69,10 @@ class JobState(BaseModel):
     native_code: str | None = None  # e.g. "HoldReasonCode=34/102", "slurm:OUT_OF_MEMORY"
     native_reason: str = ""
     site: str | None = None
+    # A held attempt the engine's own policy will release (HTCondor periodic_release):
+    # the time (epoch s) by which it will have done so. None: nothing releases it, the
+    # driver removes it at once and counts a failure.
+    release_by: float | None = None
 
 
 class Backend(ABC):
@@ -108,11 +118,6 @@ class Backend(ABC):
     def render(self, campaign: Campaign, jobs: Sequence[JobInput], directory: Path) -> list[Path]:
         """Write the native submission files into ``directory`` for review (dry run)."""
         raise NotImplementedError(f"backend {self.name!r} has no dry-run rendering")
-
-    def retry(self, campaign: Campaign, job: JobInput, changes: RetryChanges) -> list[JobHandle]:
-        """Submit the next attempt of ``job`` with ``changes`` applied to its resources
-        and its excluded sites."""
-        return self.submit(apply_retry_changes(campaign, changes), [job])
 
 
 def apply_changes(resources: Resources, changes: RetryChanges) -> Resources:

@@ -76,8 +76,11 @@ _STATE = {
     "COMPLETING": "running",
     "STAGE_OUT": "running",
     "SIGNALING": "running",
-    "SUSPENDED": "held",
-    "STOPPED": "held",
+    # Suspended (scontrol suspend, gang scheduling, preemption by suspension) or stopped
+    # (SIGSTOP): the job resumes where it was; it is running, not failed.
+    "SUSPENDED": "running",
+    "STOPPED": "running",
+    # Nothing in Slurm releases these by itself: the driver removes them at once.
     "REQUEUE_HOLD": "held",
     "SPECIAL_EXIT": "held",
     "COMPLETED": "done",
@@ -410,25 +413,36 @@ class SlurmBackend(Backend):
         directory = Path(jobs[0].output_dir) / "jobs" / "slurm"
         stem = f"{campaign.name}.{uuid.uuid4().hex[:10]}"
         script, lists = self._write_batch(campaign, jobs, directory, stem)
-        handles = []
-        for chunk, job_list in zip(self._chunks(jobs), lists, strict=True):
-            output = self._run(
-                [
-                    "sbatch",
-                    "--parsable",
-                    self._array_option(campaign, len(chunk)),
-                    str(script),
-                    str(job_list),
+        handles: list[JobHandle] = []
+        arrays: list[str] = []
+        try:
+            for chunk, job_list in zip(self._chunks(jobs), lists, strict=True):
+                output = self._run(
+                    [
+                        "sbatch",
+                        "--parsable",
+                        self._array_option(campaign, len(chunk)),
+                        str(script),
+                        str(job_list),
+                    ]
+                )
+                array_id = output.strip().split(";")[0]
+                if not array_id.isdigit():
+                    raise SubmitError(
+                        f"slurm: sbatch printed {output.strip()!r}, expected a job id"
+                    )
+                arrays.append(array_id)
+                self._watch_jobcomp([array_id], submitted=True)
+                handles += [
+                    attempt_handle(job_input, self.name, f"{array_id}_{task_id}")
+                    for task_id, job_input in enumerate(chunk)
                 ]
-            )
-            array_id = output.strip().split(";")[0]
-            if not array_id.isdigit():
-                raise SubmitError(f"slurm: sbatch printed {output.strip()!r}, expected a job id")
-            self._watch_jobcomp([array_id], submitted=True)
-            handles += [
-                attempt_handle(job_input, self.name, f"{array_id}_{task_id}")
-                for task_id, job_input in enumerate(chunk)
-            ]
+        except SubmitError:
+            # All or nothing: a refused batch is no attempt at all (the driver withdraws
+            # them), so arrays already accepted must not run behind its back.
+            if arrays:
+                self._run(["scancel", *arrays], check=False)
+            raise
         return handles
 
     def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:

@@ -219,6 +219,14 @@ def format_status(status) -> str:
             f"throughput {rate}  (wall {status.wall_seconds:.1f} s, cpu {status.cpu_seconds:.1f} s, "
             f"failed attempts {status.failed_attempts})",
         ]
+        + (
+            [
+                f"refused    {status.jobs_submit_refused} job(s) not taken by the engine "
+                f"(no attempt used): {status.submit_error}"
+            ]
+            if status.jobs_submit_refused
+            else []
+        )
     )
 
 

@@ -1,0 +1,272 @@
+"""The driver's failure paths, on real engines where one runs here.
+
+- A submission the engine refuses or cannot take is no attempt: the jobs stay pending, the
+  engine's message is kept on them, ``submit`` exits with one line and can be resumed
+  (HTCondor with no pool, through the real CLI; Slurm's sbatch refusing a partition, on
+  the real test cluster).
+- A suspended job is running, not failed (real Slurm: ``scontrol suspend``).
+- A held job is removed only once the engine's own release window has passed, or at once
+  for a hold no release fixes (HTCondor: event log in HTCondor's format, Schedd.act with
+  its transport replaced, see ``htcondor_wire.py``; no pool can run here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from smartbkg_prod.plan import plan_jobs
+from smartbkg_prod.spec import Campaign, dump_campaign
+from smartbkg_prod.store import AttemptRow, Store
+
+pytest_plugins = ["slurm_fixture"]  # the real-cluster fixture `slurm_cluster`
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The real command line, with no HTCondor configuration (no pool here)."""
+    env = {name: value for name, value in os.environ.items() if name != "CONDOR_CONFIG"}
+    return subprocess.run(
+        [sys.executable, "-m", "smartbkg_prod.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def two_job_spec(tmp_path: Path, backend: dict) -> Path:
+    campaign = Campaign(
+        name="refused",
+        process="bbbar_mixed",
+        events=20,
+        events_per_job=10,
+        resources={"memory_mb": 500, "walltime_s": 600},
+        backend=backend,
+        outputs={"directory": str(tmp_path / "out")},
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(dump_campaign(campaign))
+    return spec
+
+
+def status_of(db: str) -> dict:
+    result = cli("status", "--db", db, "--json")
+    assert result.returncode == 0, result.stderr
+    (status,) = json.loads(result.stdout)
+    return status
+
+
+def assert_refused_without_attempts(db: str, message: str, recovery: bool = True) -> dict:
+    status = status_of(db)
+    assert status["failed_attempts"] == 0
+    assert status["jobs_by_state"]["pending"] == 2
+    assert status["jobs_submit_refused"] == 2
+    assert message in status["submit_error"]
+    with Store(db).session() as session:
+        assert session.scalars(select(AttemptRow)).all() == []
+    if recovery:  # recovery sees no worker failure to act on
+        recover = cli("recover", "list", "--db", db)
+        assert recover.returncode == 0, recover.stderr
+        assert "no open recommendations" in recover.stdout
+    return status
+
+
+@pytest.mark.slow
+def test_htcondor_without_a_pool_uses_no_attempt_and_names_the_schedd(tmp_path):
+    pytest.importorskip("htcondor2")
+    spec = two_job_spec(tmp_path, {"name": "htcondor"})
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    for again in (False, True):  # a second try changes nothing either
+        result = cli("submit", str(spec), "--backend", "htcondor", "--db", db)
+        assert result.returncode != 0
+        assert_refused_without_attempts(db, "cannot reach the local schedd", recovery=not again)
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: htcondor: cannot reach the local schedd")
+        assert "no attempt used" in line
+    shown = cli("status", "--db", db)
+    assert "refused    2 job(s) not taken by the engine (no attempt used)" in shown.stdout
+
+
+# -- Slurm, on the real test cluster ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_refusing_a_partition_uses_no_attempt_then_resumes(slurm_cluster, tmp_path):
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    spec = two_job_spec(tmp_path, {"name": "slurm", "queue": "nosuchpartition"})
+    result = cli("submit", str(spec), "--db", db)
+    assert result.returncode != 0
+    assert_refused_without_attempts(db, "sbatch")
+    (line,) = result.stderr.strip().splitlines()
+    assert "invalid partition" in line.lower() and "no attempt used" in line, line
+    # The same campaign (the queue is not part of its id) on the cluster's own partition.
+    spec = two_job_spec(tmp_path, {"name": "slurm"})
+    result = cli("submit", str(spec), "--db", db)
+    assert result.returncode == 0, result.stderr + slurm_cluster.logs()
+    status = status_of(db)
+    assert status["complete"] and status["failed_attempts"] == 0
+    assert (status["jobs_submit_refused"], status["submit_error"]) == (0, None)
+    with Store(db).session() as session:
+        assert sorted(session.scalars(select(AttemptRow.attempt))) == [1, 1]
+
+
+SLEEPER = """#!/bin/bash
+# Stands in for python: the array task sleeps, so that it can be suspended.
+sleep 60
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_suspended_slurm_task_is_running(slurm_cluster, tmp_path):
+    from smartbkg_prod.backends.slurm import SlurmBackend
+    from smartbkg_prod.plan import JobInput
+
+    fake = tmp_path / "fake-python"
+    fake.write_text(SLEEPER)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    campaign = Campaign(name="suspend", process="bbbar_mixed", events=10, events_per_job=10)
+    backend = SlurmBackend(python=str(fake))
+    (job,) = plan_jobs(campaign)
+    (handle,) = backend.submit(
+        campaign, [JobInput(job=job, campaign=campaign, output_dir=str(tmp_path), backend="slurm")]
+    )
+    try:
+        deadline = time.time() + 60
+        while backend.poll([handle])[0].state != "running":
+            assert time.time() < deadline, slurm_cluster.logs()
+            time.sleep(0.3)
+        suspend = subprocess.run(
+            ["scontrol", "suspend", handle.backend_job_id], capture_output=True, text=True
+        )
+        assert suspend.returncode == 0, suspend.stderr
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", handle.backend_job_id], capture_output=True, text=True
+        ).stdout
+        assert "JobState=SUSPENDED" in shown
+        (state,) = backend.poll([handle])
+        assert (state.state, state.exit_code, state.native_code) == ("running", None, None)
+    finally:
+        backend.cancel([handle])
+
+
+# -- HTCondor holds, through the event log and Schedd.act ---------------------------------------
+
+
+@pytest.mark.slow
+def test_driver_waits_out_periodic_release_and_removes_holds_nothing_releases(
+    monkeypatch, tmp_path
+):
+    """Job 0 is held for a transfer error, which the job's periodic_release fixes: the driver
+    leaves it to the schedd, it is released and succeeds. Job 1 is held for memory, which no
+    release fixes: the driver removes it through Schedd.act at once, counts a failure and
+    submits its next attempt, which succeeds."""
+    pytest.importorskip("htcondor2")
+    from htcondor_wire import PoolOnRecords, install_wire, use_schedd
+
+    from smartbkg_prod.backends.htcondor import HTCondorBackend
+    from smartbkg_prod.submit import submit_campaign
+
+    campaign = Campaign(
+        name="holds",
+        process="bbbar_mixed",
+        events=20,
+        events_per_job=10,
+        retry={"max_attempts": 2},
+        backend={"name": "htcondor", "options": {"shared_filesystem": "true"}},
+        outputs={"directory": str(tmp_path / "out")},
+    )
+    output_dir = tmp_path / "out" / campaign.campaign_id
+    pool = PoolOnRecords(output_dir / "holds.htcondor.log", procs=[2, 1])
+    pool.install(monkeypatch)
+    wire = install_wire(monkeypatch)
+    backend = use_schedd(monkeypatch, HTCondorBackend.from_campaign(campaign))
+    removed: list[list[str]] = []
+
+    def removals() -> list[str]:
+        return [call[2] for call in wire.calls if call[0] == "act"]
+
+    def run_worker(cluster: int, job: int, attempt: int) -> None:
+        pool.write("001", cluster, 0)
+        (job_list,) = (output_dir / "jobs" / "htcondor").glob(f"holds.{job}.a{attempt}.*.jsonl")
+        worker = [sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", str(job_list)]
+        subprocess.run([*worker, "--index", "0"], cwd=output_dir, check=True, capture_output=True)
+        pool.write("005", cluster, 0)
+
+    def play() -> None:
+        first = pool.submissions.get(timeout=60)
+        for proc in (0, 1):
+            pool.write("001", first, proc)
+        pool.write("012", first, 0, "781.000.000")  # Code 13 Subcode 256: transfer input
+        pool.write("012", first, 1, "781.001.000")  # Code 34 Subcode 102: memory
+        second = pool.submissions.get(timeout=30)  # job 1, attempt 2
+        removed.append(removals())
+        pool.write("009", first, 1, "781.001.000")
+        time.sleep(1.5)  # ~15 polls: job 0 stays held, nobody removes it
+        removed.append(removals())
+        pool.write("013", first, 0)
+        run_worker(first, job=0, attempt=1)
+        run_worker(second, job=1, attempt=2)
+
+    player = threading.Thread(target=play)
+    player.start()
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        status = submit_campaign(campaign, store=store, backend=backend, poll_interval=0.1)
+    finally:
+        player.join(120)
+    assert removed == [["4242.1"], ["4242.1"]]
+    assert {call[0] for call in wire.calls} == {"act"}  # the schedd was never queried
+    assert status.complete and status.failed_attempts == 1
+    with store.session() as session:
+        rows = session.execute(
+            select(AttemptRow.backend_job_id, AttemptRow.state, AttemptRow.native_code)
+        ).all()
+    assert sorted(map(tuple, rows)) == [
+        ("4242.0", "done", None),
+        ("4242.1", "failed", "HoldReasonCode=34/102"),
+        ("4243.0", "done", None),
+    ]
+
+
+def test_a_refused_retry_leaves_the_job_as_it_was_with_the_message_redacted(
+    store, small_campaign, tmp_path, monkeypatch
+):
+    """A job out of attempts (failed) that a resumed submit tries again, refused: still
+    failed, its attempts unchanged, the engine's words kept without the credential."""
+    monkeypatch.setenv("PANDA_AUTH_ID_TOKEN", "s3cr3t-token-value")
+    job = plan_jobs(small_campaign)[0]
+    store.register_campaign(small_campaign, plan_jobs(small_campaign), tmp_path)
+    campaign_id = small_campaign.campaign_id
+    attempt = store.start_attempt(job, "panda")
+    store.finish_attempt(campaign_id, job.index, attempt, 50, "generator", final=True)
+    assert store.job_states(campaign_id)[job.index] == "failed"
+    retry = store.start_attempt(job, "panda")
+    store.withdraw_attempt(
+        campaign_id,
+        job.index,
+        retry,
+        "panda",
+        "panda: cannot reach https://panda.example (token s3cr3t-token-value rejected)",
+        state="failed",
+    )
+    assert store.job_states(campaign_id)[job.index] == "failed"
+    assert store.job_attempts(campaign_id)[job.index] == 1
+    assert store.submit_refusals(campaign_id) == {
+        job.index: "panda: cannot reach https://panda.example (token *** rejected)"
+    }
+    status = store.status(campaign_id)
+    assert (status.failed_attempts, status.jobs_submit_refused) == (1, 1)
+    # The next accepted submission forgets the refusal.
+    store.clear_submit_refusals(campaign_id, [job.index])
+    assert store.status(campaign_id).submit_error is None
