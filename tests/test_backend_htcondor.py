@@ -1,8 +1,13 @@
 """HTCondor backend, checked with the htcondor2 bindings' own objects (no pool here).
 
-HTCondor ships no daemons in the wheel and Debian has no package, so submission is
-checked by parsing the rendered files back with ``htcondor2.Submit`` and expanding each
-itemdata row the way condor_submit does for each proc.
+HTCondor ships no daemons in the wheel and Debian has no package, so nothing here ran
+against a pool. Submission is checked by parsing the rendered files back with
+``htcondor2.Submit`` and expanding each itemdata row the way condor_submit does for each
+proc; tracking against event logs and job ads in HTCondor's own formats
+(``htcondor_records/``, each file's source in its README) read with ``htcondor2.JobEventLog``
+and ``classad2``; the schedd calls through a real ``htcondor2.Schedd`` whose C transport
+functions are replaced (``htcondor_wire.py``), the one test double left, because no schedd
+can run here.
 """
 
 from __future__ import annotations
@@ -13,9 +18,26 @@ import pytest
 from click.testing import CliRunner
 
 htcondor2 = pytest.importorskip("htcondor2")
+classad2 = pytest.importorskip("classad2")
+
+from htcondor_wire import (  # noqa: E402
+    RECORDS,
+    SCHEDD_ADDRESS,
+    ScheddWire,
+    install_wire,
+    log_blocks,
+    use_schedd,
+)
 
 from smartbkg_prod.backends.base import JobHandle  # noqa: E402
-from smartbkg_prod.backends.htcondor import ITEM_COLUMNS, HTCondorBackend, job_state  # noqa: E402
+from smartbkg_prod.backends.htcondor import (  # noqa: E402
+    ITEM_COLUMNS,
+    PERIODIC_EXPR_INTERVAL_S,
+    RELEASE_AFTER_S,
+    EventLog,
+    HTCondorBackend,
+    job_state,
+)
 from smartbkg_prod.cli import main  # noqa: E402
 from smartbkg_prod.errors import SubmitError  # noqa: E402
 from smartbkg_prod.plan import JobInput, plan_jobs, read_job_list_entry  # noqa: E402
@@ -182,33 +204,197 @@ def handle(job_id: str = "12.0") -> JobHandle:
     )
 
 
+def test_an_image_means_the_container_universe_whatever_the_local_runtime(tmp_path):
+    campaign = Campaign(
+        name="grid",
+        process="bbbar_mixed",
+        events=20,
+        events_per_job=10,
+        container={"image": "registry.example/smartbkg-worker:2", "runtime": "process"},
+    )
+    HTCondorBackend().render(campaign, job_inputs(campaign), tmp_path)
+    description = parse_back(tmp_path / "grid.sub")
+    assert description["universe"] == "container"
+    assert description["container_image"] == "docker://registry.example/smartbkg-worker:2"
+
+
+# -- tracking: the job event log, in HTCondor's own format (see htcondor_records/README.md) ----
+
+
+def logged_states(name: str, max_starts: int | None = None) -> dict[str, tuple]:
+    log = EventLog(RECORDS / name)
+    return {
+        job_id: (state.state, state.exit_code, state.native_code, state.site)
+        for job_id, job in log.update().items()
+        for state in [job.to_state(handle(job_id), max_starts)]
+    }
+
+
+def test_every_record_parses_with_the_bindings_and_names_its_source():
+    readme = (RECORDS / "README.md").read_text()
+    for path in sorted(RECORDS.glob("*.log")):
+        events = list(htcondor2.JobEventLog(str(path)).events(stop_after=0))
+        assert events, path.name
+        assert f"`{path.name}`" in readme
+    for path in sorted(RECORDS.glob("*.ad*")):
+        assert list(classad2.parseAds(path.read_text())), path.name
+        assert f"`{path.name}`" in readme
+
+
 @pytest.mark.parametrize(
-    ("ad", "state", "exit_code", "native"),
+    ("name", "expected"),
     [
-        ({"JobStatus": 1}, "pending", None, None),
-        ({"JobStatus": 2, "RemoteHost": "slot1@wn01"}, "running", None, None),
-        ({"JobStatus": 4, "ExitBySignal": False, "ExitCode": 0}, "done", 0, None),
-        ({"JobStatus": 4, "ExitBySignal": False, "ExitCode": 50}, "failed", 50, "exit:50"),
-        ({"JobStatus": 4, "ExitBySignal": True, "ExitSignal": 9}, "failed", 137, "signal:9"),
         (
-            {"JobStatus": 5, "HoldReasonCode": 34, "HoldReasonSubCode": 102, "HoldReason": "mem"},
+            "terminated_normally.log",
+            {
+                # 2759.0's submit event is cut before its '...' line: not read yet.
+                "2758.0": ("done", 0, None, "<128.105.144.30:32794>"),
+            },
+        ),
+        (
+            # The abort logged after 180158.0 terminated does not undo its exit.
+            "signal_then_aborted.log",
+            {
+                "180158.0": ("failed", 139, "signal:11", "<128.105.167.40:43454>"),
+                "180159.0": ("done", 0, None, "<128.105.167.40:43454>"),
+            },
+        ),
+        ("signal_retries.log", {"1.0": ("failed", 139, "signal:11", "<1.2.3.5:46937>")}),
+        (
+            # Evicted, and terminated-but-requeued: back in the queue.
+            "evicted.log",
+            {"5164.0": ("pending", None, None, None), "3236.0": ("pending", None, None, None)},
+        ),
+        (
+            "held_released_reconnected.log",
+            {
+                "781.0": ("done", 0, None, "DESY"),
+                "781.1": (
+                    "cancelled",
+                    None,
+                    "HoldReasonCode=34/102",
+                    "<127.0.0.1:42089?addrs=127.0.0.1-42089>",
+                ),
+                "781.2": ("pending", None, None, "<127.0.0.1:42089?addrs=127.0.0.1-42089>"),
+            },
+        ),
+    ],
+)
+def test_recorded_event_logs_give_each_jobs_state(name, expected):
+    assert logged_states(name) == expected
+
+
+def test_the_log_is_read_as_it_grows_and_suspended_or_disconnected_jobs_run(tmp_path):
+    path = tmp_path / "growing.log"
+    log = EventLog(path)
+    assert log.update() == {}  # not written yet
+    seen = []
+    for block in log_blocks("held_released_reconnected.log"):
+        if not block.startswith(("0", "1", "2")) or "(781.000.000)" not in block:
+            continue
+        with path.open("a") as stream:
+            # HTCondor writes an event in pieces; the reader waits for its '...' line.
+            head, tail = block[: len(block) // 2], block[len(block) // 2 :]
+            stream.write(head)
+            stream.flush()
+            before = log.update()["781.0"].state if "781.0" in log.jobs else None
+            stream.write(tail)
+        state = log.update()["781.0"].to_state(handle("781.0"), max_starts=3)
+        seen.append((block[:3], before, state.state, state.native_code))
+    assert [(event, state, native) for event, _, state, native in seen] == [
+        ("000", "pending", None),
+        ("001", "running", None),
+        ("028", "running", None),
+        ("012", "held", "HoldReasonCode=13/256"),
+        ("013", "pending", None),
+        ("001", "running", None),
+        ("022", "running", None),  # disconnected: the shadow reconnects
+        ("023", "running", None),
+        ("010", "running", None),  # suspended: resumes where it stopped
+        ("011", "running", None),
+        ("005", "done", None),
+    ]
+    # While an event is half written the state is the previous event's.
+    assert [before for _, before, _, _ in seen[1:]] == [state for _, _, state, _ in seen[:-1]]
+
+
+def test_transient_holds_carry_the_periodic_release_deadline_others_none(tmp_path):
+    path = tmp_path / "held.log"
+    blocks = log_blocks("held_released_reconnected.log")
+    # Submitted, started, then held: 781.0 for a transfer error, 781.1 for memory.
+    path.write_text(
+        "".join(b for b in blocks if b[:3] in ("000", "001") and "(781.00" in b)
+        + "".join(b for b in blocks if "Job was held." in b)
+    )
+    jobs = EventLog(path).update()
+    transient = jobs["781.0"]
+    assert (transient.state, transient.hold_code) == ("held", 13)
+    held_at = transient.held_since
+    assert transient.to_state(handle(), max_starts=3).release_by == (
+        held_at + RELEASE_AFTER_S + PERIODIC_EXPR_INTERVAL_S
+    )
+    # periodic_release asks for NumJobStarts < max_attempts: no start left, no release.
+    assert transient.to_state(handle(), max_starts=1).release_by is None
+    memory = jobs["781.1"].to_state(handle(), max_starts=3)
+    assert (memory.state, memory.native_code, memory.release_by) == (
+        "held",
+        "HoldReasonCode=34/102",
+        None,
+    )
+    assert "cgroup memory limit" in memory.native_reason
+
+
+# -- the schedd: real job ads, and a real Schedd whose transport is replaced -----------------
+
+
+def real_ad(**changes) -> classad2.ClassAd:
+    """HTCondor's recorded job ad (idle_after_spooling.ad) with attributes set as the schedd
+    sets them for another state."""
+    ad = classad2.parseOne((RECORDS / "idle_after_spooling.ad").read_text())
+    for key, value in changes.items():
+        ad[key] = value
+    return ad
+
+
+@pytest.mark.parametrize(
+    ("changes", "state", "exit_code", "native"),
+    [
+        ({}, "pending", None, None),
+        ({"JobStatus": 2}, "running", None, None),
+        ({"JobStatus": 7}, "running", None, None),  # suspended
+        ({"JobStatus": 6}, "running", None, None),  # transferring output
+        ({"JobStatus": 4, "ExitCode": 0}, "done", 0, None),
+        ({"JobStatus": 4, "ExitCode": 50}, "failed", 50, "exit:50"),
+        ({"JobStatus": 4, "ExitBySignal": True, "ExitSignal": 9}, "failed", 137, "signal:9"),
+        # The recorded ad's HoldReasonCode is `undefined` (classad2.Value.Undefined == 2):
+        # it must not read as code 2.
+        ({"JobStatus": 5}, "held", None, "HoldReasonCode=0/0"),
+        (
+            {"JobStatus": 5, "HoldReasonCode": 34, "HoldReasonSubCode": 102},
             "held",
             None,
             "HoldReasonCode=34/102",
         ),
-        ({"JobStatus": 5, "HoldReasonCode": 12}, "held", None, "HoldReasonCode=12/0"),
         ({"JobStatus": 3}, "cancelled", None, None),
     ],
 )
-def test_schedd_ads_map_to_job_states(ad, state, exit_code, native):
-    result = job_state(ad, handle())
+def test_real_job_ads_map_to_job_states(changes, state, exit_code, native):
+    result = job_state(real_ad(**changes), handle())
     assert (result.state, result.exit_code, result.native_code) == (state, exit_code, native)
 
 
+def test_a_held_ad_gets_its_release_deadline_from_entered_current_status():
+    ad = real_ad(JobStatus=5, HoldReasonCode=13, NumJobStarts=1)
+    entered = ad["EnteredCurrentStatus"]
+    state = job_state(ad, handle(), max_starts=3)
+    assert state.release_by == entered + RELEASE_AFTER_S + PERIODIC_EXPR_INTERVAL_S
+    assert job_state(ad, handle(), max_starts=1).release_by is None
+
+
 def test_site_comes_from_the_glidein_site_machine_attribute():
-    ad = {"JobStatus": 2, "RemoteHost": "slot1@wn01", "MachineAttrGLIDEIN_Site0": "DESY"}
+    ad = real_ad(JobStatus=2, RemoteHost="slot1@wn01", MachineAttrGLIDEIN_Site0="DESY")
     assert job_state(ad, handle()).site == "DESY"
-    assert job_state({"JobStatus": 2, "RemoteHost": "slot1@wn01"}, handle()).site == "slot1@wn01"
+    assert job_state(real_ad(JobStatus=2, RemoteHost="slot1@wn01"), handle()).site == "slot1@wn01"
 
 
 def test_native_codes_are_readable_by_the_recovery_taxonomy():
@@ -220,34 +406,84 @@ def test_native_codes_are_readable_by_the_recovery_taxonomy():
     assert taxonomy.parse_native_code("exit:50").source == "exit"
 
 
-class FakeSchedd:
-    """Stands in for htcondor2.Schedd: proc 0 still queued, proc 1 already in the history."""
-
-    def __init__(self):
-        self.constraints = []
-
-    def query(self, constraint, projection):
-        self.constraints.append(constraint)
-        return [{"ClusterId": 12, "ProcId": 0, "JobStatus": 2}]
-
-    def history(self, constraint, projection):
-        return [{"ClusterId": 12, "ProcId": 1, "JobStatus": 4, "ExitCode": 0}]
+@pytest.fixture
+def wire(monkeypatch) -> ScheddWire:
+    return install_wire(monkeypatch)
 
 
-def test_poll_reads_the_queue_then_the_history(monkeypatch):
-    schedd = FakeSchedd()
+def schedd_backend(monkeypatch, **options) -> HTCondorBackend:
+    return use_schedd(monkeypatch, HTCondorBackend(**options))
+
+
+def follow(backend: HTCondorBackend, cluster: str, path: Path) -> None:
+    """What submit() records: the cluster's event log."""
+    backend._cluster_logs[cluster] = backend._logs.setdefault(path, EventLog(path))
+
+
+def test_poll_answers_from_the_event_log_without_asking_the_schedd(monkeypatch, wire, tmp_path):
+    backend = schedd_backend(monkeypatch, max_starts=3)
+    path = tmp_path / "c.htcondor.log"
+    path.write_text((RECORDS / "held_released_reconnected.log").read_text())
+    follow(backend, "781", path)
+    states = backend.poll([handle("781.0"), handle("781.1"), handle("781.2")])
+    assert [s.state for s in states] == ["done", "cancelled", "pending"]
+    assert wire.calls == []
+
+
+def test_jobs_the_log_cannot_tell_come_from_the_queue_then_the_history(monkeypatch, wire, tmp_path):
+    backend = schedd_backend(monkeypatch)
+    wire.queue = list(classad2.parseAds((RECORDS / "query_running_idle.ads").read_text()))
+    wire.history = [real_ad(ClusterId=7, ProcId=10, JobStatus=4, ExitCode=0)]
+    states = backend.poll([handle("7.0"), handle("7.8"), handle("7.10"), handle("7.11")])
+    assert [s.state for s in states] == ["running", "pending", "done", "failed"]
+    assert "neither its event log" in states[3].native_reason
+    assert wire.calls == [
+        ("query", SCHEDD_ADDRESS, "ClusterId == 7"),
+        ("history", SCHEDD_ADDRESS, "ClusterId == 7"),
+    ]
+
+
+def test_a_lost_event_log_hands_its_jobs_to_the_schedd(monkeypatch, wire, tmp_path):
+    backend = schedd_backend(monkeypatch)
+    path = tmp_path / "c.htcondor.log"
+    path.write_text((RECORDS / "terminated_normally.log").read_text())
+    follow(backend, "2758", path)
+    assert backend.poll([handle("2758.0")])[0].state == "done"
+    path.unlink()
+    wire.queue = [real_ad(ClusterId=2758, ProcId=0, JobStatus=2)]
+    assert backend.poll([handle("2758.0")])[0].state == "running"
+    assert wire.calls == [("query", SCHEDD_ADDRESS, "ClusterId == 2758")]
+
+
+def test_cancel_removes_through_schedd_act_with_our_reason(monkeypatch, wire):
+    backend = schedd_backend(monkeypatch)
+    backend.cancel([handle("12.0"), handle("12.1")])
+    assert wire.calls == [
+        (
+            "act",
+            SCHEDD_ADDRESS,
+            "12.0, 12.1",
+            int(htcondor2.JobAction.Remove),
+            "cancelled by smartbkg-prod",
+        )
+    ]
+
+
+def test_an_unreachable_schedd_is_a_submit_error_through_the_real_transport(monkeypatch):
     backend = HTCondorBackend()
-    monkeypatch.setattr(backend, "_schedd", lambda: schedd)
-    states = backend.poll([handle("12.0"), handle("12.1"), handle("12.2")])
-    assert [s.state for s in states] == ["running", "done", "failed"]
-    assert schedd.constraints == ["ClusterId == 12"]
+    location = classad2.ClassAd({"MyAddress": "<127.0.0.1:9>", "CondorVersion": "x"})
+    monkeypatch.setattr(backend, "_schedd", lambda: htcondor2.Schedd(location))
+    with pytest.raises(SubmitError, match="cannot remove jobs"):
+        backend.cancel([handle()])
+    with pytest.raises(SubmitError, match="cannot query the schedd: .*Failed to connect"):
+        backend.poll([handle()])
 
 
 def test_without_a_pool_submit_names_the_collector_and_schedd(condor_campaign, monkeypatch):
     monkeypatch.delenv("CONDOR_CONFIG", raising=False)
-    with pytest.raises(SubmitError, match=r"no pool reachable \(collector .*, schedd .*\)"):
+    with pytest.raises(SubmitError, match=r"cannot reach the local schedd .* through collector"):
         HTCondorBackend().submit(condor_campaign, job_inputs(condor_campaign))
-    with pytest.raises(SubmitError, match="collector 127.0.0.1:9"):
+    with pytest.raises(SubmitError, match="cannot reach schedd s1 through collector 127.0.0.1:9"):
         HTCondorBackend(collector="127.0.0.1:9", schedd_name="s1").poll([handle()])
 
 

@@ -11,10 +11,18 @@ released until attempts run out); site policy to ``requirements`` on the slot's
 ``GLIDEIN_Site``; ``max_parallel`` to ``max_materialize``. A campaign whose NN filter has
 no trained model yet renders as a DAG (``htcondor2.dags``): train -> produce.
 
-Polling projects ``JobStatus``, ``HoldReasonCode``, ``HoldReasonSubCode``, ``ExitCode``,
-``ExitBySignal``, ``ExitSignal``, ``RemoteHost`` and ``MachineAttrGLIDEIN_Site0`` from the
-queue (and the history for jobs that left it). Native codes: ``HoldReasonCode=N/S`` for
-holds, ``signal:N`` for a payload killed by a signal, ``exit:N`` for a non-zero exit.
+Tracking follows the cluster's job event log (``log``, in the campaign's output directory)
+with ``htcondor2.JobEventLog``, the way DAGMan and htmap do, read incrementally as it grows:
+no schedd load while the log answers. The schedd (queue, then history; ``JobStatus``,
+``HoldReasonCode``, ``ExitCode``, ``ExitBySignal``, ``EnteredCurrentStatus``, ...) is asked
+only for jobs the log cannot answer for: a log lost or unreadable, or a job it has not
+shown yet. Suspended jobs count as running. Native codes: ``HoldReasonCode=N/S`` for holds,
+``signal:N`` for a payload killed by a signal, ``exit:N`` for a non-zero exit.
+
+Holds: a transient hold (``TRANSIENT_HOLD_CODES``) on a job with starts left is released by
+the job's own ``periodic_release`` after ``RELEASE_AFTER_S``; its :class:`JobState` carries
+that deadline (``release_by``) and the driver waits for it. Any other hold is removed by the
+driver at once. Cancel (``JobAction.Remove``) goes through ``Schedd.act``.
 
 >>> hold_native_code(34, 102)
 'HoldReasonCode=34/102'
@@ -22,8 +30,10 @@ holds, ``signal:N`` for a payload killed by a signal, ``exit:N`` for a non-zero 
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import classad2
@@ -42,6 +52,8 @@ from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.plan import JobInput, write_job_list
 from smartbkg_prod.spec import Campaign, FilterConfig, dump_campaign
 
+_log = logging.getLogger("smartbkg_prod.backends.htcondor")
+
 ITEM_COLUMNS = ("entry", "job_index", "first_event", "n_events", "attempt")
 PROJECTION = [
     "ClusterId",
@@ -56,6 +68,8 @@ PROJECTION = [
     "RemoteHost",
     "LastRemoteHost",
     "MachineAttrGLIDEIN_Site0",
+    "EnteredCurrentStatus",
+    "NumJobStarts",
 ]
 # Worker exit codes that no retry fixes (smartbkg_prod.exitcodes: CONFIG, GENERATOR):
 # hold them for review instead of burning attempts.
@@ -65,12 +79,18 @@ PERMANENT_EXIT_CODES = (10, 20)
 # 21 StartdHeldJob, 35 InvalidDockerImage (registry hiccups), 45 SingularityTestFailed.
 TRANSIENT_HOLD_CODES = (6, 7, 8, 12, 13, 21, 35, 45)
 RELEASE_AFTER_S = 600
+# The schedd evaluates periodic_release every PERIODIC_EXPR_INTERVAL (default 60 s): a
+# released job may be released this much after RELEASE_AFTER_S.
+PERIODIC_EXPR_INTERVAL_S = 60
 # The training stage of a multi-stage campaign (train -> produce): `smartbkg-prod train`
 # on a filter-off copy of the campaign, capped at this many events.
 TRAIN_ARGUMENTS = "-m smartbkg_prod.cli train {spec} --out {model} --in-process --workers {cores}"
 TRAIN_EVENTS = 200_000
+CANCEL_REASON = "cancelled by smartbkg-prod"
 
-# JobStatus (HTCondor manual, "JobStatus" job ClassAd attribute).
+# JobStatus (HTCondor manual, "JobStatus" job ClassAd attribute): 1 Idle, 2 Running,
+# 3 Removed, 4 Completed, 5 Held, 6 Transferring Output, 7 Suspended. A suspended job resumes
+# where it stopped: it counts as running.
 _STATUS = {
     1: "pending",
     2: "running",
@@ -78,7 +98,7 @@ _STATUS = {
     4: "done",
     5: "held",
     6: "running",
-    7: "held",
+    7: "running",
 }
 
 
@@ -86,21 +106,48 @@ def hold_native_code(code: int, subcode: int | None) -> str:
     return f"HoldReasonCode={code}/{subcode or 0}"
 
 
-def job_state(ad: dict, handle: JobHandle) -> JobState:
-    """One queue or history ad as a :class:`JobState`."""
-    status = int(ad.get("JobStatus", 1))
+def release_deadline(
+    code: int | None, held_since: float | None, starts: int | None, max_starts: int | None
+) -> float | None:
+    """When the job's own ``periodic_release`` will have released a hold, or None if it
+    never will (a hold code no release fixes, or no starts left)."""
+    if code not in TRANSIENT_HOLD_CODES or held_since is None:
+        return None
+    if max_starts is not None and starts is not None and starts >= max_starts:
+        return None
+    return held_since + RELEASE_AFTER_S + PERIODIC_EXPR_INTERVAL_S
+
+
+def _attr(ad: Mapping, name: str):
+    """An attribute's Python value; None when missing or ``undefined``/``error`` (which
+    classad2 returns as ``classad2.Value`` members, an int subclass: never read as 2 or 1)."""
+    value = ad.get(name)
+    return None if value is None or isinstance(value, classad2.Value) else value
+
+
+def job_state(ad: Mapping, handle: JobHandle, max_starts: int | None = None) -> JobState:
+    """One queue or history ad (a ``classad2.ClassAd``) as a :class:`JobState`."""
+    status = int(_attr(ad, "JobStatus") or 1)
     state = _STATUS.get(status, "pending")
-    site = ad.get("MachineAttrGLIDEIN_Site0") or ad.get("RemoteHost") or ad.get("LastRemoteHost")
-    exit_code, native, reason = None, None, ""
+    site = (
+        _attr(ad, "MachineAttrGLIDEIN_Site0")
+        or _attr(ad, "RemoteHost")
+        or _attr(ad, "LastRemoteHost")
+    )
+    exit_code, native, reason, release_by = None, None, "", None
     if state == "held":
-        native = hold_native_code(int(ad.get("HoldReasonCode", 0)), ad.get("HoldReasonSubCode"))
-        reason = str(ad.get("HoldReason", ""))
+        code = int(_attr(ad, "HoldReasonCode") or 0)
+        native = hold_native_code(code, _attr(ad, "HoldReasonSubCode"))
+        reason = str(_attr(ad, "HoldReason") or "")
+        release_by = release_deadline(
+            code, _attr(ad, "EnteredCurrentStatus"), _attr(ad, "NumJobStarts"), max_starts
+        )
     elif state == "done":
-        if ad.get("ExitBySignal"):
-            signal = int(ad.get("ExitSignal", 0))
+        if _attr(ad, "ExitBySignal"):
+            signal = int(_attr(ad, "ExitSignal") or 0)
             exit_code, native, state = 128 + signal, f"signal:{signal}", "failed"
         else:
-            exit_code = int(ad.get("ExitCode", 0))
+            exit_code = int(_attr(ad, "ExitCode") or 0)
             if exit_code != 0:
                 native, state = f"exit:{exit_code}", "failed"
     return JobState(
@@ -110,7 +157,114 @@ def job_state(ad: dict, handle: JobHandle) -> JobState:
         native_code=native,
         native_reason=reason,
         site=str(site) if site else handle.site,
+        release_by=release_by,
     )
+
+
+@dataclass
+class LoggedJob:
+    """One job as its event log tells it (the latest event of each kind wins)."""
+
+    state: str = "pending"
+    exit_code: int | None = None
+    native_code: str | None = None
+    reason: str = ""
+    host: str | None = None
+    site: str | None = None
+    starts: int = 0
+    hold_code: int | None = None
+    held_since: float | None = None
+
+    def to_state(self, handle: JobHandle, max_starts: int | None = None) -> JobState:
+        release_by = None
+        if self.state == "held":
+            release_by = release_deadline(self.hold_code, self.held_since, self.starts, max_starts)
+        return JobState(
+            handle=handle,
+            state=self.state,
+            exit_code=self.exit_code,
+            native_code=self.native_code,
+            native_reason=self.reason,
+            site=self.site or self.host or handle.site,
+            release_by=release_by,
+        )
+
+
+_EVENT = htcondor2.JobEventType
+
+
+def apply_event(job: LoggedJob, event: htcondor2.JobEvent) -> None:
+    """Move ``job`` to what ``event`` says (HTCondor manual, "Job Event Log Codes").
+
+    A job that terminated stays terminated: an abort logged after its termination (DAGMan
+    removing a finished node, e.g. ``job_dagman_gt1957.testlog``) does not undo its exit."""
+    kind = event.type
+    if job.state in ("done", "failed") and kind != _EVENT.JOB_AD_INFORMATION:
+        return
+    if kind == _EVENT.SUBMIT:
+        job.state = "pending"
+    elif kind == _EVENT.EXECUTE:
+        job.state, job.starts = "running", job.starts + 1
+        job.host = event.get("ExecuteHost") or job.host
+    elif kind in (_EVENT.JOB_EVICTED, _EVENT.SHADOW_EXCEPTION, _EVENT.JOB_RECONNECT_FAILED):
+        # Back in the queue, idle: the schedd runs it again.
+        job.state = "pending"
+    elif kind in (_EVENT.JOB_SUSPENDED, _EVENT.JOB_UNSUSPENDED, _EVENT.JOB_RECONNECTED):
+        job.state = "running"
+    elif kind == _EVENT.JOB_DISCONNECTED:
+        pass  # the shadow lost the execute node and is reconnecting: still running
+    elif kind == _EVENT.JOB_HELD:
+        code = event.get("HoldReasonCode")
+        job.state, job.hold_code, job.held_since = "held", code, float(event.timestamp)
+        job.native_code = hold_native_code(int(code or 0), event.get("HoldReasonSubCode"))
+        job.reason = str(event.get("HoldReason", ""))
+    elif kind == _EVENT.JOB_RELEASED:
+        job.state, job.native_code, job.reason = "pending", None, ""
+        job.hold_code = job.held_since = None
+    elif kind == _EVENT.JOB_TERMINATED:
+        if event.get("TerminatedNormally"):
+            job.exit_code = int(event.get("ReturnValue", 0))
+            job.state = "done" if job.exit_code == 0 else "failed"
+            job.native_code = None if job.exit_code == 0 else f"exit:{job.exit_code}"
+        else:
+            signal = int(event.get("TerminatedBySignal", 0))
+            job.state, job.exit_code, job.native_code = "failed", 128 + signal, f"signal:{signal}"
+    elif kind == _EVENT.JOB_ABORTED:
+        job.state, job.reason = "cancelled", str(event.get("Reason", ""))
+    elif kind == _EVENT.JOB_AD_INFORMATION:
+        site = event.get("MachineAttrGLIDEIN_Site0")
+        if isinstance(site, str) and site:
+            job.site = site
+
+
+class EventLog:
+    """A job event log followed with ``htcondor2.JobEventLog`` as it grows.
+
+    :meth:`update` reads the events written since the last call (a partly written event
+    waits for the next call); :attr:`jobs` maps ``"cluster.proc"`` to what the log says.
+    A log that does not exist (yet) reads as empty; one that cannot be read raises
+    ``HTCondorException``/``OSError``.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.jobs: dict[str, LoggedJob] = {}
+        self._log: htcondor2.JobEventLog | None = None
+
+    def update(self) -> dict[str, LoggedJob]:
+        if self._log is None:
+            if not self.path.exists():
+                return self.jobs
+            self._log = htcondor2.JobEventLog(str(self.path))
+        elif not self.path.exists():
+            # Deleted under us: the open file would never grow again.
+            raise FileNotFoundError(f"event log {self.path} was removed")
+        for event in self._log.events(stop_after=0):
+            if event.cluster < 0:
+                continue  # pseudo events (log rotation headers) name no job
+            job = self.jobs.setdefault(f"{event.cluster}.{event.proc}", LoggedJob())
+            apply_event(job, event)
+        return self.jobs
 
 
 def _quote(value: str) -> str:
@@ -137,12 +291,17 @@ class HTCondorBackend(Backend):
         python: str = "python3",
         shared_filesystem: bool = False,
         accounting_group: str | None = None,
+        max_starts: int | None = None,
     ):
         self.schedd_name = schedd_name
         self.collector = collector
         self.python = python
         self.shared_filesystem = shared_filesystem
         self.accounting_group = accounting_group
+        # periodic_release lets a job start this many times (the campaign's max_attempts).
+        self.max_starts = max_starts
+        self._logs: dict[Path, EventLog] = {}
+        self._cluster_logs: dict[str, EventLog] = {}
 
     @classmethod
     def from_campaign(cls, campaign: Campaign) -> HTCondorBackend:
@@ -154,6 +313,7 @@ class HTCondorBackend(Backend):
             shared_filesystem=options.get("shared_filesystem", "false").lower()
             in {"1", "true", "yes"},
             accounting_group=options.get("accounting_group"),
+            max_starts=campaign.retry.max_attempts,
         )
 
     # -- what is submitted -------------------------------------------------------------
@@ -179,8 +339,11 @@ class HTCondorBackend(Backend):
         run by hand); the campaign driver retries by itself and submits without them.
         """
         resources = site_resources(campaign)
+        # Grid sites run the image whatever the local runtime setting: the execute node has
+        # neither the submitter's environment nor its Python (Apptainer sites pull the
+        # same docker:// reference).
         image = campaign.container.image
-        in_container = campaign.container.runtime == "docker" and bool(image)
+        in_container = bool(image)
         list_argument = str(job_list) if self.shared_filesystem else job_list.name
         arguments = worker_command(list_argument, self.python, "$(entry)")[1:]
         environment = [
@@ -196,13 +359,15 @@ class HTCondorBackend(Backend):
             "arguments": _quote(" ".join(arguments)),
             "environment": _quote(" ".join(environment)),
             "getenv": "SMARTBKG_INJECT_FAULT",
-            # Copies the slot's site into the job ad as MachineAttrGLIDEIN_Site0 (polled).
+            # Copies the slot's site into the job ad as MachineAttrGLIDEIN_Site0, and into
+            # the event log (a job ad information event after each event).
             "job_machine_attrs": "GLIDEIN_Site",
+            "job_ad_information_attrs": "MachineAttrGLIDEIN_Site0",
             "request_cpus": str(resources.cores),
             "request_memory": str(resources.memory_mb),  # MiB
             "request_disk": str(resources.disk_mb * 1024),  # KiB
             "initialdir": output_dir,
-            "log": f"{campaign.name}.htcondor.log",
+            "log": self.event_log_path(campaign, output_dir).name,
             "output": "$(job_index).attempt$(attempt).$(ClusterId).$(ProcId).out",
             "error": "$(job_index).attempt$(attempt).$(ClusterId).$(ProcId).err",
             "+SmartbkgCampaign": _quote(campaign.campaign_id),
@@ -244,6 +409,11 @@ class HTCondorBackend(Backend):
         if self.accounting_group:
             keys["accounting_group"] = self.accounting_group
         return htcondor2.Submit(keys)
+
+    @staticmethod
+    def event_log_path(campaign: Campaign, output_dir: str | Path) -> Path:
+        """The job event log of a campaign's clusters (relative to ``initialdir``)."""
+        return Path(output_dir) / f"{campaign.name}.htcondor.log"
 
     @staticmethod
     def item_rows(jobs: Sequence[JobInput]) -> list[dict[str, str]]:
@@ -337,12 +507,15 @@ class HTCondorBackend(Backend):
                 return htcondor2.Schedd(ad)
             return htcondor2.Schedd()
         except (htcondor2.HTCondorException, OSError, ValueError) as error:
-            collector = (
-                self.collector or htcondor2.param.get("COLLECTOR_HOST") or "(none configured)"
+            collector = self.collector or htcondor2.param.get("COLLECTOR_HOST")
+            schedd = (
+                f"schedd {self.schedd_name}"
+                if self.schedd_name
+                else f"the local schedd {htcondor2.param.get('SCHEDD_HOST') or '(SCHEDD_HOST unset)'}"
             )
-            schedd = self.schedd_name or htcondor2.param.get("SCHEDD_HOST") or "the local schedd"
             raise SubmitError(
-                f"htcondor: no pool reachable (collector {collector}, schedd {schedd}): {error}; "
+                f"htcondor: cannot reach {schedd} through collector "
+                f"{collector or '(none configured)'}: {str(error).rstrip('.')}; "
                 "set CONDOR_CONFIG or _CONDOR_COLLECTOR_HOST / backend.options.collector, "
                 "or review the submission with --dry-run"
             ) from None
@@ -359,41 +532,71 @@ class HTCondorBackend(Backend):
         schedd = self._schedd()
         try:
             result = schedd.submit(description, itemdata=iter(self.item_rows(jobs)))
-        except htcondor2.HTCondorException as error:
+        except (htcondor2.HTCondorException, OSError) as error:
             raise SubmitError(f"htcondor: submission to the schedd failed: {error}") from None
         cluster, first_proc = result.cluster(), result.first_proc()
+        path = self.event_log_path(campaign, output_dir)
+        self._cluster_logs[str(cluster)] = self._logs.setdefault(path, EventLog(path))
         return [
             attempt_handle(job_input, self.name, f"{cluster}.{first_proc + offset}")
             for offset, job_input in enumerate(jobs)
         ]
 
     def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:
+        """States from the clusters' event logs; the schedd only for what they can't tell."""
         if not handles:
             return []
+        logged = self._read_logs(handles)
+        states: dict[str, JobState] = {}
+        for handle in handles:
+            job = logged.get(handle.backend_job_id)
+            if job is not None:
+                states[handle.backend_job_id] = job.to_state(handle, self.max_starts)
+        missing = [handle for handle in handles if handle.backend_job_id not in states]
+        if missing:
+            states.update(self._query_schedd(missing))
+        return [states[handle.backend_job_id] for handle in handles]
+
+    def _read_logs(self, handles: Sequence[JobHandle]) -> dict[str, LoggedJob]:
+        """What the event logs of these handles' clusters say, each log read once."""
+        clusters = {handle.backend_job_id.split(".")[0] for handle in handles}
+        logs = {
+            self._cluster_logs[c].path: self._cluster_logs[c]
+            for c in clusters & self._cluster_logs.keys()
+        }
+        jobs: dict[str, LoggedJob] = {}
+        for path, log in logs.items():
+            try:
+                jobs.update(log.update())
+            except (htcondor2.HTCondorException, OSError) as error:
+                # Lost or unreadable: the schedd answers for its clusters from now on.
+                _log.warning("event log %s unreadable (%s); asking the schedd", path, error)
+                self._cluster_logs = {c: k for c, k in self._cluster_logs.items() if k is not log}
+                self._logs.pop(path, None)
+        return jobs
+
+    def _query_schedd(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
         schedd = self._schedd()
         clusters = sorted({handle.backend_job_id.split(".")[0] for handle in handles})
         constraint = " || ".join(f"ClusterId == {cluster}" for cluster in clusters)
         try:
             ads = {_job_id(ad): ad for ad in schedd.query(constraint, PROJECTION)}
-            missing = [h for h in handles if h.backend_job_id not in ads]
-            if missing:
+            if any(h.backend_job_id not in ads for h in handles):
                 for ad in schedd.history(constraint, PROJECTION):
                     ads.setdefault(_job_id(ad), ad)
         except htcondor2.HTCondorException as error:
             raise SubmitError(f"htcondor: cannot query the schedd: {error}") from None
-        states = []
+        states = {}
         for handle in handles:
             ad = ads.get(handle.backend_job_id)
             if ad is None:
-                states.append(
-                    JobState(
-                        handle=handle,
-                        state="failed",
-                        native_reason="job in neither the schedd queue nor its history",
-                    )
+                states[handle.backend_job_id] = JobState(
+                    handle=handle,
+                    state="failed",
+                    native_reason="job in neither its event log, the schedd queue nor its history",
                 )
             else:
-                states.append(job_state(dict(ad), handle))
+                states[handle.backend_job_id] = job_state(ad, handle, self.max_starts)
         return states
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
@@ -401,10 +604,12 @@ class HTCondorBackend(Backend):
             return
         schedd = self._schedd()
         try:
+            # The reason goes as (text, code): htcondor2 25.x drops a plain string reason
+            # (Schedd.act only unpacks a tuple) and the schedd records no reason at all.
             schedd.act(
                 htcondor2.JobAction.Remove,
                 [handle.backend_job_id for handle in handles],
-                "cancelled by smartbkg-prod",
+                (CANCEL_REASON, None),
             )
         except htcondor2.HTCondorException as error:
             raise SubmitError(f"htcondor: cannot remove jobs: {error}") from None
