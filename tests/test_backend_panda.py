@@ -27,7 +27,7 @@ from click.testing import CliRunner
 pytest.importorskip("pandaclient")
 
 from smartbkg_prod.backends import panda as panda_backend  # noqa: E402
-from smartbkg_prod.backends.base import JobHandle, RetryChanges  # noqa: E402
+from smartbkg_prod.backends.base import JobHandle  # noqa: E402
 from smartbkg_prod.backends.panda import PandaBackend, job_entry, native_code  # noqa: E402
 from smartbkg_prod.cli import main  # noqa: E402
 from smartbkg_prod.errors import SubmitError  # noqa: E402
@@ -377,23 +377,9 @@ def test_poll_reads_job_records_in_bounded_chunks(panda_server, panda_campaign, 
     assert [len(r["body"]["job_ids"]) for r in panda_server.requests[4:]] == [3, 1]
 
 
-def test_retry_and_kill_go_to_the_task(panda_server, panda_campaign):
+def test_kill_goes_to_the_task(panda_server, panda_campaign):
     backend = PandaBackend.from_campaign(panda_campaign)
-    inputs = job_inputs(panda_campaign)
-    handles = backend.submit(panda_campaign, inputs)
-    changes = RetryChanges(memory_mb=24000, exclude_sites=["SITE_C"])
-    (retried,) = backend.retry(panda_campaign, inputs[1], changes)
-    assert retried.backend_job_id == "4242/1"
-    retry = panda_server.requests[-1]
-    assert retry["endpoint"] == "task/retry"
-    assert retry["body"] == {
-        "task_id": 4242,
-        "new_parameters": {
-            "ramCount": 3000,
-            "maxWalltime": 2,
-            "excludedSite": ["SITE_B", "SITE_C"],
-        },
-    }
+    handles = backend.submit(panda_campaign, job_inputs(panda_campaign))
     backend.cancel(handles)
     assert panda_server.requests[-1]["endpoint"] == "task/kill"
     assert panda_server.requests[-1]["body"] == {"task_id": 4242}

@@ -11,7 +11,9 @@ and report as output datasets, ``ramCount`` (MB per core), ``coreCount``, ``maxW
 
 Everything goes through ``pandaclient.Client``: ``insertTaskParams``, ``getTaskStatus``,
 ``getJediTaskDetails`` (the task's PanDA IDs), ``getFullJobStatus`` (per-job state and
-error codes), ``killTask``, ``retryTask``. Native codes: ``pilot:N`` (pilotErrorCode),
+error codes), ``killTask``. Retries: PanDA reruns a task's failed jobs itself up to
+``maxAttempt``; once those are spent, the driver's next attempt is a new task (see
+:mod:`smartbkg_prod.backends.base`). Native codes: ``pilot:N`` (pilotErrorCode),
 ``jobDispatcher:N``, ``taskBuffer:N``, ``exit:N`` (payload exit code), read in that order.
 
 Auth comes from the usual environment: ``PANDA_AUTH=oidc`` + ``PANDA_AUTH_VO`` + a token
@@ -40,8 +42,6 @@ from smartbkg_prod.backends.base import (
     Backend,
     JobHandle,
     JobState,
-    RetryChanges,
-    apply_retry_changes,
     attempt_handle,
     site_resources,
     worker_command,
@@ -191,7 +191,6 @@ class PandaBackend(Backend):
         self.site = site
         self.python = python
         # (campaign id, job index) -> (jediTaskID, job-list entry) of the latest submission.
-        self._tasks: dict[tuple[str, int], tuple[int, int]] = {}
 
     @classmethod
     def from_campaign(cls, campaign: Campaign) -> PandaBackend:
@@ -405,11 +404,10 @@ class PandaBackend(Backend):
         if code not in (0, 3):
             raise SubmitError(f"panda: task rejected (code {code}): {reply}")
         task_id = jedi_task_id(str(reply))
-        handles = []
-        for entry, job_input in enumerate(jobs):
-            self._tasks[(job_input.job.campaign_id, job_input.job.index)] = (task_id, entry)
-            handles.append(attempt_handle(job_input, self.name, f"{task_id}/{entry}"))
-        return handles
+        return [
+            attempt_handle(job_input, self.name, f"{task_id}/{entry}")
+            for entry, job_input in enumerate(jobs)
+        ]
 
     def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:
         if not handles:
@@ -470,26 +468,3 @@ class PandaBackend(Backend):
             status, output = client.killTask(task_id)
             if status != 0:
                 raise SubmitError(f"panda: cannot kill task {task_id}: {output}")
-
-    def retry(self, campaign: Campaign, job: JobInput, changes: RetryChanges) -> list[JobHandle]:
-        """Retry the job's task (failed jobs only) with the changed resources; a job whose
-        task this backend did not submit goes into a new task."""
-        known = self._tasks.get((job.job.campaign_id, job.job.index))
-        if known is None:
-            return super().retry(campaign, job, changes)
-        task_id, entry = known
-        changed = apply_retry_changes(campaign, changes)
-        resources = site_resources(changed)
-        new_params = {
-            "ramCount": math.ceil(resources.memory_mb / resources.cores),
-            "maxWalltime": math.ceil(resources.walltime_s / 3600),
-            "excludedSite": list(changed.backend.sites.excluded),
-        }
-        client = self._client()
-        status, output = client.retryTask(task_id, properErrorCode=True, newParams=new_params)
-        if status != 0:
-            raise SubmitError(f"panda: cannot retry task {task_id}: {output}")
-        code, message = output
-        if code not in (0, None, True):
-            raise SubmitError(f"panda: retry of task {task_id} refused (code {code}): {message}")
-        return [attempt_handle(job, self.name, f"{task_id}/{entry}")]
