@@ -325,6 +325,14 @@ esac
 """
 
 
+def fake_python(tmp_path: Path) -> str:
+    """FAKE_WORKER as an executable file, the python of a SlurmBackend under test."""
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_WORKER)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return str(fake)
+
+
 def wait_until_finished(backend, handles, timeout=60.0):
     deadline = time.time() + timeout
     while True:
@@ -338,9 +346,6 @@ def wait_until_finished(backend, handles, timeout=60.0):
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_real_array_tasks_report_exit_codes_signals_and_cancellation(slurm_cluster, tmp_path):
-    fake = tmp_path / "fake-python"
-    fake.write_text(FAKE_WORKER)
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     campaign = Campaign(
         name="plumbing",
         process="bbbar_mixed",
@@ -348,7 +353,7 @@ def test_real_array_tasks_report_exit_codes_signals_and_cancellation(slurm_clust
         events_per_job=10,
         resources={"memory_mb": 200, "walltime_s": 300},
     )
-    backend = SlurmBackend(python=str(fake))
+    backend = SlurmBackend(python=fake_python(tmp_path))
     handles = backend.submit(campaign, job_inputs(campaign, tmp_path))
     assert len({h.backend_job_id.split("_")[0] for h in handles}) == 1  # one array
     deadline = time.time() + 60
@@ -368,12 +373,35 @@ def test_real_array_tasks_report_exit_codes_signals_and_cancellation(slurm_clust
 
 @pytest.mark.slow
 @pytest.mark.slurm
+def test_a_suspended_task_is_running(slurm_cluster, tmp_path):
+    """scontrol suspend: the task resumes where it was, so it is running (was 'held', which
+    the driver cancelled and counted as a failure)."""
+    campaign = Campaign(name="suspend", process="bbbar_mixed", events=40, events_per_job=10)
+    backend = SlurmBackend(python=fake_python(tmp_path))
+    handle = backend.submit(campaign, job_inputs(campaign, tmp_path))[3]  # sleeps
+    try:
+        deadline = time.time() + 60
+        while backend.poll([handle])[0].state != "running":
+            assert time.time() < deadline, slurm_cluster.logs()
+            time.sleep(0.3)
+        command = ["scontrol", "suspend", handle.backend_job_id]
+        suspend = subprocess.run(command, capture_output=True, text=True)
+        assert suspend.returncode == 0, suspend.stderr
+        command = ["scontrol", "show", "job", "-o", handle.backend_job_id]
+        assert (
+            "JobState=SUSPENDED" in subprocess.run(command, capture_output=True, text=True).stdout
+        )
+        (state,) = backend.poll([handle])
+        assert (state.state, state.exit_code, state.native_code) == ("running", None, None)
+    finally:
+        backend.cancel([handle])
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_purged_arrays_are_read_from_the_jobcomp_file(slurm_cluster, tmp_path):
-    fake = tmp_path / "fake-python"
-    fake.write_text(FAKE_WORKER)
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     campaign = Campaign(name="purged", process="bbbar_mixed", events=20, events_per_job=10)
-    backend = SlurmBackend(python=str(fake))
+    backend = SlurmBackend(python=fake_python(tmp_path))
     handles = backend.submit(campaign, job_inputs(campaign, tmp_path))
     wait_until_finished(backend, handles)
     # Fake: a controller that forgot the array (purged after MinJobAge, an hour on the test
@@ -511,9 +539,6 @@ def test_campaign_through_slurm_matches_local_accounting_with_a_retried_kill(
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_retry_with_more_memory_reaches_sbatch(slurm_cluster, tmp_path):
-    fake = tmp_path / "fake-python"
-    fake.write_text(FAKE_WORKER)
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     campaign = Campaign(
         name="retry",
         process="bbbar_mixed",
@@ -521,7 +546,7 @@ def test_retry_with_more_memory_reaches_sbatch(slurm_cluster, tmp_path):
         events_per_job=10,
         resources={"memory_mb": 100},
     )
-    backend = SlurmBackend(python=str(fake))
+    backend = SlurmBackend(python=fake_python(tmp_path))
     (job_input,) = job_inputs(campaign, tmp_path)
     retry_input = job_input.model_copy(update={"attempt": 2})
     # What the driver submits for a job recovery gave more memory (CampaignRunner._launch).

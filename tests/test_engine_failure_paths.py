@@ -4,7 +4,8 @@
   engine's message is kept on them, ``submit`` exits with one line and can be resumed
   (HTCondor with no pool, through the real CLI; Slurm's sbatch refusing a partition, on
   the real test cluster).
-- A suspended job is running, not failed (real Slurm: ``scontrol suspend``).
+- A suspended job is running, not failed (real Slurm: ``scontrol suspend``, in
+  ``test_backend_slurm.py``).
 - A held job is removed only once the engine's own release window has passed, or at once
   for a hold no release fixes (HTCondor: event log in HTCondor's format, Schedd.act with
   its transport replaced, see ``htcondor_wire.py``; no pool can run here).
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 import threading
@@ -118,46 +118,6 @@ def test_slurm_refusing_a_partition_uses_no_attempt_then_resumes(slurm_cluster, 
     assert (status["jobs_submit_refused"], status["submit_error"]) == (0, None)
     with Store(db).session() as session:
         assert sorted(session.scalars(select(AttemptRow.attempt))) == [1, 1]
-
-
-SLEEPER = """#!/bin/bash
-# Stands in for python: the array task sleeps, so that it can be suspended.
-sleep 60
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.slurm
-def test_a_suspended_slurm_task_is_running(slurm_cluster, tmp_path):
-    from smartbkg_prod.backends.slurm import SlurmBackend
-    from smartbkg_prod.plan import JobInput
-
-    fake = tmp_path / "fake-python"
-    fake.write_text(SLEEPER)
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    campaign = Campaign(name="suspend", process="bbbar_mixed", events=10, events_per_job=10)
-    backend = SlurmBackend(python=str(fake))
-    (job,) = plan_jobs(campaign)
-    (handle,) = backend.submit(
-        campaign, [JobInput(job=job, campaign=campaign, output_dir=str(tmp_path), backend="slurm")]
-    )
-    try:
-        deadline = time.time() + 60
-        while backend.poll([handle])[0].state != "running":
-            assert time.time() < deadline, slurm_cluster.logs()
-            time.sleep(0.3)
-        suspend = subprocess.run(
-            ["scontrol", "suspend", handle.backend_job_id], capture_output=True, text=True
-        )
-        assert suspend.returncode == 0, suspend.stderr
-        shown = subprocess.run(
-            ["scontrol", "show", "job", "-o", handle.backend_job_id], capture_output=True, text=True
-        ).stdout
-        assert "JobState=SUSPENDED" in shown
-        (state,) = backend.poll([handle])
-        assert (state.state, state.exit_code, state.native_code) == ("running", None, None)
-    finally:
-        backend.cancel([handle])
 
 
 # -- HTCondor holds, through the event log and Schedd.act ---------------------------------------
