@@ -51,12 +51,12 @@ def test_a_crash_gets_one_more_try_and_a_reproduced_crash_a_kill_proposal():
     assert actions(twice)[0] is Action.KILL
 
 
-def test_memory_twice_is_split_not_a_third_try():
-    records = successes(10) + [
-        attempt(0, exit_code=50, memory_used_mb=2050, memory_requested_mb=2000),
-        attempt(0, exit_code=50, attempt=2, memory_used_mb=3050, memory_requested_mb=3000),
-    ]
-    assert actions(records)[0] is Action.SPLIT_JOB
+def test_out_of_memory_again_after_a_raise_is_split_not_a_third_try():
+    first = attempt(0, exit_code=50, memory_used_mb=2050, memory_requested_mb=2000)
+    plain_retry = attempt(0, exit_code=50, attempt=2, memory_used_mb=2050, memory_requested_mb=2000)
+    assert actions([*successes(10), first, plain_retry])[0] is Action.RESUBMIT_MORE_MEMORY
+    raised = attempt(0, exit_code=50, attempt=2, memory_used_mb=3050, memory_requested_mb=3000)
+    assert actions([*successes(10), first, raised])[0] is Action.SPLIT_JOB
 
 
 def test_stage_out_twice_at_the_same_site_moves_the_job_elsewhere():

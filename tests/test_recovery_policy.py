@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.recovery_simulator import SimulatorConfig, simulate
 from smartbkg_prod.recovery.actions import Action, retry_changes
 from smartbkg_prod.recovery.classifier import ActionClassifier, evaluate
 from smartbkg_prod.recovery.failures import FailureRecord, latest_failures
 from smartbkg_prod.recovery.features import failure_features
 from smartbkg_prod.recovery.recommend import recommend
 from smartbkg_prod.recovery.rules import decide
-from smartbkg_prod.recovery.simulator import SimulatorConfig, simulate
 
 
 def attempt(job, site, exit_code=0, attempt=1, campaign="c1", **fields):

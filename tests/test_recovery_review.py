@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from benchmarks.recovery_simulator import SimulatorConfig, simulate
 from smartbkg_prod.plan import plan_jobs
 from smartbkg_prod.recovery.actions import Action
 from smartbkg_prod.recovery.apply import apply_decisions
@@ -28,7 +29,6 @@ from smartbkg_prod.recovery.review import (
     refresh_recommendations,
     train,
 )
-from smartbkg_prod.recovery.simulator import SimulatorConfig, simulate
 from smartbkg_prod.report import JobReport
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import CANCELLED, DONE, FAILED, PENDING

@@ -13,7 +13,7 @@ The flow, one module per step::
     records     recovery's tables and all its store access (overrides, splits, models)
     review      refresh, accept / override (stored as labels), train, evaluate
     apply       carry out decided actions in the store with exact event accounting
-    simulator   fault-injection simulator for tests and the benchmark
+    cases       the independent operator corpus that scores rules and classifier
 
 A driver reads :func:`records.job_overrides` and :func:`records.split_jobs` to run what
 ``recover apply`` changed; ``smartbkg-prod recover ...`` is the command line.

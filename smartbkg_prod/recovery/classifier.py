@@ -11,6 +11,11 @@ Why a random forest (scikit-learn) and not a neural net or gradient boosting:
   thousand decisions train in a second on one core, with no GPU;
 - ``predict_proba`` gives the confidence shown to the operator.
 
+The forest also sees the rules' proposal for each row (``rule=<action>``): the rules are
+the field's reading of the failure itself (deterministic, transient, resources, the job's
+own history), so the forest starts from it and learns where operators decide otherwise,
+instead of leaning on campaign-wide rates alone.
+
 >>> model = ActionClassifier(n_estimators=10)
 >>> rows = [{"category=memory": 1.0}, {"category=storage": 1.0}] * 5
 >>> model.fit(rows, ["resubmit_more_memory", "resubmit"] * 5).predict(rows[:1])[0][0].value
@@ -31,6 +36,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from smartbkg_prod.recovery.actions import ACTIONS, Action
+from smartbkg_prod.recovery.rules import decide
 
 # Below this many recorded decisions the rules stay in charge.
 MIN_LABELS = 50
@@ -51,8 +57,12 @@ class ActionClassifier:
         )
         self.n_labels = 0
 
+    @staticmethod
+    def _with_rules(rows: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+        return [{**row, f"rule={decide(row).action.value}": 1.0} for row in rows]
+
     def fit(self, rows: Sequence[dict[str, float]], labels: Sequence[str]) -> ActionClassifier:
-        matrix = self.vectorizer.fit_transform(rows)
+        matrix = self.vectorizer.fit_transform(self._with_rules(rows))
         self.forest.fit(matrix, np.asarray([Action(label).value for label in labels]))
         self.n_labels = len(labels)
         return self
@@ -63,7 +73,7 @@ class ActionClassifier:
 
     def predict_proba(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
         """Probabilities, one column per :attr:`classes` entry."""
-        return self.forest.predict_proba(self.vectorizer.transform(rows))
+        return self.forest.predict_proba(self.vectorizer.transform(self._with_rules(rows)))
 
     def predict(self, rows: Sequence[dict[str, float]]) -> tuple[list[Action], np.ndarray]:
         """Most likely action per row and its probability (the confidence)."""

@@ -4,13 +4,17 @@ For each job whose last attempt failed, :func:`failure_features` returns one fla
 ``{name: value}`` mapping (stored with the recommendation, so a decision can later be
 replayed as a training example exactly as the model saw it). Three groups:
 
-- the attempt: code / category / source indicators, transient flag, attempt number,
-  memory and walltime used over requested, progress and projected need, log keywords;
-- the job's history: failed attempts, distinct sites, repeats of the same code;
+- the attempt: code / category / source indicators, what the code says about a retry
+  (transient, deterministic, generic, known, oversize), attempt number, memory and
+  walltime used over requested, progress and projected need, log keywords;
+- the job's history: failed attempts, distinct sites, repeats of the same code (anywhere
+  and at this site), failures of the same category, whether memory / walltime were raised;
 - the campaign (the CMS recovery panel's code x site matrix, reduced to what generalises
   to sites never seen in training): the site's failure rate, failures of this code at this
   site, its share of the code's failures, the code's rate at the other sites, the number of
-  sites and the fraction of jobs the code touches.
+  sites (with and without this code), the fraction of jobs the code touches, and how often
+  retries of this code succeeded. A campaign without a single success gets the neutral
+  prior failure rate (``PRIOR_FAILURE_RATE``) instead of 100%.
 
 Site names are deliberately not features: a site that is broken in one campaign is healthy
 in the next, and the rates above carry what the name would.
@@ -58,6 +62,8 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "job_same_code",
     "job_same_code_site",
     "job_category_failures",
+    "job_memory_raised",
+    "job_walltime_raised",
     "site_attempts",
     "site_failure_rate",
     "site_code_failures",
@@ -106,6 +112,13 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(
         numerator, denominator, out=np.zeros_like(numerator, dtype=float), where=denominator > 0
     )
+
+
+def _raised(job: np.ndarray, request: np.ndarray) -> np.ndarray:
+    """1 where a record's request is above the smallest request of its job's attempts."""
+    smallest = np.full(job.max() + 1, np.inf)
+    np.fmin.at(smallest, job, request)
+    return (request > smallest[job]).astype(float)
 
 
 def _optional(values: Sequence[float | None]) -> np.ndarray:
@@ -171,6 +184,10 @@ def failure_features(
     recovered = failed & (last_success[job] > attempt)
     code_retried = _count(campaign_code, retried)
 
+    # Did the job already get more memory (walltime) than on its first attempt?
+    memory_request = _optional([r.memory_requested_mb for r in records])
+    walltime_request = _optional([r.walltime_requested_s for r in records])
+
     numeric = {
         "attempt": attempt,
         "transient": np.asarray([r.info.transient for r in records], dtype=float),
@@ -189,6 +206,8 @@ def failure_features(
         "job_same_code": _count(_group(job, code), failed),
         "job_same_code_site": _count(_group(job, code, site), failed),
         "job_category_failures": _count(_group(job, category), failed),
+        "job_memory_raised": _raised(job, memory_request),
+        "job_walltime_raised": _raised(job, walltime_request),
         "site_attempts": site_attempts,
         "site_failure_rate": _ratio(site_failures, site_attempts),
         "site_code_failures": site_code_failures,

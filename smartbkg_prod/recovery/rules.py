@@ -11,7 +11,7 @@ same feature row the classifier sees. In order:
    on first sight: a retry fails the same way. Kill is never applied without review;
 2. output or input over a size limit -> split (fewer events per job);
 3. memory / walltime -> more of it, or a split when the need is far beyond a raise or
-   the job already failed that way twice;
+   the job failed that way again after a raise;
 4. a site that holds most of a code's failures and fails often, or where this job failed
    twice the same way -> exclude it; never the campaign's only site;
 5. a non-transient crash or input error on many jobs at several sites, or one the job
@@ -79,11 +79,11 @@ def _resource(row: dict[str, float], kind: str, split_above: float) -> RuleDecis
     action = Action.RESUBMIT_MORE_MEMORY if kind == "memory" else Action.RESUBMIT_MORE_WALLTIME
     progress = row.get("progress")
     need = row.get(f"projected_{kind}_ratio", row.get(f"{kind}_ratio"))
-    if row.get("job_category_failures", 1.0) >= REPEATED:
+    if row.get("job_category_failures", 1.0) >= REPEATED and row.get(f"job_{kind}_raised"):
         return RuleDecision(
             Action.SPLIT_JOB, 0.7,
-            f"the job ran out of {kind} {row['job_category_failures']:.0f} times: "
-            "fewer events per job, not another try",
+            f"the job ran out of {kind} {row['job_category_failures']:.0f} times, the last "
+            "time after a raise: fewer events per job, not another try",
         )  # fmt: skip
     # Splitting helps when the need grows with events: a job that died at its first
     # event needs a raise; one whose progress is unknown is judged by its need alone.

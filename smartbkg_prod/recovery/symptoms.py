@@ -41,7 +41,8 @@ LOG_KEYWORDS: dict[str, tuple[str, ...]] = {
     ),
     "storage": (
         "no space", "stage-out", "stageout", "stage out", "checksum", "permission denied",
-        "i/o error", "xrootd", "quota", "transfer failed",
+        "i/o error", "xrootd", "quota", "transfer failed", "disk usage", "disk limit",
+        "exceeded disk",
     ),
     "gpu": ("cuda", "gpu", "nvidia", "ecc"),
     "input": ("corrupt", "no such file", "cannot open", "truncated", "replica"),

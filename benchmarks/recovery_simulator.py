@@ -1,5 +1,10 @@
 """Fault-injection simulator: campaigns on configurable sites, failure histories with labels.
 
+Not part of the installed package (nothing in production uses it): it trains and scores
+the classifier in ``bench_recovery.py`` and in the tests. Its labels come from its own
+failure modes, so figures on it measure consistency with ourselves; the independent corpus
+(``smartbkg_prod/recovery/cases/``) measures the policies on engine histories it never saw.
+
 Each simulated campaign runs on a handful of sites through one engine "flavour" (local
 worker codes, HTCondor holds, Slurm states, PanDA pilot codes, CMS WMCore codes), with
 injected failure modes:
@@ -20,7 +25,18 @@ corrupted replica at a site   input read errors at one site          exclude_sit
 draining site                 evictions / preemptions at one site    exclude_site
 software bug                  same crash on many jobs at all sites   kill
 corrupted input everywhere    input errors on every job              kill
+campaign misconfigured        deterministic code on every job        kill
+                              (invalid spec, corrupt model, image)
+job crashing on its events    the same crash on every attempt        resubmit on first
+                                                                     sight, kill when seen
+                                                                     twice
+output too large              a size-limit code on some jobs         split_job
 ============================  =====================================  =====================
+
+Engine-level failures often come with a generic code (a kill signal, a site's policy
+hold, Slurm's CANCELLED, PanDA's "unknown payload failure") or a real code missing from
+the taxonomy's tables; the memory and walltime used, and the log line when there is one,
+carry the cause.
 
 A job's true best action follows from the mode of its last failed attempt; the operator's
 recorded label is that action except for a ``label_noise`` fraction, where the operator
@@ -59,15 +75,15 @@ Symptom = tuple[str | None, int]
 SYMPTOMS: dict[str, dict[str, tuple[Symptom, ...]]] = {
     "memory": {
         "local": ((None, 50), (None, 137)),
-        "htcondor": (("HoldReasonCode=34/102", 0),),
-        "slurm": (("slurm:OUT_OF_MEMORY", 0),),
-        "panda": (("pilot:1212", 0), ("pilot:1235", 0), ("pilot:1223", 0)),
+        "htcondor": (("HoldReasonCode=34/102", 0), ("HoldReasonCode=26", 0)),
+        "slurm": (("slurm:OUT_OF_MEMORY", 0), ("slurm:FAILED/137", 137)),
+        "panda": (("pilot:1212", 0), ("pilot:1235", 0), ("pilot:1223", 0), ("pilot:1220", 0)),
         "wmcore": (("wmcore:50660", 0), ("wmcore:8031", 0), ("wmcore:8004", 0)),
     },
     "walltime": {
         "local": ((None, 51),),
         "htcondor": (("HoldReasonCode=46", 0), ("HoldReasonCode=47", 0)),
-        "slurm": (("slurm:TIMEOUT", 0),),
+        "slurm": (("slurm:TIMEOUT", 0), ("slurm:CANCELLED", 0)),
         "panda": (("pilot:1213", 0), ("pilot:1204", 0)),
         "wmcore": (("wmcore:50664", 0), ("wmcore:71304", 0), ("wmcore:8032", 0)),
     },
@@ -107,11 +123,18 @@ SYMPTOMS: dict[str, dict[str, tuple[Symptom, ...]]] = {
             ("HoldReasonCode=1008", 0),
             ("HoldReasonCode=1002", 0),
         ),
-        "slurm": (("slurm:NODE_FAIL", 0), ("slurm:BOOT_FAIL", 0), ("slurm:PREEMPTED", 0)),
+        "slurm": (
+            ("slurm:NODE_FAIL", 0),
+            ("slurm:BOOT_FAIL", 0),
+            ("slurm:PREEMPTED", 0),
+            ("slurm:CANCELLED", 0),
+        ),
         "panda": (
             ("pilot:1316", 0),
             ("pilot:1318", 0),
             ("pilot:1367", 0),
+            ("pilot:1379", 0),
+            ("pilot:1330", 0),  # JSONRETRIEVALTIMEOUT: a real code the tables do not list
             ("jobDispatcher:100", 0),
         ),
         "wmcore": (("wmcore:71301", 0), ("wmcore:99303", 0), ("wmcore:50513", 0)),
@@ -123,11 +146,29 @@ SYMPTOMS: dict[str, dict[str, tuple[Symptom, ...]]] = {
         "panda": (("pilot:1305", 0), ("pilot:1203", 0)),
         "wmcore": (("wmcore:50115", 0), ("signal:11", 139)),
     },
+    "deterministic": {
+        "local": ((None, 10), (None, 30), (None, 20)),
+        "htcondor": (("HoldReasonCode=35", 0), (None, 30)),
+        "slurm": (("slurm:FAILED/10", 10), ("slurm:FAILED/30", 30)),
+        "panda": (("pilot:1360", 0), ("pilot:1349", 0), ("pilot:1335", 0)),
+        "wmcore": (("wmcore:8501", 0),),
+    },
+    "oversize": {
+        "local": ((None, 153),),
+        "htcondor": (("HoldReasonCode=33", 0), ("HoldReasonCode=34/104", 0)),
+        "slurm": (("slurm:FAILED/153", 153),),
+        "panda": (("pilot:1124", 0), ("pilot:1168", 0)),
+        "wmcore": (("wmcore:50662", 0),),
+    },
 }
 
 LOG_LINES: dict[str, tuple[str, ...]] = {
     "memory": ("MemoryError: cannot allocate array", "Killed: out of memory (cgroup RSS limit)"),
-    "walltime": ("walltime limit reached, terminating", "job exceeded its time limit"),
+    "walltime": (
+        "walltime limit reached, terminating",
+        "job exceeded its time limit",
+        "*** JOB 81 ON n12 CANCELLED AT 2024-03-01T10:00:00 DUE TO TIME LIMIT ***",
+    ),
     "storage": (
         "stage-out failed: No space left on device",
         "checksum mismatch after copy",
@@ -150,7 +191,15 @@ LOG_LINES: dict[str, tuple[str, ...]] = {
         "connection reset by peer",
         "node failure detected by the batch system",
         "lost heartbeat",
+        "Job was preempted",
+        "*** JOB 81 ON n12 CANCELLED AT 2024-03-01T10:00:00 DUE TO PREEMPTION ***",
     ),
+    "deterministic": (
+        "campaign spec invalid: filter.mode must be one of off, cut, sample",
+        "filter model is corrupt: sha256 mismatch",
+        "Image not found",
+    ),
+    "oversize": ("Output file too large", "maximum output transfer size exceeded"),
     "crash": ("Segmentation fault (core dumped)", "Traceback (most recent call last): IndexError"),
 }
 
@@ -165,7 +214,11 @@ MODE_ACTION = {
     "drain": Action.EXCLUDE_SITE,
     "crash_bug": Action.KILL,
     "input_everywhere": Action.KILL,
+    "deterministic": Action.KILL,
+    "oversize": Action.SPLIT_JOB,
 }
+# Failure modes of the site, not of the job: the job can run elsewhere.
+SITE_MODES = ("transient", "storage_flaky", "storage_site", "gpu_site", "input_site", "drain")
 MEMORY_SPLIT_ABOVE = 2.0  # need / request beyond which a split beats a memory raise
 WALLTIME_SPLIT_ABOVE = 3.0
 
@@ -195,6 +248,9 @@ class SimulatorConfig(BaseModel):
     p_draining_site: float = 0.02
     p_software_bug: float = 0.006
     p_corrupted_input: float = 0.003
+    p_misconfigured: float = 0.006  # every job fails with a deterministic code
+    p_crashing_jobs: float = 0.03  # a few jobs crash on their own events every attempt
+    p_big_outputs: float = 0.02  # some jobs' output exceeds a size limit
 
 
 class LabelledFailure(BaseModel):
@@ -270,12 +326,18 @@ def _attempt_outcome(
     memory_mb: float,
     walltime_s: float,
     isolated_crash_rate: float,
+    campaign_fault: str | None = None,
+    job_fault: str | None = None,
 ) -> str | None:
     """The failure mode of one attempt, or None when it succeeds."""
+    if campaign_fault is not None:
+        return campaign_fault
     if corrupted_everywhere:
         return "input_everywhere"
     if buggy:
         return "crash_bug"
+    if job_fault is not None:
+        return job_fault
     if site.fault is not None and rng.random() < site.fault_rate:
         return site.fault
     if memory_need > memory_mb:
@@ -297,6 +359,7 @@ _SYMPTOM_OF_MODE = {
     "gpu_site": "gpu",
     "crash_bug": "crash",
     "crash_isolated": "crash",
+    "crash_job": "crash",
 }
 
 
@@ -336,6 +399,15 @@ def _campaign(
     if rng.random() < config.p_software_bug:
         buggy = rng.random(n_jobs) < rng.uniform(0.2, 0.6)
     corrupted_everywhere = rng.random() < config.p_corrupted_input
+    campaign_fault = "deterministic" if rng.random() < config.p_misconfigured else None
+    job_faults: list[str | None] = [None] * n_jobs
+    for fault, probability in (
+        ("crash_job", config.p_crashing_jobs),
+        ("oversize", config.p_big_outputs),
+    ):
+        if rng.random() < probability:
+            for job in np.flatnonzero(rng.random(n_jobs) < rng.uniform(0.02, 0.15)):
+                job_faults[int(job)] = fault
 
     records, labels = [], []
     for job_index in range(n_jobs):
@@ -354,6 +426,8 @@ def _campaign(
                 memory_mb,
                 walltime_s,
                 config.isolated_crash_rate,
+                campaign_fault,
+                job_faults[job_index],
             )
             records.append(
                 _record(rng, campaign_id, job_index, attempt, site, flavour, mode, n_events,
@@ -362,7 +436,12 @@ def _campaign(
             if mode is None:
                 break
         if mode is not None:
-            truth = _best_action(mode, memory_need / memory_mb, time_need * site.speed / walltime_s)
+            truth = _best_action(
+                mode, memory_need / memory_mb, time_need * site.speed / walltime_s, attempt
+            )
+            if mode in SITE_MODES and _same_failure_twice_at_one_site(records):
+                # What the operator sees: a third try where it failed twice is a waste.
+                truth = Action.EXCLUDE_SITE
             labels.append(
                 LabelledFailure(
                     campaign_id=campaign_id,
@@ -376,7 +455,24 @@ def _campaign(
     return SimulatedHistory(records=records, labels=labels)
 
 
-def _best_action(mode: str, memory_need_ratio: float, time_need_ratio: float) -> Action:
+def _same_failure_twice_at_one_site(records: list[FailureRecord]) -> bool:
+    """Whether the job's last two attempts (the last two records) failed the same way at
+    the same site."""
+    if len(records) < 2:
+        return False
+    last, before = records[-1], records[-2]
+    return (
+        before.job_index == last.job_index
+        and before.site == last.site
+        and before.failure_code == last.failure_code
+    )
+
+
+def _best_action(
+    mode: str, memory_need_ratio: float, time_need_ratio: float, attempt: int
+) -> Action:
+    if mode == "crash_job":  # a crash seen once may be the node; seen twice it is the job
+        return Action.KILL if attempt >= 2 else Action.RESUBMIT
     if mode == "memory":
         return (
             Action.SPLIT_JOB
@@ -428,8 +524,8 @@ def _record(
         elif mode == "walltime":
             progress = walltime_s / time_need * rng.uniform(0.95, 1.05)
             memory_used = min(memory_need, memory_mb) * rng.uniform(0.8, 1.0)
-        elif symptom == "storage":
-            progress = 1.0  # stage-out happens after the last event
+        elif symptom in ("storage", "oversize"):
+            progress = 1.0  # stage-out (and the size check) happens after the last event
             memory_used = min(memory_need, memory_mb) * rng.uniform(0.9, 1.0)
         else:
             progress = rng.uniform(0.0, 0.9)
