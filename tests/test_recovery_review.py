@@ -190,7 +190,7 @@ def test_kill_is_never_auto_accepted_and_cancels_only_what_is_not_done(store, fa
 def test_decisions_train_a_model_that_then_recommends(store, failed_campaign):
     with pytest.raises(RecoveryError, match="only 0 recorded decision"):
         train(store)
-    history = simulate(SimulatorConfig(n_campaigns=25, seed=5, label_noise=0.1))
+    history = simulate(SimulatorConfig(n_campaigns=25, seed=10, label_noise=0.1))
     truth = {
         (label.campaign_id, label.job_index): label.operator_action for label in history.labels
     }
