@@ -415,16 +415,11 @@ def schedd_backend(monkeypatch, **options) -> HTCondorBackend:
     return use_schedd(monkeypatch, HTCondorBackend(**options))
 
 
-def follow(backend: HTCondorBackend, cluster: str, path: Path) -> None:
-    """What submit() records: the cluster's event log."""
-    backend._cluster_logs[cluster] = backend._logs.setdefault(path, EventLog(path))
-
-
 def test_poll_answers_from_the_event_log_without_asking_the_schedd(monkeypatch, wire, tmp_path):
     backend = schedd_backend(monkeypatch, max_starts=3)
     path = tmp_path / "c.htcondor.log"
     path.write_text((RECORDS / "held_released_reconnected.log").read_text())
-    follow(backend, "781", path)
+    backend.follow(781, path)
     states = backend.poll([handle("781.0"), handle("781.1"), handle("781.2")])
     assert [s.state for s in states] == ["done", "cancelled", "pending"]
     assert wire.calls == []
@@ -447,7 +442,7 @@ def test_a_lost_event_log_hands_its_jobs_to_the_schedd(monkeypatch, wire, tmp_pa
     backend = schedd_backend(monkeypatch)
     path = tmp_path / "c.htcondor.log"
     path.write_text((RECORDS / "terminated_normally.log").read_text())
-    follow(backend, "2758", path)
+    backend.follow(2758, path)
     assert backend.poll([handle("2758.0")])[0].state == "done"
     path.unlink()
     wire.queue = [real_ad(ClusterId=2758, ProcId=0, JobStatus=2)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from monitor_reports import T0, campaign_reports, filtered_campaign, make_report, register
 
@@ -168,34 +169,35 @@ def test_backend_states_are_upserted_and_held_attempts_counted(store, tmp_path):
 
 
 def test_polling_a_backend_records_what_it_says(store, tmp_path):
-    from smartbkg_prod.backends.base import Backend
+    """The HTCondor backend following an event log in HTCondor's own format (a job held
+    for memory; tests/htcondor_records), the schedd never asked."""
+    pytest.importorskip("htcondor2")
+    from htcondor_wire import log_blocks
+
+    from smartbkg_prod.backends.htcondor import HTCondorBackend
 
     campaign = filtered_campaign(tmp_path)
     jobs = register(store, campaign, tmp_path)
-    store.start_attempt(jobs[3], "slurm", site="cluster")
+    store.start_attempt(jobs[3], "htcondor", site="T2_A")
     handle = JobHandle(
         campaign_id=campaign.campaign_id,
         job_index=3,
         attempt=1,
-        backend="slurm",
-        backend_job_id="77_3",
+        backend="htcondor",
+        backend_job_id="781.1",
     )
-
-    class HoldingBackend(Backend):
-        name = "slurm"
-
-        def submit(self, campaign, jobs):
-            raise NotImplementedError
-
-        def poll(self, handles):
-            return [
-                JobState(handle=h, state="held", native_code="slurm:PENDING(JobHeldAdmin)")
-                for h in handles
-            ]
-
-        def cancel(self, handles):
-            raise NotImplementedError
-
-    states = poll_backend(store, HoldingBackend(), [handle])
-    assert [state.state for state in states] == ["held"]
+    log = tmp_path / "held.htcondor.log"
+    log.write_text(
+        "".join(
+            block
+            for block in log_blocks("held_released_reconnected.log")
+            if "(781.001.000)" in block and "Job was aborted" not in block
+        )
+    )
+    backend = HTCondorBackend()
+    backend.follow(781, log)
+    states = poll_backend(store, backend, [handle])
+    assert [(state.state, state.native_code) for state in states] == [
+        ("held", "HoldReasonCode=34/102")
+    ]
     assert campaign_figures(store, campaign.campaign_id).attempts_held == 1

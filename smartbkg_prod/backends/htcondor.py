@@ -535,12 +535,16 @@ class HTCondorBackend(Backend):
         except (htcondor2.HTCondorException, OSError) as error:
             raise SubmitError(f"htcondor: submission to the schedd failed: {error}") from None
         cluster, first_proc = result.cluster(), result.first_proc()
-        path = self.event_log_path(campaign, output_dir)
-        self._cluster_logs[str(cluster)] = self._logs.setdefault(path, EventLog(path))
+        self.follow(cluster, self.event_log_path(campaign, output_dir))
         return [
             attempt_handle(job_input, self.name, f"{cluster}.{first_proc + offset}")
             for offset, job_input in enumerate(jobs)
         ]
+
+    def follow(self, cluster: int | str, path: Path) -> None:
+        """Track ``cluster`` through the job event log at ``path`` (shared by clusters)."""
+        path = Path(path)
+        self._cluster_logs[str(cluster)] = self._logs.setdefault(path, EventLog(path))
 
     def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:
         """States from the clusters' event logs; the schedd only for what they can't tell."""
