@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from engine_calls import QUERY_COMMANDS, counting_wrappers, read_calls  # noqa: E402
 from results_file import machine, write_results  # noqa: E402
+from slurm_fixture import ClusterUnavailable, start_cluster, stop_cluster  # noqa: E402
 
 from smartbkg_prod.physics.rootio import read_output  # noqa: E402
 from smartbkg_prod.plan import campaign_output_dir  # noqa: E402
@@ -49,18 +50,6 @@ from smartbkg_prod.submit import CampaignRunner, submit_campaign  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "engine_load.json"
 _END_TIME = re.compile(r"EndTime=(\S+).*ArrayJobId=(\d+) ArrayTaskId=(\d+)")
-
-
-def start_cluster(directory: Path) -> Path:
-    started = subprocess.run(
-        ["bash", str(REPO / "scripts" / "start-slurm-test-cluster.sh"), str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if started.returncode != 0:
-        sys.exit(f"the Slurm test cluster did not start: {started.stderr.strip()[-500:]}")
-    return directory / "slurm.conf"
 
 
 def short_campaign(jobs: int, events_per_job: int, directory: Path) -> Campaign:
@@ -102,15 +91,14 @@ def event_coverage(campaign: Campaign, output_dir: Path) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace, directory: Path) -> dict:
-    conf = start_cluster(directory / "cluster")
     try:
-        return measure(args, directory, conf)
+        cluster = start_cluster(directory / "cluster")
+    except ClusterUnavailable as reason:
+        sys.exit(str(reason))
+    try:
+        return measure(args, directory, cluster.conf)
     finally:
-        subprocess.run(
-            ["bash", str(REPO / "scripts" / "stop-slurm-test-cluster.sh"), str(conf.parent)],
-            capture_output=True,
-            timeout=120,
-        )
+        stop_cluster(cluster.directory)
 
 
 def measure(args: argparse.Namespace, directory: Path, conf: Path) -> dict:
@@ -216,7 +204,7 @@ def main() -> None:
         ["git", "-C", str(package_repo), "describe", "--always", "--dirty"],
         capture_output=True,
         text=True,
-    ).stdout.strip()
+    ).stdout.strip() or str(package_repo)
     document = {}
     if args.out and args.out.exists():
         import json

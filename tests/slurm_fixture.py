@@ -36,9 +36,16 @@ class SlurmCluster:
         return "\n".join(parts)
 
 
-def _start(directory: Path) -> SlurmCluster:
+class ClusterUnavailable(Exception):
+    """Why the test cluster cannot start here (tests skip with this reason)."""
+
+
+def start_cluster(directory: Path) -> SlurmCluster:
+    """Start a cluster in ``directory`` (installing the Debian packages if missing)."""
     if os.geteuid() != 0:
-        pytest.skip("the Slurm test cluster needs root (munged runs as the munge user)")
+        raise ClusterUnavailable(
+            "the Slurm test cluster needs root (munged runs as the munge user)"
+        )
     if not (shutil.which("slurmctld") and shutil.which("munged")):
         install = subprocess.run(
             ["bash", str(REPO / "scripts" / "install-system-deps.sh"), "slurm-wlm", "munge"],
@@ -47,7 +54,9 @@ def _start(directory: Path) -> SlurmCluster:
             timeout=600,
         )
         if install.returncode != 0:
-            pytest.skip(f"cannot install slurm-wlm and munge: {install.stderr.strip()[-300:]}")
+            raise ClusterUnavailable(
+                f"cannot install slurm-wlm and munge: {install.stderr.strip()[-300:]}"
+            )
     started = subprocess.run(
         ["bash", str(REPO / "scripts" / "start-slurm-test-cluster.sh"), str(directory)],
         capture_output=True,
@@ -55,8 +64,18 @@ def _start(directory: Path) -> SlurmCluster:
         timeout=120,
     )
     if started.returncode != 0:
-        pytest.skip(f"the Slurm test cluster did not start: {started.stderr.strip()[-500:]}")
+        raise ClusterUnavailable(
+            f"the Slurm test cluster did not start: {started.stderr.strip()[-500:]}"
+        )
     return SlurmCluster(directory=directory, conf=directory / "slurm.conf")
+
+
+def stop_cluster(directory: Path) -> None:
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "stop-slurm-test-cluster.sh"), str(directory)],
+        capture_output=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +86,10 @@ def slurm_cluster():
     cluster = None
     previous = os.environ.get("SLURM_CONF")
     try:
-        cluster = _start(directory)
+        try:
+            cluster = start_cluster(directory)
+        except ClusterUnavailable as reason:
+            pytest.skip(str(reason))
         os.environ["SLURM_CONF"] = str(cluster.conf)
         yield cluster
     finally:
@@ -75,9 +97,5 @@ def slurm_cluster():
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
-        subprocess.run(
-            ["bash", str(REPO / "scripts" / "stop-slurm-test-cluster.sh"), str(directory)],
-            capture_output=True,
-            timeout=60,
-        )
+        stop_cluster(directory)
         shutil.rmtree(directory, ignore_errors=True)
