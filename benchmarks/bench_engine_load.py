@@ -42,6 +42,7 @@ from engine_calls import QUERY_COMMANDS, counting_wrappers, read_calls  # noqa: 
 from results_file import machine, write_results  # noqa: E402
 from slurm_fixture import ClusterUnavailable, start_cluster, stop_cluster  # noqa: E402
 
+from smartbkg_prod.backends.slurm import SlurmBackend  # noqa: E402
 from smartbkg_prod.physics.rootio import read_output  # noqa: E402
 from smartbkg_prod.plan import campaign_output_dir  # noqa: E402
 from smartbkg_prod.spec import Campaign  # noqa: E402
@@ -142,13 +143,13 @@ def measure(args: argparse.Namespace, directory: Path, conf: Path) -> dict:
         from_worker.append(seen - report.finished_at)
         if report.backend_job_id in slurm_ends:
             from_slurm.append(seen - slurm_ends[report.backend_job_id])
-    interval = args.poll_interval or 30.0
+    interval = args.poll_interval or default_interval()
     coverage = event_coverage(campaign, campaign_output_dir(campaign))
     return {
         "jobs": args.jobs,
         "events_per_job": args.events_per_job,
         "poll_interval_s": interval,
-        "policy": "default Slurm policy" if args.poll_interval is None else "--poll-interval",
+        "policy": policy_name(args.poll_interval),
         "wall_s": round(wall_s, 1),
         "scheduler_queries": len(queries),
         "scheduler_queries_per_minute": round(len(queries) / (wall_s / 60), 2),
@@ -163,15 +164,24 @@ def measure(args: argparse.Namespace, directory: Path, conf: Path) -> dict:
             "failed_attempts": status.failed_attempts,
             **coverage,
         },
+        # One line per call: seconds since the driver started, command, arguments.
         "call_log": [
-            {
-                "t_s": round(call.time - started, 3),
-                "command": call.command,
-                "arguments": call.arguments,
-            }
-            for call in calls
+            f"{call.time - started:8.3f} {call.command} {call.arguments}" for call in calls
         ],
     }
+
+
+def default_interval() -> float:
+    """The driver's default Slurm cadence (0.2 s for every engine before issue 19)."""
+    return getattr(SlurmBackend, "poll_interval_s", 0.2)
+
+
+def policy_name(poll_interval: float | None) -> str:
+    if poll_interval is not None:
+        return f"--poll-interval {poll_interval}"
+    if hasattr(SlurmBackend, "poll_interval_s"):
+        return "default Slurm policy"
+    return "the driver before issue 19: scontrol per array every 0.2 s, cpu-count jobs in flight"
 
 
 def _summary(values: list[float]) -> dict[str, float | int]:
@@ -198,6 +208,8 @@ def main() -> None:
         Path(tmp).chmod(0o755)  # munged (its own user) reads the cluster directory below
         figures = run(args, Path(tmp))
     command = shlex.join(["python", "benchmarks/bench_engine_load.py", *sys.argv[1:]])
+    if os.environ.get("PYTHONPATH", str(REPO)) != str(REPO):
+        command = f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])} {command}"
     # The driver measured is whichever smartbkg_prod was imported (PYTHONPATH).
     package_repo = Path(sys.modules["smartbkg_prod"].__file__).resolve().parents[1]
     code = subprocess.run(

@@ -536,7 +536,7 @@ def test_transient_poll_errors_and_timeouts_are_survived(
         if call in failing_calls:
             if call == 7:
                 raise TimeoutError("poll timed out")
-            raise SubmitError("scontrol: slurm_load_jobs error: Socket timed out")
+            raise SubmitError("squeue: slurm_load_jobs error: Socket timed out")
         return real_poll()
 
     backend = MisbehavingBackend(LocalBackend(), flaky)

@@ -1,6 +1,6 @@
 """The same faults through a real single-node Slurm cluster (tests/slurm_fixture.py): a
 worker killed while writing, a report never delivered, an output truncated before the
-driver checks it, and scontrol polls that fail; the campaign still holds every planned
+driver checks it, and squeue polls that fail; the campaign still holds every planned
 event exactly once, with the content of the fault-free local run."""
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def test_faults_on_a_real_slurm_cluster(
 
     def misbehave(real_poll, call):
         if call in (2, 3):
-            raise SubmitError("slurm: scontrol show job failed: Socket timed out on send/recv")
+            raise SubmitError(
+                "slurm: squeue failed: slurm_load_jobs error: Socket timed out on send/recv"
+            )
         states = real_poll()
         for state in states:
             if (state.handle.job_index, state.handle.attempt, state.state) == (2, 1, "done"):
@@ -58,7 +60,7 @@ def test_faults_on_a_real_slurm_cluster(
     cover = coverage(campaign, output_dir, store)
     injections = 2 + 2 + len(truncated)
     fault_table.record(
-        "SIGKILL@write + report never + output truncated + 2 scontrol errors",
+        "SIGKILL@write + report never + output truncated + 2 squeue errors",
         injections,
         bool(status.complete and cover.exact),
         cover,
