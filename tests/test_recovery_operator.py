@@ -84,6 +84,19 @@ def test_an_unknown_widespread_code_is_not_taken_for_permanent():
     assert actions(retried)[0] is Action.RESUBMIT
 
 
+def test_an_unknown_code_repeated_across_sites_is_an_incident_not_a_kill():
+    sites = ("T2_A", "T2_B", "T2_C")
+    records = [attempt(i, sites[i % 3], native="pilot:1999") for i in range(12)]
+    records += [attempt(i, sites[(i + 1) % 3], native="pilot:1999", attempt=2) for i in range(12)]
+    assert set(actions(records).values()) == {Action.RESUBMIT}
+
+
+def test_an_input_transfer_hold_for_a_missing_file_is_an_input_failure():
+    record = attempt(0, native="HoldReasonCode=13/2")
+    assert (record.category, record.transient) == ("input", False)
+    assert attempt(0, native="HoldReasonCode=13/110").transient
+
+
 def test_a_policy_hold_whose_text_states_memory_use_gets_more_memory():
     hold = attempt(0, native="HoldReasonCode=26", log_lines=["The job used 6144 of 4096 MB"])
     (recommendation,) = recommend(successes(10) + [hold])
@@ -225,3 +238,17 @@ def test_a_classifier_below_the_rules_on_the_corpus_leaves_decisions_to_them(tmp
         runner.invoke(recover, ["recommend", "--reports", str(path), "--json", "--db", db]).stdout
     )
     assert recommended[0]["decided_by"] == "rules" and "rules decide:" in recommended[0]["reason"]
+
+
+def test_engine_keys_stand_in_for_a_missing_native_code(tmp_path):
+    rows = [
+        {"job_index": 0, "HoldReasonCode": 34, "HoldReasonSubCode": 102},
+        {"job_index": 1, "pilotErrorCode": 1379, "pilotErrorDiag": "Job was preempted"},
+        {"job_index": 2, "State": "CANCELLED by 0", "ExitCode": "0:15"},
+        {"job_index": 3, "State": "COMPLETED", "ExitCode": "0:0"},
+    ]
+    export = read_failure_export(write_lines(tmp_path / "keys.jsonl", rows))
+    assert [r.failure_code.token for r in export.records] == [
+        "htcondor:34/102", "pilot:1379", "slurm:CANCELLED/143", "worker:0"
+    ]  # fmt: skip
+    assert not export.records[3].failed

@@ -263,10 +263,10 @@ def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRec
     ]
     native, exit_code = None, 0
     try:
-        exit_code = _exit_status(data.get("exit_code"))
+        exit_code = _exit_status(data.get("exit_code", data.get("ExitCode")))
     except (TypeError, ValueError):
         warnings.append(f"{source}: exit_code: {data.get('exit_code')!r} is not a number: ignored")
-    raw_native = data.get("native_code")
+    raw_native = data.get("native_code") or _native_from_engine_keys(data)
     if raw_native not in (None, ""):
         try:
             native, text = parse_native(str(raw_native))
@@ -296,6 +296,27 @@ def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRec
         )
     except (ValidationError, TypeError, ValueError) as error:
         raise FailureRecordError(f"{source}: {_first_problem(error)}") from None
+
+
+def _native_from_engine_keys(data: dict) -> str | None:
+    """A native code from an engine's own keys when the line has no ``native_code``:
+    HTCondor's HoldReasonCode (+ HoldReasonSubCode), PanDA's pilotErrorCode,
+    jobDispatcherErrorCode, taskBufferErrorCode, Slurm's State."""
+    hold = data.get("HoldReasonCode")
+    if hold not in (None, "", 0, "0"):
+        sub = data.get("HoldReasonSubCode")
+        return f"HoldReasonCode={hold}" + (f"/{sub}" if sub not in (None, "") else "")
+    for key, source in (
+        ("pilotErrorCode", "pilot"),
+        ("jobDispatcherErrorCode", "jobDispatcher"),
+        ("taskBufferErrorCode", "taskBuffer"),
+    ):
+        if data.get(key) not in (None, "", 0, "0"):
+            return f"{source}:{data[key]}"
+    state = data.get("State")
+    if isinstance(state, str) and state.strip() and not state.upper().startswith("COMPLETED"):
+        return f"slurm:{state}"
+    return None
 
 
 def _unreadable_code(text: str) -> FailureCode:

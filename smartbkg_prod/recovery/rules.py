@@ -166,6 +166,12 @@ def decide(row: dict[str, float]) -> RuleDecision:
             f"{code} is usually transient, but none of the {row['code_retried']:.0f} retries of "
             "jobs it failed succeeded; kill proposed for review",
         )  # fmt: skip
+    if not known and repeats >= REPEATED and row.get("code_sites", 1.0) >= 2:
+        return RuleDecision(
+            Action.RESUBMIT, 0.5,
+            f"{code} is not in the tables and hits jobs at {row['code_sites']:.0f} sites: an "
+            "incident rather than this job; retry (a kill would stop the campaign)",
+        )  # fmt: skip
     if not transient and repeats >= REPEATED and not recovers_elsewhere:
         return RuleDecision(
             Action.KILL, 0.7 if known else 0.55,

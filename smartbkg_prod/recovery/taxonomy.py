@@ -161,6 +161,9 @@ HTCONDOR_HOLD: dict[int, CodeInfo] = {
     1013: _info("StartdShutdown", S, True),
     1014: _info("StartdDraining", S, True),
 }
+# Transfer and open holds carry the errno as subcode (same header).
+HTCONDOR_TRANSFER_HOLDS = (7, 8, 12, 13)
+ENOENT = 2
 # JobOutOfResources subcodes (same header): which limit was exceeded.
 HTCONDOR_OUT_OF_RESOURCES: dict[int, CodeInfo] = {
     102: _info("JobOutOfResources (memory limit)", M, False),
@@ -379,6 +382,9 @@ def describe(code: FailureCode) -> CodeInfo:
         number = int(code.code)
         if number == 34 and code.subcode in HTCONDOR_OUT_OF_RESOURCES:
             return HTCONDOR_OUT_OF_RESOURCES[code.subcode]
+        if number in HTCONDOR_TRANSFER_HOLDS and code.subcode == ENOENT:
+            # The file to transfer does not exist: not a flaky transfer.
+            return _info(f"{HTCONDOR_HOLD[number].name} (errno 2: no such file)", I, False)
         if number in HTCONDOR_HOLD:
             return HTCONDOR_HOLD[number]
         if number >= 1000:
@@ -452,7 +458,7 @@ _SIGNAL_NAMES = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGABRT": 6, "SIGBUS":
 # HoldReasonCode=34/102, HoldReasonCode = 34 HoldReasonSubCode = 102, optionally followed
 # by the HoldReason text (kept as a log line by the caller).
 _HOLD = re.compile(
-    r"HoldReasonCode\s*[=:]\s*(\d+)(?:\s*/\s*(-?\d+)|[\s,;]*HoldReasonSubCode\s*[=:]\s*(-?\d+))?",
+    r"HoldReasonCode\s*[=:]?\s*(\d+)(?:\s*/\s*(-?\d+)|[\s,;]*HoldReasonSubCode\s*[=:]?\s*(-?\d+))?",
     re.IGNORECASE,
 )
 # SOURCE:CODE[/SUBCODE] with the rest of the text kept: "slurm:CANCELLED by 0",
