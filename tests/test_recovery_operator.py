@@ -252,3 +252,15 @@ def test_engine_keys_stand_in_for_a_missing_native_code(tmp_path):
         "htcondor:34/102", "pilot:1379", "slurm:CANCELLED/143", "worker:0"
     ]  # fmt: skip
     assert not export.records[3].failed
+
+
+def test_zero_based_attempts_and_engine_exit_keys_are_read(tmp_path):
+    rows = [
+        {"job_index": 0, "attemptNr": 0, "pilotErrorCode": 1137},
+        {"job_index": 0, "attemptNr": 1, "exeErrorCode": 139},
+        {"job_index": 1, "attempt": 0, "ExitBySignal": True, "ExitSignal": 9},
+    ]
+    records = read_failure_export(write_lines(tmp_path / "zero.jsonl", rows)).records
+    assert [(r.job_index, r.attempt, r.failure_code.token) for r in records] == [
+        (0, 1, "pilot:1137"), (0, 2, "signal:11"), (1, 1, "signal:9")
+    ]  # fmt: skip

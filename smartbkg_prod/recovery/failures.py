@@ -184,6 +184,9 @@ _NUMBERS: dict[str, tuple[tuple[str, str], ...]] = {
     "finished_at": (("finished_at", "1"),),
 }  # fmt: skip
 _TEXT_KEY_PARTS = ("reason", "diag", "message")
+# The exit status under our name, then Slurm's / HTCondor's and PanDA's payload exit code.
+_EXIT_KEYS = ("exit_code", "ExitCode", "exeErrorCode", "transExitCode")
+_ATTEMPT_KEYS = ("attempt", "attemptNr")
 _TO_MB = {"k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0**2}
 _WITH_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt])?(?:i?b)?[nc]?\s*$", re.IGNORECASE)
 
@@ -226,9 +229,12 @@ def _lines(value: object) -> list[str]:
     return []
 
 
-def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRecord:
+def record_from_line(
+    data: dict, source: str, warnings: list[str], attempt_offset: int = 0
+) -> FailureRecord:
     """A record from one decoded export line (a JobReport, possibly partial or with
-    extra keys); field problems that leave the line usable become ``warnings``."""
+    extra keys); field problems that leave the line usable become ``warnings``.
+    ``attempt_offset`` 1 reads an export that counts attempts from 0."""
     if data.get("job_index") is None:
         raise FailureRecordError(f"{source}: job_index is missing (which job is this?)")
     try:
@@ -263,7 +269,9 @@ def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRec
     ]
     native, exit_code = None, 0
     try:
-        exit_code = _exit_status(data.get("exit_code", data.get("ExitCode")))
+        exit_code = _exit_status(next((data[k] for k in _EXIT_KEYS if k in data), 0))
+        if data.get("ExitBySignal") is True and data.get("ExitSignal"):
+            exit_code = 128 + int(data["ExitSignal"])  # HTCondor's job ClassAd
     except (TypeError, ValueError):
         warnings.append(f"{source}: exit_code: {data.get('exit_code')!r} is not a number: ignored")
     raw_native = data.get("native_code") or _native_from_engine_keys(data)
@@ -279,12 +287,12 @@ def record_from_line(data: dict, source: str, warnings: list[str]) -> FailureRec
             warnings.append(f"{source}: native_code: {error}; read as an unknown code")
             native = _unreadable_code(str(raw_native))
             logs.append(str(raw_native))
-    attempt = data.get("attempt")
+    attempt = _attempt_of(data)
     try:
         return FailureRecord(
             campaign_id=str(data.get("campaign_id") or data.get("campaign_name") or "unnamed"),
             job_index=job_index,
-            attempt=int(attempt) if attempt is not None else 1,
+            attempt=int(attempt) + attempt_offset if attempt is not None else 1,
             site=str(data.get("site") or data.get("computingSite") or "local"),
             exit_code=exit_code,
             error_class=str(data.get("error_class") or ""),
@@ -334,6 +342,10 @@ def _first_problem(error: Exception) -> str:
     return str(error)
 
 
+def _attempt_of(data: dict) -> object:
+    return next((data[k] for k in _ATTEMPT_KEYS if data.get(k) is not None), None)
+
+
 def _decode(text: str, source: str) -> dict:
     try:
         data = json.loads(text)
@@ -361,19 +373,26 @@ def read_failure_lines(lines: Iterable[str], name: str) -> FailureExport:
     Lines without an ``attempt`` count up per job in file order. Blank lines are skipped.
     """
     records, warnings = [], []
-    seen: dict[tuple[str, int], int] = {}
+    decoded: list[tuple[str, dict]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         source = f"{name}:{number}"
         try:
-            data = _decode(line, source)
-            record = record_from_line(data, source, warnings)
+            decoded.append((source, _decode(line, source)))
+        except FailureRecordError as error:
+            warnings.append(f"{error}: line skipped")
+    # Some engines count attempts from 0 (the first try is attempt 0): shift the file.
+    offset = int(any(_attempt_of(data) in (0, "0") for _, data in decoded))
+    seen: dict[tuple[str, int], int] = {}
+    for source, data in decoded:
+        try:
+            record = record_from_line(data, source, warnings, offset)
         except FailureRecordError as error:
             warnings.append(f"{error}: line skipped")
             continue
         key = (record.campaign_id, record.job_index)
-        if data.get("attempt") is None:
+        if _attempt_of(data) is None:
             record = record.model_copy(update={"attempt": seen.get(key, 0) + 1})
         seen[key] = max(seen.get(key, 0), record.attempt)
         records.append(record)
