@@ -425,6 +425,21 @@ def test_poll_answers_from_the_event_log_without_asking_the_schedd(monkeypatch, 
     assert wire.calls == []
 
 
+def test_completions_read_finished_jobs_from_the_event_log_only(monkeypatch, wire, tmp_path):
+    backend = schedd_backend(monkeypatch, max_starts=3)
+    path = tmp_path / "c.htcondor.log"
+    path.write_text((RECORDS / "held_released_reconnected.log").read_text())
+    backend.follow(781, path)
+    handles = [handle("781.0"), handle("781.1"), handle("781.2"), handle("9.0")]
+    finished = backend.completions(handles)  # 781.2 is pending; cluster 9 has no log
+    assert [(s.handle.backend_job_id, s.state) for s in finished] == [
+        ("781.0", "done"),
+        ("781.1", "cancelled"),
+    ]
+    assert wire.calls == []
+    assert (HTCondorBackend.poll_interval_s, HTCondorBackend.completion_interval_s) == (60.0, 2.0)
+
+
 def test_jobs_the_log_cannot_tell_come_from_the_queue_then_the_history(monkeypatch, wire, tmp_path):
     backend = schedd_backend(monkeypatch)
     wire.queue = list(classad2.parseAds((RECORDS / "query_running_idle.ads").read_text()))

@@ -281,7 +281,9 @@ class HTCondorBackend(Backend):
 
     name = "htcondor"
     # The schedd is asked once a minute, as a fallback to the job event log.
+    # The schedd at most once a minute; the job event logs (file reads) every 2 s.
     poll_interval_s = 60.0
+    completion_interval_s = 2.0
     throttles_submissions = True  # max_materialize = backend.max_parallel
 
     def __init__(
@@ -550,16 +552,25 @@ class HTCondorBackend(Backend):
         """States from the clusters' event logs; the schedd only for what they can't tell."""
         if not handles:
             return []
-        logged = self._read_logs(handles)
-        states: dict[str, JobState] = {}
-        for handle in handles:
-            job = logged.get(handle.backend_job_id)
-            if job is not None:
-                states[handle.backend_job_id] = job.to_state(handle, self.max_starts)
+        states = self._logged_states(handles)
         missing = [handle for handle in handles if handle.backend_job_id not in states]
         if missing:
             states.update(self._query_schedd(missing))
         return [states[handle.backend_job_id] for handle in handles]
+
+    def completions(self, handles: Sequence[JobHandle]) -> list[JobState]:
+        """Finished and held jobs as their event logs record them: no schedd query."""
+        states = self._logged_states(handles).values()
+        return [state for state in states if state.state in {"done", "failed", "cancelled", "held"}]
+
+    def _logged_states(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        """``backend_job_id -> state`` for the handles their clusters' event logs know."""
+        logged = self._read_logs(handles)
+        return {
+            handle.backend_job_id: logged[handle.backend_job_id].to_state(handle, self.max_starts)
+            for handle in handles
+            if handle.backend_job_id in logged
+        }
 
     def _read_logs(self, handles: Sequence[JobHandle]) -> dict[str, LoggedJob]:
         """What the event logs of these handles' clusters say, each log read once."""
