@@ -1,7 +1,7 @@
 """Cost of the control-sample filter check in the monitor, for a large campaign.
 
 Builds a sample-mode campaign with a 10% control sample whose reports each carry a
-:class:`~smartbkg_prod.report.FilterMonitor` (made by ``job_monitor`` from 1,000-event
+:class:`~smartbkg_prod.filter.summary.FilterMonitor` (made by ``job_monitor`` from 1,000-event
 jobs with realistic variable ranges), ingests them into SQLite, then times
 
 - the report size with and without the filter monitor;

@@ -43,9 +43,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from smartbkg_prod import __version__
-from smartbkg_prod.errors import SmartBkgError, SubmitError
-from smartbkg_prod.spec import Campaign
-from smartbkg_prod.store import DONE, Store
+from smartbkg_prod.errors import SmartBkgError
 
 Flavour = Literal["cpu", "gpu"]
 FLAVOURS: tuple[str, ...] = ("cpu", "gpu")
@@ -580,37 +578,3 @@ def apptainer_note(record: ImageRecord) -> str:
             "REGISTRY) or convert it here with apptainer build worker.sif " + reference + "."
         )
     return "\n".join(lines)
-
-
-# -- campaign provenance ----------------------------------------------------------------
-
-
-def check_image_provenance(store: Store, campaign: Campaign, digest: str) -> None:
-    """Record the campaign's image digest, or refuse a different one while jobs remain.
-
-    The first submission stores ``image`` and ``image_digest`` in the campaign's
-    provenance. A later submission (resume, retries) with another digest under the same
-    image name would mix two images' outputs in one campaign: refused with SubmitError
-    unless every job is already done.
-    """
-    row = store.campaign(campaign.campaign_id)
-    if row is None:
-        raise SubmitError(
-            f"campaign {campaign.campaign_id} is not registered: register it before checking its image"
-        )
-    recorded = (row.provenance or {}).get("image_digest")
-    if recorded is None:
-        store.update_provenance(
-            campaign.campaign_id, {"image": campaign.container.image, "image_digest": digest}
-        )
-        return
-    if recorded == digest:
-        return
-    states = store.job_states(campaign.campaign_id)
-    if states and all(state == DONE for state in states.values()):
-        return
-    raise SubmitError(
-        f"image {campaign.container.image!r} changed under campaign {campaign.campaign_id}: "
-        f"recorded {recorded}, now {digest}. Restore the recorded image, or start a new campaign "
-        "with a new tag (container.image) so its outputs are not mixed"
-    )

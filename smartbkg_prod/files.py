@@ -1,4 +1,5 @@
-"""Small files written atomically, and safely in directories others can write to.
+"""Small files written atomically, and safely in directories others can write to; path
+text validated for models that hold paths (:data:`PathText`).
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "report.json"
@@ -9,8 +10,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+
+def _no_nul(value: str) -> str:
+    # The OS cannot take such a path: refuse it when validating, not as a traceback later.
+    if "\x00" in value:
+        raise ValueError("a path must not contain a NUL character")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_no_nul)]
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's contents, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -18,11 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartbkg_prod.files import write_text_atomic
-from smartbkg_prod.spec import Campaign, PathText, safe_component
-
-# Pythia's Random:seed accepts 0..900_000_000 (0 = time based, which we never use).
-PYTHIA_MAX_SEED = 900_000_000
+from smartbkg_prod.files import PathText, write_text_atomic
+from smartbkg_prod.physics.config import PYTHIA_MAX_SEED
+from smartbkg_prod.spec import Campaign, safe_component
 
 
 def job_seed(campaign_seed: int, index: int) -> int:
@@ -68,6 +66,27 @@ class JobFilterTuning(BaseModel):
 
     scale: float = Field(gt=0)
     p_min: float = Field(gt=0, le=1)
+
+
+class RetryChanges(BaseModel):
+    """What a recovery action changes for the next attempt of a job.
+
+    Event range and seed never change, except through ``split_into``, which replaces the
+    job's range by that many contiguous sub-ranges covering exactly the same events.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: int | None = Field(default=None, gt=0)
+    walltime_s: int | None = Field(default=None, gt=0)
+    exclude_sites: list[str] = Field(default_factory=list)
+    split_into: int | None = Field(default=None, ge=2)
+
+
+# Besides its JobInput, environment a container runtime or a site sets for the worker,
+# to describe where it runs.
+ENV_IMAGE, ENV_IMAGE_DIGEST, ENV_SITE = "SMARTBKG_IMAGE", "SMARTBKG_IMAGE_DIGEST", "SMARTBKG_SITE"
+ENV_BACKEND_JOB_ID = "SMARTBKG_BACKEND_JOB_ID"
 
 
 class JobInput(BaseModel):

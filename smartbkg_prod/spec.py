@@ -17,169 +17,31 @@ import json
 import re
 import reprlib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from smartbkg_prod.errors import SpecError
+from smartbkg_prod.files import PathText
+from smartbkg_prod.filter.config import FilterConfig
+from smartbkg_prod.physics.config import (
+    ConfigModel,
+    NonNegativeInt,
+    PositiveInt,
+    Process,
+    SimulationConfig,
+    SkimConfig,
+)
 from smartbkg_prod.redact import is_secret_name
 
-Process = Literal[
-    "bbbar_mixed",  # Y(4S) -> B0 anti-B0
-    "bbbar_charged",  # Y(4S) -> B+ B-
-    "bbbar_generic",  # Y(4S) with its natural 51.4% / 48.6% charged / mixed split
-    "continuum_uds",  # e+e- -> q qbar, q = u, d, s
-    "continuum_cc",  # e+e- -> c cbar
-]
-PROCESSES: tuple[str, ...] = get_args(Process)
-
-FilterMode = Literal["off", "cut", "sample"]
-# Counts stay exact in JSON and fit the database's 64-bit integers.
-MAX_COUNT = 2**53
-PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
-NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 # Beyond this a campaign is several campaigns (planning and tracking stay bounded).
 MAX_JOBS = 10_000_000
-
-
-def _no_nul(value: str) -> str:
-    # The OS cannot take such a path: refuse it here, not as a traceback in plan or worker.
-    if "\x00" in value:
-        raise ValueError("a path must not contain a NUL character")
-    return value
-
-
-PathText = Annotated[str, AfterValidator(_no_nul)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 # Job and campaign names become file and dataset names: keep them to a portable alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
-class SpecModel(BaseModel):
-    """Base for every spec section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class FilterConfig(SpecModel):
-    """The NN filter stage applied between generation and simulation."""
-
-    mode: FilterMode = "off"
-    model: PathText | None = Field(
-        default=None, description="path to a model artifact (.pt) made by `smartbkg-prod train`"
-    )
-    threshold: Fraction = Field(
-        default=0.5, description="cut mode: keep events with score > threshold"
-    )
-    p_min: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
-        default=0.05,
-        description="sample mode: smallest keep probability (weights are at most 1/p_min)",
-    )
-    batch_size: PositiveInt = 4096
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    control_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
-        default=0.0,
-        description="fraction of generated events simulated whatever the filter decides: "
-        "the unfiltered control sample the monitor checks the filter's bias and "
-        "speedup against (0 = none)",
-    )
-    tune: Literal["off", "auto"] = Field(
-        default="off",
-        description="sample mode: 'auto' runs the first tune_pilot_jobs jobs with the "
-        "model's k and p_min, then the others with the k and p_min (>= p_min) that "
-        "maximise the effective speedup at the costs the pilot jobs measured (needs "
-        "control_fraction > 0; the choice is recorded, retries reuse it)",
-    )
-    tune_pilot_jobs: PositiveInt = Field(
-        default=4, description="tune: auto: jobs run before the choice is made"
-    )
-    tune_costs: Literal["measured", "reference"] = Field(
-        default="measured",
-        description="tune: auto: the pilot jobs' stage costs, or Belle II's reference "
-        "t_g and t_s with the measured t_NN",
-    )
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _yaml_off_is_false(cls, value: Any) -> Any:
-        # YAML 1.1 reads a bare `off` as boolean False; users mean the mode "off".
-        return "off" if value is False else value
-
-    @model_validator(mode="after")
-    def _model_needed_when_filtering(self) -> FilterConfig:
-        if self.mode != "off" and not self.model:
-            raise ValueError(
-                f"filter mode '{self.mode}' needs filter.model (path to a trained model), "
-                "or set filter.mode: off"
-            )
-        if self.mode == "off" and self.control_fraction > 0:
-            raise ValueError(
-                "filter.control_fraction needs a filter to check: set filter.mode to cut "
-                "or sample, or control_fraction: 0"
-            )
-        if self.tune == "auto" and (self.mode != "sample" or self.control_fraction <= 0):
-            raise ValueError(
-                "filter.tune: auto tunes sample mode from its control sample: set "
-                "filter.mode: sample and filter.control_fraction > 0, or tune: off"
-            )
-        return self
-
-
-class SimulationConfig(SpecModel):
-    """Fast parametric detector simulation (Belle II-like)."""
-
-    theta_min_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 17.0
-    theta_max_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 150.0
-    track_pt_min: Annotated[float, Field(ge=0.0)] = 0.05
-    track_efficiency: Fraction = 0.95
-    pt_resolution_a: Annotated[float, Field(ge=0.0)] = 0.0011  # sigma_pt/pt = a*pt (+) b/beta
-    pt_resolution_b: Annotated[float, Field(ge=0.0)] = 0.0025
-    photon_energy_min: Annotated[float, Field(ge=0.0)] = 0.05
-    photon_efficiency: Fraction = 0.95
-    photon_resolution_stochastic: Annotated[float, Field(ge=0.0)] = (
-        0.02  # sigma_E/E = s/E^(1/4) (+) c
-    )
-    photon_resolution_constant: Annotated[float, Field(ge=0.0)] = 0.016
-    kaon_id_efficiency: Fraction = 0.90
-    pion_to_kaon_misid: Fraction = 0.05
-    vertex_resolution_mm: Annotated[float, Field(ge=0.0)] = 0.02
-
-    @model_validator(mode="after")
-    def _theta_range(self) -> SimulationConfig:
-        if self.theta_min_deg >= self.theta_max_deg:
-            raise ValueError("theta_min_deg must be smaller than theta_max_deg")
-        return self
-
-
-class SkimConfig(SpecModel):
-    """Hadronic B-tag skim on the simulated objects."""
-
-    name: Literal["hadronic_btag"] = "hadronic_btag"
-    # Loose FEI-like preselection: retention on generic B Bbar ~3%, continuum well below 1%
-    # (measured: benchmarks/results/worker.json).
-    mbc_min: Annotated[float, Field(gt=0.0)] = 5.23
-    delta_e_max: Annotated[float, Field(gt=0.0)] = 0.2
-    d_mass_window: Annotated[float, Field(gt=0.0)] = 0.06
-    dstar_delta_m_window: Annotated[float, Field(gt=0.0)] = 0.005
-    pi0_mass_window: Annotated[float, Field(gt=0.0)] = 0.025
-    r2_max: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
-        default=0.3, description="event cut: Fox-Wolfram R2 below this (continuum suppression)"
-    )
-    min_tracks: NonNegativeInt = Field(
-        default=3, description="event cut: at least this many tracks"
-    )
-
-
-class Resources(SpecModel):
+class Resources(ConfigModel):
     """What one job asks of a batch slot."""
 
     cores: PositiveInt = 1
@@ -189,7 +51,7 @@ class Resources(SpecModel):
     disk_mb: PositiveInt = 2000
 
 
-class ContainerConfig(SpecModel):
+class ContainerConfig(ConfigModel):
     """Where the worker runs: a bare process, or a container image."""
 
     image: str | None = None
@@ -202,7 +64,7 @@ class ContainerConfig(SpecModel):
         return self
 
 
-class SitePolicy(SpecModel):
+class SitePolicy(ConfigModel):
     """Site selection for grid backends; ignored by the local backend."""
 
     allowed: list[str] = Field(default_factory=list)
@@ -210,7 +72,7 @@ class SitePolicy(SpecModel):
     overrides: dict[str, Resources] = Field(default_factory=dict)
 
 
-class BackendConfig(SpecModel):
+class BackendConfig(ConfigModel):
     name: Literal["local", "slurm", "htcondor", "panda"] = "local"
     max_parallel: PositiveInt | None = Field(
         default=None,
@@ -239,11 +101,11 @@ class BackendConfig(SpecModel):
         return options
 
 
-class RetryPolicy(SpecModel):
+class RetryPolicy(ConfigModel):
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
 
 
-class Outputs(SpecModel):
+class Outputs(ConfigModel):
     directory: PathText = "output"
     format: Literal["root"] = "root"
     keep_mc_particles: bool = True
@@ -256,7 +118,7 @@ class Outputs(SpecModel):
         return value
 
 
-class Campaign(SpecModel):
+class Campaign(ConfigModel):
     """One production campaign."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]

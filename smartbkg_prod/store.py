@@ -26,6 +26,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -40,7 +41,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.exitcodes import ExitCode
-from smartbkg_prod.plan import Job
+from smartbkg_prod.plan import Job, RetryChanges
 from smartbkg_prod.redact import redact, redact_url
 from smartbkg_prod.report import JobReport
 from smartbkg_prod.spec import Campaign
@@ -171,6 +172,122 @@ class ReportRow(Base):
     body: Mapped[dict] = mapped_column(JSON)
 
 
+# -- monitor's table ------------------------------------------------------------------------
+# The last state a backend reported for each attempt (``held`` with its hold reason,
+# ``running`` at a site, ...). Kept apart from ``attempts.state`` on purpose: the campaign
+# driver owns that column and uses it to find attempts left running; a poll by the monitor
+# must never change what the driver resumes.
+class BackendStateRow(Base):
+    __tablename__ = "monitor_backend_states"
+    __table_args__ = (UniqueConstraint("campaign_id", "job_index", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(128), index=True)
+    job_index: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(32))
+    backend_job_id: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    native_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    native_reason: Mapped[str] = mapped_column(Text, default="")
+    site: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    observed_at: Mapped[float] = mapped_column(Float)
+
+
+# -- recovery's tables ------------------------------------------------------------------------
+# - ``recommendations``: one per failed attempt reviewed, with the feature row the policy saw;
+# - ``decisions``: who accepted or overrode a recommendation, when, with which action (the
+#   classifier's training labels); ``applied_at`` once the action was carried out;
+# - ``job_overrides``: per (campaign, job) resources and excluded sites for the next attempts;
+# - ``job_splits``: sub-jobs made by a split, with the parent's random stream start;
+# - ``recovery_models``: trained classifiers (newest is used), with their label counts.
+# Recommendation states: open (waiting for review), accepted / overridden (decided, not yet
+# applied), applied, skipped (the job no longer needed it when applying), superseded (never
+# decided, and the job has moved on: it succeeded, was cancelled or failed again).
+OPEN, ACCEPTED, OVERRIDDEN, APPLIED = "open", "accepted", "overridden", "applied"
+SKIPPED, SUPERSEDED = "skipped", "superseded"
+STATUSES = (OPEN, ACCEPTED, OVERRIDDEN, APPLIED, SKIPPED, SUPERSEDED)
+
+
+class RecommendationRow(Base):
+    __tablename__ = "recommendations"
+    __table_args__ = (UniqueConstraint("campaign_id", "job_index", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(128), index=True)
+    job_index: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    site: Mapped[str] = mapped_column(String(128))
+    failure_code: Mapped[str] = mapped_column(String(64))
+    failure_name: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    changes: Mapped[dict] = mapped_column(JSON)
+    decided_by: Mapped[str] = mapped_column(String(64))
+    features: Mapped[dict] = mapped_column(JSON)
+    record: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recommendation_id: Mapped[int] = mapped_column(ForeignKey("recommendations.id"), unique=True)
+    operator: Mapped[str] = mapped_column(String(128))
+    decided_at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))  # accept | override
+    action: Mapped[str] = mapped_column(String(32))
+    changes: Mapped[dict] = mapped_column(JSON)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    applied_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome: Mapped[str] = mapped_column(Text, default="")
+
+
+class JobOverrideRow(Base):
+    __tablename__ = "job_overrides"
+
+    campaign_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    walltime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exclude_sites: Mapped[list] = mapped_column(JSON, default=list)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    def changes(self) -> RetryChanges:
+        return RetryChanges(
+            memory_mb=self.memory_mb,
+            walltime_s=self.walltime_s,
+            exclude_sites=list(self.exclude_sites or []),
+        )
+
+
+class JobSplitRow(Base):
+    __tablename__ = "job_splits"
+
+    campaign_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_index: Mapped[int] = mapped_column(Integer)
+    stream_start: Mapped[int] = mapped_column(Integer)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True)
+
+
+class ModelRow(Base):
+    __tablename__ = "recovery_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    digest: Mapped[str] = mapped_column(String(16))
+    n_labels: Mapped[int] = mapped_column(Integer)
+    label_counts: Mapped[dict] = mapped_column(JSON)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class CampaignStatus(BaseModel):
     """Figures for ``smartbkg-prod status``. Keys are stable (documented in README)."""
 
@@ -214,7 +331,6 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._import_extension_tables()
         # Two processes opening a new database at once (submit, monitor serve) both try
         # to create the tables; the loser sees "already exists" and looks again once the
         # other one is through.
@@ -230,18 +346,6 @@ class Store:
                     f"cannot open database {redact_url(self.url)!r}: {redact(str(error.orig))}"
                 ) from None
 
-    @staticmethod
-    def _import_extension_tables() -> None:
-        # Monitor and recovery define their own tables on the same Base.
-        import importlib
-
-        for module in ("smartbkg_prod.recovery.records", "smartbkg_prod.monitor.records"):
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as error:
-                if error.name != module:
-                    raise
-
     @contextmanager
     def session(self) -> Iterator[Session]:
         try:
@@ -254,6 +358,46 @@ class Store:
                 "(another writer holding it too long, or the server or disk unavailable); "
                 "re-run the command when it is back: campaigns resume from the store"
             ) from None
+
+    # -- what recovery changed for a campaign's next attempts ----------------------
+    def job_overrides(self, campaign_id: str) -> dict[int, RetryChanges]:
+        """Per-job resources and excluded sites set by recovery, for the next attempts.
+
+        >>> Store("sqlite://").job_overrides("any")
+        {}
+        """
+        with self.session() as session:
+            rows = session.scalars(
+                select(JobOverrideRow).where(JobOverrideRow.campaign_id == campaign_id)
+            )
+            return {row.job_index: row.changes() for row in rows}
+
+    def split_jobs(self, campaign_id: str) -> dict[int, Job]:
+        """Sub-jobs made by recovery splits, by their new job index (with ``stream_start``).
+
+        A driver runs these besides the planned jobs; their parents are ``cancelled``.
+        """
+        with self.session() as session:
+            rows = session.execute(
+                select(JobRow, JobSplitRow.stream_start)
+                .join(
+                    JobSplitRow,
+                    (JobSplitRow.campaign_id == JobRow.campaign_id)
+                    & (JobSplitRow.job_index == JobRow.job_index),
+                )
+                .where(JobRow.campaign_id == campaign_id)
+            ).all()
+        return {
+            row.job_index: Job(
+                campaign_id=campaign_id,
+                index=row.job_index,
+                first_event=row.first_event,
+                n_events=row.n_events,
+                seed=row.seed,
+                stream_start=stream_start,
+            )
+            for row, stream_start in rows
+        }
 
     # -- campaigns and jobs -------------------------------------------------------
     def register_campaign(

@@ -24,13 +24,12 @@ from smartbkg_prod.backends.base import Backend, JobHandle, JobState, apply_retr
 from smartbkg_prod.backends.polling import PollSchedule
 from smartbkg_prod.errors import StoreError, SubmitError, SubmitRefused
 from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.files import sha256_file
 from smartbkg_prod.plan import Job, JobInput, campaign_output_dir, plan_jobs
-from smartbkg_prod.recovery.records import job_overrides, split_jobs
 from smartbkg_prod.redact import redact
 from smartbkg_prod.report import JobReport, OutputFile, ReportError, read_report
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import CANCELLED, DONE, LEASE_RENEW_S, PENDING, CampaignStatus, Store
-from smartbkg_prod.worker import sha256_file
 
 log = logging.getLogger("smartbkg_prod.submit")
 
@@ -150,11 +149,11 @@ class CampaignRunner:
         self.jobs = {job.index: job for job in plan_jobs(campaign)}
         # Recovery may have split jobs (new indices, parent cancelled) and set per-job
         # resources / excluded sites for the next attempts.
-        self.jobs.update(split_jobs(store, campaign.campaign_id))
+        self.jobs.update(store.split_jobs(campaign.campaign_id))
         self.max_parallel = (
             max_parallel or max_parallel_jobs(campaign, backend) or max(1, len(self.jobs))
         )
-        self.overrides = job_overrides(store, campaign.campaign_id)
+        self.overrides = store.job_overrides(campaign.campaign_id)
         self.tries: Counter[int] = Counter()
         self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
         # filter.tune: auto: jobs from tune_pilot_jobs on wait for the choice the pilot
@@ -500,6 +499,37 @@ def _error_class(code: int) -> str:
         return f"exit_{code}"
 
 
+def check_image_provenance(store: Store, campaign: Campaign, digest: str) -> None:
+    """Record the campaign's image digest, or refuse a different one while jobs remain.
+
+    The first submission stores ``image`` and ``image_digest`` in the campaign's
+    provenance. A later submission (resume, retries) with another digest under the same
+    image name would mix two images' outputs in one campaign: refused with SubmitError
+    unless every job is already done.
+    """
+    row = store.campaign(campaign.campaign_id)
+    if row is None:
+        raise SubmitError(
+            f"campaign {campaign.campaign_id} is not registered: register it before checking its image"
+        )
+    recorded = (row.provenance or {}).get("image_digest")
+    if recorded is None:
+        store.update_provenance(
+            campaign.campaign_id, {"image": campaign.container.image, "image_digest": digest}
+        )
+        return
+    if recorded == digest:
+        return
+    states = store.job_states(campaign.campaign_id)
+    if states and all(state == DONE for state in states.values()):
+        return
+    raise SubmitError(
+        f"image {campaign.container.image!r} changed under campaign {campaign.campaign_id}: "
+        f"recorded {recorded}, now {digest}. Restore the recorded image, or start a new campaign "
+        "with a new tag (container.image) so its outputs are not mixed"
+    )
+
+
 def submit_campaign(
     campaign: Campaign,
     *,
@@ -535,8 +565,6 @@ def submit_campaign(
     image_digest = getattr(backend, "image_digest", None)
     if image_digest:
         # The image is part of the campaign's provenance: refuse one that changed under it.
-        from smartbkg_prod.containers import check_image_provenance
-
         check_image_provenance(store, campaign, image_digest)
     runner = CampaignRunner(
         campaign,

@@ -30,15 +30,42 @@ from smartbkg_prod import __version__
 from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.faults import check_environment, maybe_inject
-from smartbkg_prod.plan import JobInput, read_job_list_entry
+from smartbkg_prod.files import sha256_file
+from smartbkg_prod.filter.errors import FilterDeviceError, FilterError, ModelLoadError
+from smartbkg_prod.physics.errors import GeneratorError, PhysicsError
+from smartbkg_prod.plan import (
+    ENV_BACKEND_JOB_ID,
+    ENV_IMAGE,
+    ENV_IMAGE_DIGEST,
+    ENV_SITE,
+    JobInput,
+    read_job_list_entry,
+)
 from smartbkg_prod.redact import RedactingFilter, redact
 from smartbkg_prod.report import JobReport, OutputFile, Provenance
 
 log = logging.getLogger("smartbkg_prod.worker")
 
-# Environment a container runtime or a site sets to describe where the worker runs.
-ENV_IMAGE, ENV_IMAGE_DIGEST, ENV_SITE = "SMARTBKG_IMAGE", "SMARTBKG_IMAGE_DIGEST", "SMARTBKG_SITE"
-ENV_BACKEND_JOB_ID = "SMARTBKG_BACKEND_JOB_ID"
+
+# The physics and filter libraries raise their own exceptions; what each means for a job.
+LIBRARY_EXIT_CODES: dict[type[Exception], ExitCode] = {
+    GeneratorError: ExitCode.GENERATOR,
+    ModelLoadError: ExitCode.MODEL_LOAD,
+    FilterDeviceError: ExitCode.GPU,
+}
+
+
+def library_exit_code(error: PhysicsError | FilterError) -> ExitCode:
+    """The exit code of a physics or filter library error (its most specific class wins).
+
+    >>> library_exit_code(GeneratorError("Pythia failed"))
+    <ExitCode.GENERATOR: 20>
+    """
+    for kind in type(error).__mro__:
+        if kind in LIBRARY_EXIT_CODES:
+            return LIBRARY_EXIT_CODES[kind]
+    # A stage failure the libraries do not classify: the simulation chain or the filter.
+    return ExitCode.SIMULATION if isinstance(error, PhysicsError) else ExitCode.MODEL_LOAD
 
 
 class _WalltimeExceeded(Exception):
@@ -77,14 +104,6 @@ class _Stages:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -314,6 +333,8 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         outputs = process_job(job_input, stages, counts)
     except WorkerError as error:
         exit_code, message = error.exit_code, str(error)
+    except (PhysicsError, FilterError) as error:
+        exit_code, message = library_exit_code(error), str(error)
     except _WalltimeExceeded:
         exit_code = ExitCode.WALLTIME
         message = f"walltime {campaign.resources.walltime_s} s reached (raise resources.walltime_s or split the job)"

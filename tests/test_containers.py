@@ -29,7 +29,6 @@ from smartbkg_prod.containers import (
     SourceRevision,
     apptainer_note,
     assemble_build_context,
-    check_image_provenance,
     docker_api_client,
     docker_reference,
     follow_build_stream,
@@ -43,10 +42,16 @@ from smartbkg_prod.containers import (
     wheel_name_version,
 )
 from smartbkg_prod.errors import SubmitError
-from smartbkg_prod.plan import JobInput, campaign_output_dir, plan_jobs
+from smartbkg_prod.plan import (
+    ENV_IMAGE,
+    ENV_IMAGE_DIGEST,
+    JobInput,
+    campaign_output_dir,
+    plan_jobs,
+)
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import DONE, JobRow
-from smartbkg_prod.worker import ENV_IMAGE, ENV_IMAGE_DIGEST
+from smartbkg_prod.submit import check_image_provenance
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"

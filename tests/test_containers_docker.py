@@ -35,7 +35,6 @@ from smartbkg_prod.containers import (
     ImageRecord,
     SourceRevision,
     build_worker_image,
-    check_image_provenance,
     docker_api_client,
     docker_reference,
     push_image,
@@ -47,7 +46,7 @@ from smartbkg_prod.physics.rootio import read_output
 from smartbkg_prod.plan import JobInput, campaign_output_dir, plan_jobs
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import Store
-from smartbkg_prod.submit import submit_campaign
+from smartbkg_prod.submit import check_image_provenance, submit_campaign
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.files import sha256_file
 from smartbkg_prod.filter.apply import run_filter
-from smartbkg_prod.filter.artifact import file_sha256, load_model, save_model, sidecar_path
+from smartbkg_prod.filter.artifact import load_model, save_model, sidecar_path
+from smartbkg_prod.filter.errors import FilterDeviceError, ModelLoadError
 from smartbkg_prod.filter.graph import FEATURE_COLUMNS, GraphEncoding
 from smartbkg_prod.filter.model import FilterNet
 from smartbkg_prod.filter.sampling import SamplingCalibration
 from smartbkg_prod.physics.events import ParticleBatch, offsets_from_counts
 from smartbkg_prod.spec import FilterConfig
+from smartbkg_prod.worker import library_exit_code
 
 
 def random_events(n_events: int, seed: int, pdg_codes=(211, -211, 22, 111, 321)) -> ParticleBatch:
@@ -63,14 +65,14 @@ def rewrite_artifact(path: Path, **changes) -> None:
     artifact.update(changes)
     torch.save(artifact, path)
     sidecar = json.loads(sidecar_path(path).read_text())
-    sidecar["sha256"] = file_sha256(path)
+    sidecar["sha256"] = sha256_file(path)
     sidecar_path(path).write_text(json.dumps(sidecar))
 
 
 def assert_model_load_error(path: Path, *words: str) -> None:
-    with pytest.raises(WorkerError) as caught:
+    with pytest.raises(ModelLoadError) as caught:
         load_model(path)
-    assert caught.value.exit_code == ExitCode.MODEL_LOAD
+    assert library_exit_code(caught.value) == ExitCode.MODEL_LOAD
     message = str(caught.value)
     assert str(path) in message
     for word in words:
@@ -79,7 +81,7 @@ def assert_model_load_error(path: Path, *words: str) -> None:
 
 def test_saved_model_loads_with_its_sha256(model_path):
     model = load_model(model_path)
-    assert model.sha256 == file_sha256(model_path)
+    assert model.sha256 == sha256_file(model_path)
     assert json.loads(sidecar_path(model_path).read_text())["sha256"] == model.sha256
 
 
@@ -101,7 +103,7 @@ def test_hash_mismatch_with_metadata_is_a_model_load_error(model_path):
 def test_corrupted_file_with_matching_hash_is_a_model_load_error(model_path):
     model_path.write_bytes(b"\x00garbage" * 100)
     rewrite_sidecar = json.loads(sidecar_path(model_path).read_text())
-    rewrite_sidecar["sha256"] = file_sha256(model_path)
+    rewrite_sidecar["sha256"] = sha256_file(model_path)
     sidecar_path(model_path).write_text(json.dumps(rewrite_sidecar))
     assert_model_load_error(model_path, "not a readable torch file")
 
@@ -125,9 +127,9 @@ def test_weights_that_do_not_fit_the_vocabulary_are_a_model_load_error(model_pat
 def test_events_of_another_process_violate_the_unknown_pdg_policy(model_path):
     foreign = random_events(50, seed=3, pdg_codes=(9000221, 100443, 211))
     config = FilterConfig(mode="cut", model=str(model_path), device="cpu")
-    with pytest.raises(WorkerError) as caught:
+    with pytest.raises(ModelLoadError) as caught:
         run_filter(foreign, config, seed=1)
-    assert caught.value.exit_code == ExitCode.MODEL_LOAD
+    assert library_exit_code(caught.value) == ExitCode.MODEL_LOAD
     assert "outside its vocabulary" in str(caught.value) and "9000221" in str(caught.value)
 
 
@@ -136,7 +138,7 @@ def test_sample_mode_is_deterministic_given_the_seed(model_path, events):
     first, again, other = (run_filter(events, config, seed=s) for s in (7, 7, 8))
     assert np.array_equal(first.keep, again.keep) and np.array_equal(first.weights, again.weights)
     assert not np.array_equal(first.keep, other.keep)
-    assert first.model_sha256 == file_sha256(model_path) and first.device == "cpu"
+    assert first.model_sha256 == sha256_file(model_path) and first.device == "cpu"
 
 
 def test_sample_mode_weights_are_inverse_keep_probabilities(model_path, events):
@@ -172,9 +174,9 @@ def test_off_mode_keeps_everything_without_a_model(events):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_without_a_gpu_is_a_gpu_error(model_path, events):
-    with pytest.raises(WorkerError) as caught:
+    with pytest.raises(FilterDeviceError) as caught:
         run_filter(events, FilterConfig(mode="cut", model=str(model_path), device="cuda"), seed=1)
-    assert caught.value.exit_code == ExitCode.GPU
+    assert library_exit_code(caught.value) == ExitCode.GPU
     assert "filter.device: cpu" in str(caught.value)
 
 

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from smartbkg_prod.cli.filter import evaluate, train
+from smartbkg_prod.files import sha256_file
 from smartbkg_prod.filter.apply import run_filter
 from smartbkg_prod.filter.artifact import (
     FORMAT_VERSION,
     SHIPPED_MODEL,
-    file_sha256,
     load_model,
     sidecar_path,
 )
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_shipped_model_is_small_and_matches_its_metadata():
     assert SHIPPED_MODEL.stat().st_size < 5_000_000
     sidecar = json.loads(sidecar_path(SHIPPED_MODEL).read_text())
-    assert sidecar["sha256"] == file_sha256(SHIPPED_MODEL)
+    assert sidecar["sha256"] == sha256_file(SHIPPED_MODEL)
     assert sidecar["format_version"] == FORMAT_VERSION
     # Provenance: the command as run is quoted in the models README, with the repository
     # spec it was run on, whose campaign is the training data.
@@ -110,7 +110,7 @@ def test_train_command_runs_the_campaign_and_writes_a_model_the_worker_loads(tmp
     decision = run_filter(
         events.particles, FilterConfig(mode="sample", model=str(out), device="cpu"), 2
     )
-    assert decision.model_sha256 == file_sha256(out)
+    assert decision.model_sha256 == sha256_file(out)
     metadata = load_model(out).metadata
     assert metadata["training"]["n_events"] == 3000
     assert metadata["net_shape"]["embedding_dim"] == 12

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.physics.beams import E_TOTAL, P_TOTAL_Z, SQRT_S
+from smartbkg_prod.physics.errors import GeneratorError
 from smartbkg_prod.physics.events import ParticleBatch
 from smartbkg_prod.physics.generate import (
     EventGenerator,
@@ -15,6 +15,7 @@ from smartbkg_prod.physics.generate import (
     pythia_seed,
     sample_cos_theta,
 )
+from smartbkg_prod.worker import library_exit_code
 
 N_EVENTS = 200
 M_B = {511: 5.27966, 521: 5.27934}
@@ -143,9 +144,9 @@ def test_continuum_events_conserve_the_beam_four_momentum():
 
 
 def test_unknown_process_is_a_generator_error():
-    with pytest.raises(WorkerError) as caught:
+    with pytest.raises(GeneratorError) as caught:
         EventGenerator("bbbar_everything", seed=1)
-    assert caught.value.exit_code == ExitCode.GENERATOR
+    assert library_exit_code(caught.value) == ExitCode.GENERATOR
 
 
 def test_zero_events_gives_an_empty_batch():

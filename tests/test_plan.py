@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from smartbkg_prod.backends.base import split_job
 from smartbkg_prod.cli import main
-from smartbkg_prod.plan import PYTHIA_MAX_SEED, job_seed, plan_jobs
+from smartbkg_prod.physics.config import PYTHIA_MAX_SEED
+from smartbkg_prod.plan import job_seed, plan_jobs
 from smartbkg_prod.spec import Campaign
 
 

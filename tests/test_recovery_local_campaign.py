@@ -9,7 +9,7 @@ from smartbkg_prod.physics.rootio import read_output
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.recovery.actions import Action
 from smartbkg_prod.recovery.apply import apply_decisions
-from smartbkg_prod.recovery.records import list_recommendations, split_jobs
+from smartbkg_prod.recovery.records import list_recommendations
 from smartbkg_prod.recovery.review import accept, override, refresh_recommendations
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import CANCELLED, FAILED
@@ -72,7 +72,7 @@ def test_overridden_split_regenerates_exactly_the_parent_events(campaign, store,
     assert recommendation.failure_code == "signal:9"
     override(store, recommendation.id, "split_job", operator="shifter")
     apply_decisions(store)
-    assert sorted(split_jobs(store, campaign.campaign_id)) == [3, 4]
+    assert sorted(store.split_jobs(campaign.campaign_id)) == [3, 4]
     assert store.job_states(campaign.campaign_id)[1] == CANCELLED
     rerun_and_check_every_event_once(campaign, store)
 

@@ -7,7 +7,7 @@ from test_recovery_review import by_job, fail
 
 from smartbkg_prod.plan import plan_jobs
 from smartbkg_prod.recovery.apply import apply_decisions
-from smartbkg_prod.recovery.records import job_overrides, latest_model_blob, split_jobs
+from smartbkg_prod.recovery.records import latest_model_blob
 from smartbkg_prod.recovery.review import (
     accept,
     current_policy,
@@ -33,9 +33,9 @@ def test_review_loop_and_model_storage_on_postgres(postgres_url, tmp_path):
     accept(store, recs[0].id, operator="alice")
     override(store, recs[1].id, "split_job", operator="bob")
     assert all(result.applied for result in apply_decisions(store))
-    assert sorted(split_jobs(store, campaign.campaign_id)) == [4, 5]
+    assert sorted(store.split_jobs(campaign.campaign_id)) == [4, 5]
     assert store.job_states(campaign.campaign_id)[1] == CANCELLED
-    assert job_overrides(store, campaign.campaign_id) == {}
+    assert store.job_overrides(campaign.campaign_id) == {}
     result = train(store, min_labels=2)
     policy = current_policy(store)
     assert policy.name == result.model and policy.model.n_labels == 2

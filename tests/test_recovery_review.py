@@ -14,10 +14,8 @@ from smartbkg_prod.recovery.failures import FailureRecord
 from smartbkg_prod.recovery.recommend import recommend
 from smartbkg_prod.recovery.records import (
     RecoveryError,
-    job_overrides,
     list_recommendations,
     save_recommendations,
-    split_jobs,
     training_labels,
 )
 from smartbkg_prod.recovery.review import (
@@ -136,7 +134,7 @@ def test_apply_resets_jobs_with_their_overrides(store, failed_campaign):
     assert all(result.applied for result in results)
     campaign_id = failed_campaign.campaign_id
     assert store.job_states(campaign_id) == {0: PENDING, 1: PENDING, 2: PENDING, 3: PENDING}
-    overrides = job_overrides(store, campaign_id)
+    overrides = store.job_overrides(campaign_id)
     assert overrides[1].memory_mb == 3000 and overrides[2].walltime_s == 7200
     assert 0 not in overrides
     assert apply_decisions(store) == []  # applied once
@@ -149,7 +147,7 @@ def test_split_covers_exactly_the_parent_events_from_its_stream(store, failed_ca
     override(store, recs[1].id, "split_job", operator="bob")
     (result,) = apply_decisions(store)
     assert result.applied
-    parts = split_jobs(store, campaign_id)
+    parts = store.split_jobs(campaign_id)
     assert sorted(parts) == [4, 5]  # 1.28x projected need: 2 parts
     parent = plan_jobs(failed_campaign)[1]
     covered = sorted(e for p in parts.values() for e in range(p.first_event, p.last_event))

@@ -30,7 +30,6 @@ from smartbkg_prod.monitor.web import start_server
 from smartbkg_prod.recovery.records import (
     RecommendationRow,
     get_recommendation,
-    job_overrides,
     live_jobs,
 )
 from smartbkg_prod.recovery.review import refresh_recommendations
@@ -222,7 +221,7 @@ def test_apply_carries_out_the_campaigns_decisions_only(store, client, recommend
     assert status == 303 and headers["Location"] == f"/campaign/{campaign_id}"
     jobs = live_jobs(store, campaign_id)
     assert {0, 1} <= set(jobs["pending"]) and jobs["failed"] == [2]
-    assert job_overrides(store, campaign_id)[1].memory_mb == 3000
+    assert store.job_overrides(campaign_id)[1].memory_mb == 3000
     assert get_recommendation(store, recommendations[0].id).status == "applied"
     assert is_open(store, recommendations[2])
 

@@ -13,12 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from smartbkg_prod.cli import main
-from smartbkg_prod.errors import WorkerError
 from smartbkg_prod.exitcodes import ExitCode
-from smartbkg_prod.filter.artifact import SHIPPED_MODEL, file_sha256, load_model, sidecar_path
+from smartbkg_prod.files import sha256_file
+from smartbkg_prod.filter.artifact import SHIPPED_MODEL, load_model, sidecar_path
+from smartbkg_prod.filter.errors import ModelLoadError
 from smartbkg_prod.plan import JobInput, plan_jobs
 from smartbkg_prod.report import read_report
 from smartbkg_prod.spec import Campaign
+from smartbkg_prod.worker import library_exit_code
 
 
 @pytest.fixture
@@ -45,11 +47,11 @@ def test_a_pickle_payload_with_a_matching_recorded_hash_is_refused_and_never_run
     marker = tmp_path / "payload-ran"
     model_copy.write_bytes(pickle.dumps({"format": "x", "evil": _Payload(marker)}, protocol=2))
     sidecar = json.loads(sidecar_path(model_copy).read_text())
-    sidecar["sha256"] = file_sha256(model_copy)  # an attacker controlling both files
+    sidecar["sha256"] = sha256_file(model_copy)  # an attacker controlling both files
     sidecar_path(model_copy).write_text(json.dumps(sidecar))
-    with pytest.raises(WorkerError) as error:
+    with pytest.raises(ModelLoadError) as error:
         load_model(model_copy)
-    assert error.value.exit_code == ExitCode.MODEL_LOAD
+    assert library_exit_code(error.value) == ExitCode.MODEL_LOAD
     assert not marker.exists()
 
 
@@ -57,16 +59,16 @@ def test_one_flipped_byte_is_caught_by_the_recorded_hash(model_copy):
     data = bytearray(model_copy.read_bytes())
     data[len(data) // 2] ^= 0x01
     model_copy.write_bytes(bytes(data))
-    with pytest.raises(WorkerError, match="does not match") as error:
+    with pytest.raises(ModelLoadError, match="does not match") as error:
         load_model(model_copy)
-    assert error.value.exit_code == ExitCode.MODEL_LOAD
+    assert library_exit_code(error.value) == ExitCode.MODEL_LOAD
 
 
 def test_a_sidecar_without_a_hash_is_refused(model_copy):
     sidecar = json.loads(sidecar_path(model_copy).read_text())
     del sidecar["sha256"]
     sidecar_path(model_copy).write_text(json.dumps(sidecar))
-    with pytest.raises(WorkerError, match="does not match"):
+    with pytest.raises(ModelLoadError, match="does not match"):
         load_model(model_copy)
 
 

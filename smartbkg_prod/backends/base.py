@@ -22,27 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from smartbkg_prod.backends.polling import PollPolicy
 from smartbkg_prod.files import write_text_atomic
-from smartbkg_prod.plan import Job, JobInput
+from smartbkg_prod.plan import Job, JobInput, RetryChanges
 from smartbkg_prod.spec import Campaign, Resources
-
-
-class RetryChanges(BaseModel):
-    """What a recovery action changes for the next attempt of a job.
-
-    Event range and seed never change, except through ``split_into``, which replaces the
-    job's range by that many contiguous sub-ranges covering exactly the same events.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    memory_mb: int | None = Field(default=None, gt=0)
-    walltime_s: int | None = Field(default=None, gt=0)
-    exclude_sites: list[str] = Field(default_factory=list)
-    split_into: int | None = Field(default=None, ge=2)
 
 
 class JobHandle(BaseModel):
@@ -156,6 +141,14 @@ def site_resources(campaign: Campaign, site: str | None = None) -> Resources:
     if site is not None and site in campaign.backend.sites.overrides:
         return campaign.backend.sites.overrides[site]
     return campaign.resources
+
+
+def exit_status(returncode: int) -> tuple[int, str | None]:
+    """A process's return code (negative: killed by that signal) as a shell exit status
+    (128 + signal) and a native code."""
+    if returncode < 0:
+        return 128 - returncode, f"signal:{-returncode}"
+    return returncode, None
 
 
 def attempt_handle(job_input: JobInput, backend: str, backend_job_id: str) -> JobHandle:

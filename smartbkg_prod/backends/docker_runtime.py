@@ -30,12 +30,10 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from smartbkg_prod.backends.base import JobHandle, JobState, write_job_file
-from smartbkg_prod.backends.local import LocalBackend, exit_status
+from smartbkg_prod.backends.base import Backend, JobHandle, JobState, exit_status, write_job_file
 from smartbkg_prod.errors import SubmitError
-from smartbkg_prod.plan import JobInput
+from smartbkg_prod.plan import ENV_IMAGE, ENV_IMAGE_DIGEST, JobInput
 from smartbkg_prod.spec import Campaign, Resources
-from smartbkg_prod.worker import ENV_IMAGE, ENV_IMAGE_DIGEST
 
 LABEL_PREFIX = "org.smartbkg"
 ENV_PREFIX = "SMARTBKG_"
@@ -125,7 +123,7 @@ def docker_run_command(arguments: dict) -> list[str]:
     return [*command, arguments["image"], *arguments["command"]]
 
 
-class DockerLocalBackend(LocalBackend):
+class DockerLocalBackend(Backend):
     """The local backend with ``container.runtime: docker``: attempts run in containers.
 
     ``client`` is a ``docker.DockerClient`` (default: ``docker.from_env()``, i.e.
@@ -136,7 +134,6 @@ class DockerLocalBackend(LocalBackend):
     runtime = "docker"
 
     def __init__(self, image: str, *, client=None, image_digest: str | None = None):
-        super().__init__()
         self.image = image
         self._client = client
         self._image_digest = image_digest

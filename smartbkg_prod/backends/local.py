@@ -14,16 +14,16 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from smartbkg_prod.backends.base import Backend, JobHandle, JobState, worker_command, write_job_file
+from smartbkg_prod.backends.base import (
+    Backend,
+    JobHandle,
+    JobState,
+    exit_status,
+    worker_command,
+    write_job_file,
+)
 from smartbkg_prod.plan import JobInput
 from smartbkg_prod.spec import Campaign
-
-
-def exit_status(returncode: int) -> tuple[int, str | None]:
-    """Popen's return code as a shell exit status (128 + signal) and a native code."""
-    if returncode < 0:
-        return 128 - returncode, f"signal:{-returncode}"
-    return returncode, None
 
 
 class LocalBackend(Backend):

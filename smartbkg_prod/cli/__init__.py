@@ -7,17 +7,22 @@ library's own types become one line on stderr and a non-zero exit (2 for bad inp
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from smartbkg_prod import __version__
 from smartbkg_prod.errors import SmartBkgError, SpecError
+from smartbkg_prod.filter.errors import FilterError
+from smartbkg_prod.physics.errors import PhysicsError
 from smartbkg_prod.redact import redact, redact_url
-from smartbkg_prod.store import Store, default_db_url
+
+if TYPE_CHECKING:
+    from smartbkg_prod.store import Store
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -27,18 +32,49 @@ db_option = click.option(
     "db_url",
     default=None,
     envvar="SMARTBKG_DB",
-    help=f"Database URL (default {redact_url(default_db_url())}; env SMARTBKG_DB).",
+    help="Database URL (default sqlite:///smartbkg-prod.db, in the current directory; "
+    "env SMARTBKG_DB).",
 )
 
 
 # Commands in their own modules, imported only when used: a worker start must not pay
-# for scikit-learn, the web server or the docker SDK.
-LAZY_COMMANDS = {
-    "build": "smartbkg_prod.cli.build:build",
-    "train": "smartbkg_prod.cli.filter:train",
-    "evaluate": "smartbkg_prod.cli.filter:evaluate",
-    "monitor": "smartbkg_prod.cli.monitor:monitor",
-    "recover": "smartbkg_prod.cli.recover:recover",
+# for SQLAlchemy, scikit-learn, the web server or the docker SDK.
+def _build() -> click.Command:
+    from smartbkg_prod.cli.build import build
+
+    return build
+
+
+def _train() -> click.Command:
+    from smartbkg_prod.cli.filter import train
+
+    return train
+
+
+def _evaluate() -> click.Command:
+    from smartbkg_prod.cli.filter import evaluate
+
+    return evaluate
+
+
+def _monitor() -> click.Command:
+    from smartbkg_prod.cli.monitor import monitor
+
+    return monitor
+
+
+def _recover() -> click.Command:
+    from smartbkg_prod.cli.recover import recover
+
+    return recover
+
+
+LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
+    "build": _build,
+    "train": _train,
+    "evaluate": _evaluate,
+    "monitor": _monitor,
+    "recover": _recover,
 }
 
 
@@ -50,14 +86,13 @@ class _Group(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY_COMMANDS:
-            module_name, attribute = LAZY_COMMANDS[name].split(":")
-            return getattr(importlib.import_module(module_name), attribute)
+            return LAZY_COMMANDS[name]()
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except SmartBkgError as error:
+        except (SmartBkgError, PhysicsError, FilterError) as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             for line in redact(str(error)).splitlines():
@@ -249,6 +284,7 @@ def status(
 ) -> None:
     """Status of CAMPAIGN (id or name), or of every campaign."""
     from smartbkg_prod.errors import StoreError
+    from smartbkg_prod.store import Store
 
     if watch_interval is not None:
         from smartbkg_prod.cli.monitor import watch

@@ -26,15 +26,16 @@ def _training_events(
 ):
     """Labelled events of the filter-off campaign ``spec``: reused, run, or made in-process;
     ``resimulations`` > 0 adds the soft label (the pass fraction over more detector seeds)."""
-    from smartbkg_prod.filter.data import read_campaign_outputs, simulate_campaign
-    from smartbkg_prod.plan import campaign_output_dir
+    from smartbkg_prod.filter.data import ChainSettings, read_campaign_outputs, simulate_ranges
+    from smartbkg_prod.plan import campaign_output_dir, plan_jobs
 
     if outputs:
         return read_campaign_outputs(
             outputs, resimulations, campaign.simulation, campaign.skim, campaign.seed
         )
     if in_process:
-        return simulate_campaign(campaign, workers, resimulations)
+        chain = ChainSettings(campaign.process, campaign.simulation, campaign.skim, resimulations)
+        return simulate_ranges(chain, plan_jobs(campaign), workers)
     from smartbkg_prod.submit import submit_campaign
 
     status = submit_campaign(campaign, spec_path=spec, db_url=db_url, progress=True)
@@ -282,7 +283,7 @@ def evaluate(
     """Evaluate a filter model: AUC, speedups (measured and reference costs), bias."""
     from smartbkg_prod.filter.data import LabelledEvents, simulate_labelled
     from smartbkg_prod.filter.evaluate import evaluate_model, write_plots
-    from smartbkg_prod.spec import SimulationConfig, SkimConfig
+    from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 
     if events_file:
         events = LabelledEvents.load(events_file)

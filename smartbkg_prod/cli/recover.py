@@ -17,7 +17,6 @@ from smartbkg_prod.recovery.apply import apply_decisions
 from smartbkg_prod.recovery.cases import evaluate_corpus
 from smartbkg_prod.recovery.classifier import MIN_LABELS, Evaluation
 from smartbkg_prod.recovery.features import code_site_matrix
-from smartbkg_prod.recovery.records import STATUSES as RECOMMENDATION_STATUSES
 from smartbkg_prod.recovery.records import (
     StoredRecommendation,
     campaign_records,
@@ -34,6 +33,7 @@ from smartbkg_prod.recovery.review import (
     refresh_recommendations,
     train,
 )
+from smartbkg_prod.store import STATUSES as RECOMMENDATION_STATUSES
 from smartbkg_prod.store import Store
 
 STATUSES = (*RECOMMENDATION_STATUSES, "all")

@@ -1,6 +1,6 @@
 """The worker's entry to the filter: score events and decide which to simulate.
 
->>> from smartbkg_prod.spec import FilterConfig
+>>> from smartbkg_prod.filter.config import FilterConfig
 >>> run_filter(ParticleBatch.empty(), FilterConfig(mode="off"), seed=1).keep.shape
 (0,)
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from smartbkg_prod.filter.config import FilterConfig
 from smartbkg_prod.filter.infer import score_events, scoring_model
 from smartbkg_prod.filter.sampling import decide
 from smartbkg_prod.physics.events import ParticleBatch
-from smartbkg_prod.spec import FilterConfig
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ def run_filter(
     ``scale`` and ``p_min``, when given, replace the sample mode's k of the model and
     ``config.p_min`` (the values ``filter.tune: auto`` chose for the job).
     Deterministic given ``seed`` (one numpy Generator draw per event in sample mode).
-    Model problems raise ``WorkerError(ExitCode.MODEL_LOAD)``, an unusable requested GPU
-    ``WorkerError(ExitCode.GPU)``.
+    Model problems raise :class:`~smartbkg_prod.filter.errors.ModelLoadError`, an unusable
+    requested GPU :class:`~smartbkg_prod.filter.errors.FilterDeviceError`.
     """
     n_events = particles.n_events
     if config.mode == "off":

@@ -4,12 +4,11 @@ The ``.pt`` file is ``torch.save`` of a plain dict of tensors, numbers, strings 
 so it loads with ``weights_only=True`` (no pickled code runs). The sidecar repeats the
 metadata in readable form and records the ``.pt`` file's sha256; the worker refuses a model
 whose bytes do not match it. Every problem is a
-``WorkerError(ExitCode.MODEL_LOAD, ...)`` naming the file and the fix.
+``ModelLoadError`` naming the file and the fix.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -21,8 +20,8 @@ import numpy as np
 import torch
 
 from smartbkg_prod import __version__
-from smartbkg_prod.errors import WorkerError
-from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.files import sha256_file
+from smartbkg_prod.filter.errors import ModelLoadError
 from smartbkg_prod.filter.graph import GraphEncoding
 from smartbkg_prod.filter.model import FilterNet, NetShape
 from smartbkg_prod.filter.sampling import SamplingCalibration
@@ -53,14 +52,6 @@ class FilterModel:
 
 def sidecar_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_model_path(model: str | Path | None) -> Path:
@@ -101,7 +92,7 @@ def save_model(
     header = json.loads(json.dumps(header, default=float))
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in net.state_dict().items()}
     _atomic_write(path, lambda handle: torch.save({**header, "state_dict": state}, handle))
-    sha256 = file_sha256(path)
+    sha256 = sha256_file(path)
     sidecar = {**header, "model_file": path.name, "sha256": sha256}
     _atomic_write(
         sidecar_path(path),
@@ -122,8 +113,8 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def _model_error(path: Path, problem: str, fix: str) -> WorkerError:
-    return WorkerError(ExitCode.MODEL_LOAD, f"filter model {path}: {problem}; {fix}")
+def _model_error(path: Path, problem: str, fix: str) -> ModelLoadError:
+    return ModelLoadError(f"filter model {path}: {problem}; {fix}")
 
 
 def load_model(model: str | Path | None) -> FilterModel:
@@ -147,7 +138,7 @@ def load_model(model: str | Path | None) -> FilterModel:
         raise _model_error(
             path, f"metadata file {sidecar} is unreadable ({error})", retrain
         ) from None
-    sha256 = file_sha256(path)
+    sha256 = sha256_file(path)
     if recorded.get("sha256") != sha256:
         raise _model_error(
             path,

@@ -27,7 +27,7 @@ others, scaled by 1/(1 − f), estimates the same skimmed count as C/f:
   absolute criterion KL < 0.0015 (:data:`KL_REFERENCE`) is not used: an unbiased sample's
   KL is its noise level, which falls with the sample size, so the χ² tests judge bias.
 
->>> from smartbkg_prod.spec import SkimConfig
+>>> from smartbkg_prod.physics.config import SkimConfig
 >>> sorted(monitor_edges(SkimConfig()))[:3]
 ['best_mode', 'delta_e', 'mbc']
 """
@@ -47,11 +47,11 @@ from smartbkg_prod.filter.speedup import (
     max_speedup,
     sampling_speedup_from_means,
 )
+from smartbkg_prod.filter.summary import BiasHistogram, FilterMonitor
 from smartbkg_prod.filter.tune import TuneHistograms
 from smartbkg_prod.physics.beams import E_BEAM_CM
+from smartbkg_prod.physics.config import SkimConfig
 from smartbkg_prod.physics.skim import MODE_NAMES
-from smartbkg_prod.report import BiasHistogram, FilterMonitor
-from smartbkg_prod.spec import SkimConfig
 
 # SmartBKG's absolute KL criterion: retired (see the module docstring), shown for comparison.
 KL_REFERENCE = 0.0015

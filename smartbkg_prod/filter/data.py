@@ -4,8 +4,7 @@ Two sources: a filter-off campaign's ROOT outputs (what ``smartbkg-prod train SP
 uses), or the physics chain run in-process (generate -> simulate -> skim), which
 ``evaluate`` uses for fresh held-out events and which also measures per-stage costs.
 
->>> from smartbkg_prod.plan import Job, plan_jobs
-from smartbkg_prod.spec import Campaign, SimulationConfig, SkimConfig
+>>> from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 >>> events = simulate_labelled("bbbar_generic", 50, seed=3, simulation=SimulationConfig(), skim=SkimConfig())
 >>> events.n_events
 50
@@ -16,18 +15,18 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 from smartbkg_prod.physics.detector import RecoBatch
 from smartbkg_prod.physics.events import PARTICLE_COLUMNS, ParticleBatch
 from smartbkg_prod.physics.skim import SkimResult
-from smartbkg_prod.plan import Job, plan_jobs
-from smartbkg_prod.spec import Campaign, SimulationConfig, SkimConfig
 
 CHARGED_FINAL_STATE = np.array([11, 13, 211, 321, 2212])
 # Event-level variables monitored for filter bias, by how they are binned.
@@ -274,39 +273,52 @@ def simulate_labelled(
 RESIMULATION_SEED_OFFSET = 1_000_000_000
 
 
-def _simulate_job(campaign: Campaign, job: Job, resimulations: int = 0) -> LabelledEvents:
-    events = simulate_labelled(
-        campaign.process,
-        job.n_events,
-        job.seed,
-        campaign.simulation,
-        campaign.skim,
-        job.first_event,
-    )
-    if resimulations > 0:
-        first_seed = RESIMULATION_SEED_OFFSET + job.seed * 64
-        events = add_pass_fraction(
-            events, resimulations, campaign.simulation, campaign.skim, first_seed
+class EventRange(Protocol):
+    """Events ``first_event ..`` (``n_events`` of them) from the stream seeded ``seed``: a
+    planned job (:class:`smartbkg_prod.plan.Job`) is one."""
+
+    first_event: int
+    n_events: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    """What the in-process chain runs: the process, the stages' configuration and, when
+    ``resimulations`` > 0, the soft label (:func:`add_pass_fraction`)."""
+
+    process: str
+    simulation: SimulationConfig
+    skim: SkimConfig
+    resimulations: int = 0
+
+    def run(self, events: EventRange) -> LabelledEvents:
+        labelled = simulate_labelled(
+            self.process,
+            events.n_events,
+            events.seed,
+            self.simulation,
+            self.skim,
+            events.first_event,
         )
-    return events
+        if self.resimulations > 0:
+            first_seed = RESIMULATION_SEED_OFFSET + events.seed * 64
+            labelled = add_pass_fraction(
+                labelled, self.resimulations, self.simulation, self.skim, first_seed
+            )
+        return labelled
 
 
-def simulate_campaign(
-    campaign: Campaign, workers: int = 1, resimulations: int = 0
+def simulate_ranges(
+    chain: ChainSettings, ranges: Sequence[EventRange], workers: int = 1
 ) -> LabelledEvents:
-    """The campaign's events made in-process, job by job: the same event ranges and seeds as
-    its worker jobs (generate -> simulate -> skim, filter off), ``workers`` processes;
-    ``resimulations`` > 0 adds the soft label (:func:`add_pass_fraction`)."""
-    jobs = plan_jobs(campaign)
+    """Events made in-process range by range (a campaign's planned jobs give the same event
+    ranges and seeds as its worker jobs; filter off), in ``workers`` processes."""
     if workers <= 1:
-        return LabelledEvents.concatenate(
-            _simulate_job(campaign, job, resimulations) for job in jobs
-        )
+        return LabelledEvents.concatenate(chain.run(events) for events in ranges)
     context = multiprocessing.get_context("spawn")  # no inherited torch/OpenMP state
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return LabelledEvents.concatenate(
-            pool.map(_simulate_job, [campaign] * len(jobs), jobs, [resimulations] * len(jobs))
-        )
+        return LabelledEvents.concatenate(pool.map(chain.run, ranges))
 
 
 def read_campaign_outputs(

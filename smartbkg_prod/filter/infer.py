@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smartbkg_prod.errors import WorkerError
-from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.filter.artifact import FilterModel, load_model, resolve_model_path
+from smartbkg_prod.filter.errors import FilterDeviceError, ModelLoadError
 from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors, build_graphs_from_tensors
 from smartbkg_prod.filter.model import FilterNet
 from smartbkg_prod.physics.events import ParticleBatch
@@ -29,7 +28,7 @@ CPU_CHUNK_EVENTS = 128
 
 
 def resolve_device(requested: str) -> tuple[torch.device, str]:
-    """``auto`` -> CUDA when usable, else CPU; ``cuda`` without a usable GPU -> ExitCode.GPU."""
+    """``auto`` -> CUDA when usable, else CPU; ``cuda`` without a usable GPU -> FilterDeviceError."""
     if requested not in {"auto", "cpu", "cuda"}:
         raise ValueError(f"unknown device {requested!r} (allowed: auto, cpu, cuda)")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
@@ -43,8 +42,7 @@ def resolve_device(requested: str) -> tuple[torch.device, str]:
         torch.zeros(1, device=device)  # touches the context: fails here, not mid-job
         return device, f"cuda:0 {torch.cuda.get_device_name(device)}"
     except RuntimeError as error:
-        raise WorkerError(
-            ExitCode.GPU,
+        raise FilterDeviceError(
             f"filter.device '{requested}' needs a usable CUDA GPU: {error}; "
             "run on a GPU slot or set filter.device: cpu",
         ) from None
@@ -82,9 +80,7 @@ def scoring_model(model: str | Path | None, device: str = "auto") -> ScoringMode
     try:
         loaded.net.to(torch_device)
     except RuntimeError as error:
-        raise WorkerError(
-            ExitCode.GPU, f"cannot move the filter model to {device_name}: {error}"
-        ) from None
+        raise FilterDeviceError(f"cannot move the filter model to {device_name}: {error}") from None
     placed = ScoringModel(
         loaded, torch_device, device_name, EncodingTensors(loaded.encoding, torch_device)
     )
@@ -98,7 +94,7 @@ def score_events(
 ) -> np.ndarray:
     """Pass-probability scores (float32[n_events]) of every event.
 
-    Raises ``WorkerError(MODEL_LOAD)`` when more than the model's allowed fraction of
+    Raises :class:`ModelLoadError` when more than the model's allowed fraction of
     particles carry PDG codes outside its vocabulary (it was trained on another process).
     """
     on_cuda = scorer.device.type == "cuda"
@@ -108,13 +104,13 @@ def score_events(
         scores, n_unknown = score_tensors(scorer.model.net, scorer.encoding, tensors, chunk)
         scores, n_unknown = scores.cpu().numpy(), int(n_unknown)
     except torch.cuda.OutOfMemoryError as error:
-        raise WorkerError(
-            ExitCode.GPU, f"GPU out of memory in the filter: {error}; lower filter.batch_size"
+        raise FilterDeviceError(
+            f"GPU out of memory in the filter: {error}; lower filter.batch_size"
         ) from None
     except RuntimeError as error:
         if on_cuda:
-            raise WorkerError(
-                ExitCode.GPU, f"CUDA error in the filter on {scorer.device_name}: {error}"
+            raise FilterDeviceError(
+                f"CUDA error in the filter on {scorer.device_name}: {error}"
             ) from None
         raise
     check_unknown_fraction(scorer.model, n_unknown, particles)
@@ -175,8 +171,7 @@ def check_unknown_fraction(model: FilterModel, n_unknown: int, particles: Partic
         return
     known = np.asarray(model.encoding.pdg_codes)
     unknown = np.unique(particles.pdg[~np.isin(particles.pdg, known)])
-    raise WorkerError(
-        ExitCode.MODEL_LOAD,
+    raise ModelLoadError(
         f"filter model {model.path}: {n_unknown / particles.n_particles:.1%} of particles have PDG codes "
         f"outside its vocabulary (e.g. {unknown[:5].tolist()}; the model allows "
         f"{model.max_unknown_fraction:.1%}): it was trained on another process; "

@@ -45,10 +45,10 @@ from smartbkg_prod.filter.speedup import (
     sampling_speedup,
     sampling_speedup_from_means,
 )
+from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 
 if TYPE_CHECKING:
     from smartbkg_prod.physics.events import ParticleBatch
-    from smartbkg_prod.spec import SimulationConfig, SkimConfig
 
 FIRST_DETECTOR_SEED = 1000
 BOOTSTRAP_REPLICAS = 200
@@ -124,7 +124,6 @@ def resimulate_passes(
     ``first_seed, first_seed + 1, ...``: bool [resimulations, n_events]."""
     from smartbkg_prod.physics.detector import simulate
     from smartbkg_prod.physics.skim import skim
-    from smartbkg_prod.spec import SimulationConfig, SkimConfig
 
     simulation = SimulationConfig() if simulation is None else simulation
     skim_config = SkimConfig() if skim_config is None else skim_config

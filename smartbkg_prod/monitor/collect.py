@@ -25,7 +25,6 @@ from sqlalchemy.exc import IntegrityError
 
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState
 from smartbkg_prod.errors import StoreError
-from smartbkg_prod.monitor.records import BackendStateRow
 from smartbkg_prod.plan import JobInput, plan_jobs
 from smartbkg_prod.report import JobReport, ReportError, read_report
 from smartbkg_prod.store import (
@@ -35,6 +34,7 @@ from smartbkg_prod.store import (
     PENDING,
     REPORT_FIELDS,
     AttemptRow,
+    BackendStateRow,
     CampaignRow,
     JobRow,
     ReportRow,

@@ -57,16 +57,16 @@ from smartbkg_prod.filter.speedup import (
     max_speedup,
     sampling_speedup_from_means,
 )
+from smartbkg_prod.filter.summary import FilterMonitor
 from smartbkg_prod.filter.tune import FilterTuning, TuneHistograms, expected_speedup
 from smartbkg_prod.monitor.drift import DriftReport, campaign_expectation, check_drift
-from smartbkg_prod.monitor.records import BackendStateRow
 from smartbkg_prod.redact import redact
-from smartbkg_prod.report import FilterMonitor
 from smartbkg_prod.store import (
     DONE,
     FAILED,
     RUNNING,
     AttemptRow,
+    BackendStateRow,
     CampaignRow,
     CampaignStatus,
     JobRow,

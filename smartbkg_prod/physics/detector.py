@@ -12,7 +12,7 @@ Stable final-state particles become reconstructed objects:
 
 Neutrinos, neutrons and K_L leave nothing. Deterministic for a given seed; no loops.
 
->>> from smartbkg_prod.spec import SimulationConfig
+>>> from smartbkg_prod.physics.config import SimulationConfig
 >>> from smartbkg_prod.physics.generate import generate_events
 >>> reco = simulate(generate_events("bbbar_generic", 20, seed=1), SimulationConfig(), seed=1)
 >>> reco.n_events
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smartbkg_prod.physics.config import SimulationConfig
 from smartbkg_prod.physics.events import EventGrouped, ParticleBatch, offsets_from_counts
-from smartbkg_prod.spec import SimulationConfig
 
 PION, KAON, ELECTRON, MUON, PROTON, PHOTON = 211, 321, 11, 13, 2212, 22
 MASS = {

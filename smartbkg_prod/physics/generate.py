@@ -27,12 +27,10 @@ import awkward as ak
 import numpy as np
 import pythia8mc
 
-from smartbkg_prod.errors import WorkerError
-from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.physics.beams import E_ELECTRON, E_POSITRON, SQRT_S, cm_to_lab
+from smartbkg_prod.physics.config import PROCESSES, PYTHIA_MAX_SEED
+from smartbkg_prod.physics.errors import GeneratorError
 from smartbkg_prod.physics.events import ParticleBatch, offsets_from_counts
-from smartbkg_prod.plan import PYTHIA_MAX_SEED
-from smartbkg_prod.spec import PROCESSES
 
 UPSILON_4S = 300553
 UPSILON_4S_SETTINGS = (
@@ -238,9 +236,7 @@ class EventGenerator:
 
     def __init__(self, process: str, seed: int):
         if process not in PROCESS_SETUPS:
-            raise WorkerError(
-                ExitCode.GENERATOR, f"unknown process {process!r} (allowed: {', '.join(PROCESSES)})"
-            )
+            raise GeneratorError(f"unknown process {process!r} (allowed: {', '.join(PROCESSES)})")
         self.process = process
         self.seed = seed
         setup = PROCESS_SETUPS[process]
@@ -254,8 +250,7 @@ class EventGenerator:
         )
         for setting in settings:
             if not self._pythia.readString(setting):
-                raise WorkerError(
-                    ExitCode.GENERATOR,
+                raise GeneratorError(
                     f"Pythia rejected the setting {setting!r} for {process}; if it rejects every "
                     "setting its data files are missing: point PYTHIA8DATA to Pythia's xmldoc directory",
                 )
@@ -263,8 +258,7 @@ class EventGenerator:
         # Keep a reference: Pythia holds the source through a shared pointer created here.
         self._source = _CollisionSource(setup, seed, masses)
         if not self._pythia.setLHAupPtr(self._source) or not self._pythia.init():
-            raise WorkerError(
-                ExitCode.GENERATOR,
+            raise GeneratorError(
                 f"Pythia failed to initialise for process {process} (seed {seed}); "
                 "check the pythia8mc installation and its particle data",
             )
@@ -281,14 +275,12 @@ class EventGenerator:
             try:
                 records = self._pythia.nextBatch(wanted, "skip")
             except Exception as error:  # Pythia raises plain C++ exceptions mapped by pybind
-                raise WorkerError(
-                    ExitCode.GENERATOR,
+                raise GeneratorError(
                     f"Pythia failed while generating {self.process} events: {error}",
                 ) from error
             failures += wanted - len(records)
             if failures > MAX_FAILURE_FRACTION * n_events + 10:
-                raise WorkerError(
-                    ExitCode.GENERATOR,
+                raise GeneratorError(
                     f"Pythia failed on {failures} of {n_events} {self.process} events (seed {self.seed}); "
                     "the generator setup is broken",
                 )

@@ -29,9 +29,9 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from smartbkg_prod.physics.beams import E_BEAM_CM, lab_to_cm
+from smartbkg_prod.physics.config import SkimConfig
 from smartbkg_prod.physics.detector import KAON, PHOTON, RecoBatch
 from smartbkg_prod.physics.events import offsets_from_counts
-from smartbkg_prod.spec import SkimConfig
 
 M_PI0 = 0.1349768
 M_KS = 0.497611

@@ -10,11 +10,12 @@ The flow, one module per step::
     classifier  random forest trained on operators' decisions (noisy labels)
     recommend   one Recommendation per failed job: action, confidence, reason, RetryChanges
     actions     the actions and the retry changes each implies
-    records     recovery's tables and all its store access (overrides, splits, models)
+    records     all of recovery's store access (recommendations, decisions, overrides, splits)
     review      refresh, accept / override (stored as labels), train, evaluate
     apply       carry out decided actions in the store with exact event accounting
     cases       the independent operator corpus that scores rules and classifier
 
-A driver reads :func:`records.job_overrides` and :func:`records.split_jobs` to run what
+A driver reads :meth:`Store.job_overrides <smartbkg_prod.store.Store.job_overrides>` and
+:meth:`Store.split_jobs <smartbkg_prod.store.Store.split_jobs>` to run what
 ``recover apply`` changed; ``smartbkg-prod recover ...`` is the command line.
 """

@@ -2,7 +2,7 @@
 
 - resubmit: the job goes back to ``pending``;
 - more memory / more walltime / exclude site: the change is merged into the job's
-  overrides (:func:`~smartbkg_prod.recovery.records.job_overrides`, read by the driver for
+  overrides (:meth:`~smartbkg_prod.store.Store.job_overrides`, read by the driver for
   the next attempts) and the job goes back to ``pending``;
 - split: the job's range is cut into contiguous parts that share its random stream
   (:func:`~smartbkg_prod.backends.base.split_job`), inserted as new jobs of the campaign;
@@ -25,7 +25,6 @@ from smartbkg_prod.recovery.records import (
     StoredRecommendation,
     add_split,
     job_of,
-    job_overrides,
     live_jobs,
     mark_applied,
     pending_decisions,
@@ -79,7 +78,7 @@ def _apply(store: Store, recommendation: StoredRecommendation) -> tuple[bool, st
         return False, f"job {index} is already {state}"
     if decision.action is Action.SPLIT_JOB:
         parts = split_job(job, decision.changes.split_into or 2)
-        inherited = job_overrides(store, campaign_id).get(index)
+        inherited = store.job_overrides(campaign_id).get(index)
         indices = add_split(store, job, parts, decision.id)
         if inherited is not None:
             for child in indices:

@@ -1,12 +1,11 @@
-"""Recovery's tables and every store access recovery makes.
-
-Tables (declared on :class:`smartbkg_prod.store.Base`, created by ``Store``):
+"""Every store access recovery makes, on recovery's tables (declared in
+:mod:`smartbkg_prod.store`):
 
 - ``recommendations``: one per failed attempt reviewed, with the feature row the policy saw;
 - ``decisions``: who accepted or overrode a recommendation, when, with which action — the
   classifier's training labels; ``applied_at`` once the action was carried out;
 - ``job_overrides``: per (campaign, job) resources and excluded sites for the next
-  attempts, read by backends through :func:`job_overrides`;
+  attempts, read by the driver through :meth:`Store.job_overrides`;
 - ``job_splits``: sub-jobs made by a split, with the parent's random stream start;
 - ``recovery_models``: trained classifiers (newest is used), with their label counts.
 
@@ -23,18 +22,9 @@ from collections import defaultdict
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
-    JSON,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
     func,
     select,
 )
-from sqlalchemy.orm import Mapped, mapped_column
 
 from smartbkg_prod.backends.base import RetryChanges
 from smartbkg_prod.errors import SmartBkgError
@@ -42,89 +32,28 @@ from smartbkg_prod.plan import Job
 from smartbkg_prod.recovery.actions import Action, Recommendation
 from smartbkg_prod.recovery.failures import FailureRecord
 from smartbkg_prod.recovery.taxonomy import FailureCode, parse_native_code
-from smartbkg_prod.store import AttemptRow, Base, CampaignRow, JobRow, ReportRow, Store
-
-# Recommendation states: open (waiting for review), accepted / overridden (decided, not yet
-# applied), applied, skipped (the job no longer needed it when applying), superseded (never
-# decided, and the job has moved on: it succeeded, was cancelled or failed again).
-OPEN, ACCEPTED, OVERRIDDEN, APPLIED = "open", "accepted", "overridden", "applied"
-SKIPPED, SUPERSEDED = "skipped", "superseded"
-STATUSES = (OPEN, ACCEPTED, OVERRIDDEN, APPLIED, SKIPPED, SUPERSEDED)
+from smartbkg_prod.store import (
+    ACCEPTED,
+    APPLIED,
+    OPEN,
+    OVERRIDDEN,
+    SKIPPED,
+    SUPERSEDED,
+    AttemptRow,
+    CampaignRow,
+    DecisionRow,
+    JobOverrideRow,
+    JobRow,
+    JobSplitRow,
+    ModelRow,
+    RecommendationRow,
+    ReportRow,
+    Store,
+)
 
 
 class RecoveryError(SmartBkgError):
     """A review or apply request cannot be carried out (unknown id, already decided...)."""
-
-
-class RecommendationRow(Base):
-    __tablename__ = "recommendations"
-    __table_args__ = (UniqueConstraint("campaign_id", "job_index", "attempt"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    campaign_id: Mapped[str] = mapped_column(String(128), index=True)
-    job_index: Mapped[int] = mapped_column(Integer)
-    attempt: Mapped[int] = mapped_column(Integer)
-    site: Mapped[str] = mapped_column(String(128))
-    failure_code: Mapped[str] = mapped_column(String(64))
-    failure_name: Mapped[str] = mapped_column(String(128))
-    category: Mapped[str] = mapped_column(String(32))
-    action: Mapped[str] = mapped_column(String(32))
-    confidence: Mapped[float] = mapped_column(Float)
-    reason: Mapped[str] = mapped_column(Text)
-    changes: Mapped[dict] = mapped_column(JSON)
-    decided_by: Mapped[str] = mapped_column(String(64))
-    features: Mapped[dict] = mapped_column(JSON)
-    record: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-class DecisionRow(Base):
-    __tablename__ = "decisions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    recommendation_id: Mapped[int] = mapped_column(ForeignKey("recommendations.id"), unique=True)
-    operator: Mapped[str] = mapped_column(String(128))
-    decided_at: Mapped[float] = mapped_column(Float)
-    kind: Mapped[str] = mapped_column(String(16))  # accept | override
-    action: Mapped[str] = mapped_column(String(32))
-    changes: Mapped[dict] = mapped_column(JSON)
-    comment: Mapped[str] = mapped_column(Text, default="")
-    applied_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    outcome: Mapped[str] = mapped_column(Text, default="")
-
-
-class JobOverrideRow(Base):
-    __tablename__ = "job_overrides"
-
-    campaign_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    job_index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    walltime_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    exclude_sites: Mapped[list] = mapped_column(JSON, default=list)
-    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True)
-    updated_at: Mapped[float] = mapped_column(Float)
-
-
-class JobSplitRow(Base):
-    __tablename__ = "job_splits"
-
-    campaign_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    job_index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    parent_index: Mapped[int] = mapped_column(Integer)
-    stream_start: Mapped[int] = mapped_column(Integer)
-    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True)
-
-
-class ModelRow(Base):
-    __tablename__ = "recovery_models"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    digest: Mapped[str] = mapped_column(String(16))
-    n_labels: Mapped[int] = mapped_column(Integer)
-    label_counts: Mapped[dict] = mapped_column(JSON)
-    blob: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Decision(BaseModel):
@@ -437,57 +366,7 @@ def upsert_override(
         row.exclude_sites = sorted({*(row.exclude_sites or []), *changes.exclude_sites})
         row.decision_id = decision_id
         row.updated_at = time.time()
-        return _override(row)
-
-
-def _override(row: JobOverrideRow) -> RetryChanges:
-    return RetryChanges(
-        memory_mb=row.memory_mb,
-        walltime_s=row.walltime_s,
-        exclude_sites=list(row.exclude_sites or []),
-    )
-
-
-def job_overrides(store: Store, campaign_id: str) -> dict[int, RetryChanges]:
-    """Per-job resources and excluded sites set by recovery, for a backend's next attempts.
-
-    >>> from smartbkg_prod.store import Store
-    >>> job_overrides(Store("sqlite://"), "any")
-    {}
-    """
-    with store.session() as session:
-        rows = session.scalars(
-            select(JobOverrideRow).where(JobOverrideRow.campaign_id == campaign_id)
-        )
-        return {row.job_index: _override(row) for row in rows}
-
-
-def split_jobs(store: Store, campaign_id: str) -> dict[int, Job]:
-    """Sub-jobs made by recovery splits, by their new job index (with ``stream_start``).
-
-    A driver runs these besides the planned jobs; their parents are ``cancelled``.
-    """
-    with store.session() as session:
-        rows = session.execute(
-            select(JobRow, JobSplitRow.stream_start)
-            .join(
-                JobSplitRow,
-                (JobSplitRow.campaign_id == JobRow.campaign_id)
-                & (JobSplitRow.job_index == JobRow.job_index),
-            )
-            .where(JobRow.campaign_id == campaign_id)
-        ).all()
-    return {
-        row.job_index: Job(
-            campaign_id=campaign_id,
-            index=row.job_index,
-            first_event=row.first_event,
-            n_events=row.n_events,
-            seed=row.seed,
-            stream_start=stream_start,
-        )
-        for row, stream_start in rows
-    }
+        return row.changes()
 
 
 def job_of(store: Store, campaign_id: str, job_index: int) -> tuple[Job, str]:

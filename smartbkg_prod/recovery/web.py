@@ -37,7 +37,6 @@ from smartbkg_prod.recovery.actions import ACTIONS
 from smartbkg_prod.recovery.apply import apply_decisions
 from smartbkg_prod.recovery.records import (
     OPEN,
-    STATUSES,
     SUPERSEDED,
     RecoveryError,
     StoredRecommendation,
@@ -47,7 +46,7 @@ from smartbkg_prod.recovery.records import (
 )
 from smartbkg_prod.recovery.review import accept, override, refresh_recommendations
 from smartbkg_prod.redact import redact
-from smartbkg_prod.store import Store
+from smartbkg_prod.store import STATUSES, Store
 
 MAX_ROWS = 200  # per table; the JSON endpoint lists them all
 
