@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from smartbkg_prod.physics.config import PROCESSES, SimulationConfig, SkimConfig
 from smartbkg_prod.physics.detector import simulate
 from smartbkg_prod.physics.generate import EventGenerator
 from smartbkg_prod.physics.rootio import write_output
 from smartbkg_prod.physics.skim import MODE_NAMES, skim
-from smartbkg_prod.physics.config import PROCESSES, SimulationConfig, SkimConfig
 
 STAGES = ("generation", "detector", "skim", "root_write")
 

@@ -55,7 +55,7 @@ DEFAULT_BASE_IMAGES: dict[str, str] = {
 }
 # Sources that go into the image: a change there makes the tag "-dirty".
 IMAGE_SOURCES = ("smartbkg_prod", "pyproject.toml", "containers")
-CONTEXT_FILES = ("entrypoint.sh", ".dockerignore")
+CONTEXT_FILES = ("entrypoint.sh", ".dockerignore", "warm-worker.py")
 # Wheels the GPU image takes from its index instead of the host's wheelhouse.
 GPU_INDEX_PACKAGES = ("torch",)
 _TAG_ALLOWED = re.compile(r"[^A-Za-z0-9_.-]")

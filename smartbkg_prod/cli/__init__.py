@@ -78,6 +78,58 @@ LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
 }
 
 
+# The core install is what the worker runs (pyproject.toml); the rest comes with extras.
+# A missing optional module names the extra that installs it: first by the module, else by
+# the command that needed it.
+MODULE_EXTRAS = {
+    "docker": "build",
+    "psycopg": "postgres",
+    "htcondor": "htcondor",
+    "htcondor2": "htcondor",
+    "pandaclient": "panda",
+}
+COMMAND_EXTRAS = {
+    "train": "train",
+    "evaluate": "train",
+    "monitor": "monitor",
+    "recover": "recovery",
+    "build": "build",
+}
+OPTIONAL_MODULES = {
+    *MODULE_EXTRAS,
+    "sqlalchemy",
+    "tqdm",
+    "prometheus_client",
+    "matplotlib",
+    "scipy",
+    "sklearn",
+}
+
+
+def missing_extra(error: ModuleNotFoundError, command: str | None) -> str | None:
+    """The extra that installs the missing module, or None when it is not optional.
+
+    >>> missing_extra(ModuleNotFoundError(name="sqlalchemy.orm"), "status")
+    'submit'
+    >>> missing_extra(ModuleNotFoundError(name="sklearn"), "train")
+    'train'
+    """
+    module = (error.name or "").split(".")[0]
+    if module not in OPTIONAL_MODULES:
+        return None
+    return MODULE_EXTRAS.get(module) or COMMAND_EXTRAS.get(command or "", "submit")
+
+
+def _needs_extra(name: str, error: ModuleNotFoundError, extra: str) -> click.Command:
+    """A stand-in for a command whose optional dependencies are not installed."""
+    line = f"smartbkg-prod {name} needs {error.name!r}: pip install 'smartbkg-prod[{extra}]'"
+
+    def fail() -> None:
+        raise click.ClickException(line)
+
+    return click.Command(name, callback=fail, help=f"(not installed: {line})")
+
+
 class _Group(click.Group):
     """Lazily loaded subcommands; library errors become one clear line, not a traceback."""
 
@@ -86,12 +138,28 @@ class _Group(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY_COMMANDS:
-            return LAZY_COMMANDS[name]()
+            try:
+                return LAZY_COMMANDS[name]()
+            except ModuleNotFoundError as error:
+                extra = missing_extra(error, name)
+                if extra is None:
+                    raise
+                return _needs_extra(name, error, extra)
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except ModuleNotFoundError as error:
+            extra = missing_extra(error, ctx.invoked_subcommand)
+            if extra is None or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            click.echo(
+                f"error: smartbkg-prod {ctx.invoked_subcommand} needs {error.name!r}: "
+                f"pip install 'smartbkg-prod[{extra}]'",
+                err=True,
+            )
+            ctx.exit(EXIT_FAILED)
         except (SmartBkgError, PhysicsError, FilterError) as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

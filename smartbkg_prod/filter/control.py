@@ -34,11 +34,11 @@ others, scaled by 1/(1 − f), estimates the same skimmed count as C/f:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import stats
 
 from smartbkg_prod.filter.metrics import histogram
 from smartbkg_prod.filter.speedup import (
@@ -258,6 +258,9 @@ def unweighted_weighted_chi2(
 
 def compare_histogram(name: str, histogram: BiasHistogram, fraction: float) -> VariableBias:
     """Shape χ² (:func:`unweighted_weighted_chi2`) and KL of one variable."""
+    # Imported here: the monitor tests the summed histograms; the worker only fills them.
+    from scipy import stats
+
     control = np.asarray(histogram.control, dtype=np.float64)
     weighted = np.asarray(histogram.weighted, dtype=np.float64)
     squares = np.asarray(histogram.weighted_squares, dtype=np.float64)
@@ -326,7 +329,7 @@ def filter_check(
     control_total = m.control_skimmed / f
     sigma = np.sqrt(squares_total + m.control_skimmed / f**2)
     pull = (weighted_total - control_total) / sigma if sigma > 0 else None
-    pull_p = float(2.0 * stats.norm.sf(abs(pull))) if pull is not None else None
+    pull_p = math.erfc(abs(pull) / math.sqrt(2.0)) if pull is not None else None
     variables = [compare_histogram(name, histogram, f) for name, histogram in m.histograms.items()]
     p_values = [v.p_value for v in variables if v.ndf] + ([pull_p] if pull_p is not None else [])
     kls = [v.kl_divergence for v in variables if v.kl_divergence is not None]

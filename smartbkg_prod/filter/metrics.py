@@ -1,5 +1,10 @@
 """Filter figures of merit: AUC, ROC and bias tests (the speedup formulas are in
-:mod:`smartbkg_prod.filter.speedup`)."""
+:mod:`smartbkg_prod.filter.speedup`).
+
+The worker fills the control sample's histograms with :func:`histogram`; scikit-learn and
+scipy, which only training, evaluation and the monitor use, are imported where needed so
+the worker does not load them.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,12 @@ from dataclasses import dataclass
 
 import boost_histogram as bh
 import numpy as np
-from scipy import stats
-from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def auc(passed: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (nan when only one class is present)."""
+    from sklearn.metrics import roc_auc_score
+
     passed = np.asarray(passed, dtype=bool)
     if passed.all() or not passed.any():
         return float("nan")
@@ -23,6 +28,8 @@ def roc_points(
     passed: np.ndarray, scores: np.ndarray, max_points: int = 200
 ) -> dict[str, list[float]]:
     """ROC curve thinned to at most ``max_points`` points (for JSON and plots)."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(np.asarray(passed, dtype=bool), scores)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(max_points, len(fpr))).astype(int))
     return {
@@ -142,6 +149,8 @@ def bias_test(
     heavy-tailed where few large weights fall. The unfiltered histogram is the
     expectation, so each bin is a single pull.
     """
+    from scipy import stats
+
     values = np.asarray(values, dtype=np.float64)
     kept = np.asarray(kept, dtype=bool)
     weights = np.asarray(weights, dtype=np.float64)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
 
 from smartbkg_prod.filter.speedup import StageCosts, sampling_speedup
 
@@ -75,6 +74,9 @@ def fit_calibration(
 
     ``passed``: the skim decisions (bool), or pass fractions q̂ of re-simulated events
     (float), which fit the same ``q(score)`` with less noise."""
+    # Imported here: training needs scikit-learn, the worker (decide) does not.
+    from sklearn.isotonic import IsotonicRegression
+
     scores = np.asarray(scores, dtype=np.float64)
     passed = np.asarray(passed)
     passed = passed.astype(np.float64) if passed.dtype.kind == "f" else passed.astype(bool)
