@@ -127,7 +127,13 @@ def _needs_extra(name: str, error: ModuleNotFoundError, extra: str) -> click.Com
     def fail() -> None:
         raise click.ClickException(line)
 
-    return click.Command(name, callback=fail, help=f"(not installed: {line})")
+    return click.Command(
+        name,
+        callback=fail,
+        help=f"(not installed: {line})",
+        # `monitor serve ...` must reach the line above, not a usage error.
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 class _Group(click.Group):
