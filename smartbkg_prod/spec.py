@@ -12,15 +12,17 @@ A campaign is generate -> NN filter -> simulate -> skim, split into jobs by
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
 import reprlib
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from smartbkg_prod.errors import SpecError
 from smartbkg_prod.files import PathText
@@ -191,13 +193,62 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(_key(part) for part in loc) or "(top level)"
 
 
+def _unwrap(annotation: Any) -> Any:
+    """``X`` of ``Annotated[X, ...]`` and of ``X | None``."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            kinds = [kind for kind in get_args(annotation) if kind is not type(None)]
+            if len(kinds) != 1:
+                return annotation
+            annotation = kinds[0]
+        else:
+            return annotation
+
+
+def allowed_keys(loc: tuple[Any, ...], model: type[BaseModel] | None = None) -> list[str]:
+    """The keys allowed beside the unknown key at ``loc`` (a pydantic error location),
+    following the spec's sections, mappings and lists.
+
+    >>> allowed_keys(("backend", "sites", "overrides", "CERN", "memory"))[:3]
+    ['cores', 'memory_mb', 'walltime_s']
+    """
+    kind: Any = model or Campaign
+    for part in loc[:-1]:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            field = kind.model_fields.get(part)
+            kind = _unwrap(field.annotation) if field is not None else None
+        elif get_origin(kind) is dict:
+            kind = _unwrap(get_args(kind)[1])
+        elif get_origin(kind) is list:
+            kind = _unwrap(get_args(kind)[0])
+        else:
+            return []
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return list(kind.model_fields)
+    return []
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    key = _key(loc[-1])
+    allowed = allowed_keys(loc)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key '{key}' (did you mean '{close[0]}'?)"
+    if allowed:
+        return f"unknown key '{key}' (allowed: {', '.join(allowed)})"
+    return f"unknown key '{key}' (remove it or check its spelling)"
+
+
 def _describe(error: dict[str, Any]) -> str:
     """One readable line for one pydantic error, with what is allowed where we know it."""
     kind = error["type"]
     ctx = error.get("ctx") or {}
     value = _SHORT.repr(error.get("input"))
     if kind == "extra_forbidden":
-        return f"unknown key '{_key(error['loc'][-1])}' (remove it or check its spelling)"
+        return _unknown_key(error["loc"])
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":

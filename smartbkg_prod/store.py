@@ -33,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     update,
 )
@@ -317,10 +318,21 @@ class CampaignStatus(BaseModel):
     submit_error: str | None = None
 
 
+def _driver_message(error: DBAPIError) -> str:
+    """The database driver's message on one line (psycopg's spans several), redacted."""
+    return redact(" ".join(str(error.orig).split()))
+
+
 class Store:
     """Access to the job database; every method opens and closes its own transaction."""
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, create: bool = True):
+        """Open the database at ``url`` (default: ``SMARTBKG_DB`` or ./smartbkg-prod.db).
+
+        ``create=False`` opens only a database that already holds our tables (what a
+        read-only command such as ``status`` wants): a missing SQLite file, or a database
+        without the tables, is a StoreError naming the URL; nothing is created.
+        """
         self.url = url or default_db_url()
         try:
             self.engine = create_engine(self.url, future=True)
@@ -331,6 +343,9 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if not create:
+            self._check_exists()
+            return
         # Two processes opening a new database at once (submit, monitor serve) both try
         # to create the tables; the loser sees "already exists" and looks again once the
         # other one is through.
@@ -343,8 +358,25 @@ class Store:
                     time.sleep(0.1)
                     continue
                 raise StoreError(
-                    f"cannot open database {redact_url(self.url)!r}: {redact(str(error.orig))}"
+                    f"cannot open database {redact_url(self.url)!r}: {_driver_message(error)}"
                 ) from None
+
+    def _check_exists(self) -> None:
+        where = redact_url(self.url)
+        hint = "submit a campaign to create it, or name another with --db URL or SMARTBKG_DB"
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and (
+            not database or database == ":memory:" or not Path(database).is_file()
+        ):
+            # Connecting would create the file: look before.
+            raise StoreError(f"no database at {where} ({hint})")
+        try:
+            with self.engine.connect() as connection:
+                found = inspect(connection).has_table(CampaignRow.__tablename__)
+        except DBAPIError as error:
+            raise StoreError(f"cannot open database {where!r}: {_driver_message(error)}") from None
+        if not found:
+            raise StoreError(f"no smartbkg-prod tables in the database at {where} ({hint})")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -354,7 +386,7 @@ class Store:
         except OperationalError as error:
             # Locked past the busy timeout, server gone, disk full: one clear error.
             raise StoreError(
-                f"database {redact_url(self.url)} failed: {redact(str(error.orig))} "
+                f"database {redact_url(self.url)} failed: {_driver_message(error)} "
                 "(another writer holding it too long, or the server or disk unavailable); "
                 "re-run the command when it is back: campaigns resume from the store"
             ) from None

@@ -365,7 +365,7 @@ def status(
 
         watch(db_url, campaign, interval=watch_interval)
         return
-    store = Store(db_url)
+    store = Store(db_url, create=False)
     ids = store.find_campaigns(campaign) if campaign else store.campaign_ids()
     if campaign and not ids:
         raise StoreError(f"no campaign named or with id {campaign!r} in {redact_url(store.url)}")

@@ -109,7 +109,7 @@ def watch(
     from smartbkg_prod.monitor.figures import campaign_figures
     from smartbkg_prod.monitor.text import format_watch
 
-    store = Store(db_url)
+    store = Store(db_url, create=False)
     clear = sys.stdout.isatty() if clear is None else clear
     count = 0
     try:
