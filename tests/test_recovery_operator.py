@@ -146,6 +146,12 @@ def write_lines(path, rows):
     return path
 
 
+def test_a_crash_on_many_jobs_at_several_sites_is_a_bug_even_in_a_failures_only_export():
+    records = [attempt(i, ("T2_A", "T2_B")[i % 2], 139) for i in range(6)]
+    assert set(actions(records).values()) == {Action.KILL}
+    assert set(actions(records[:3]).values()) == {Action.RESUBMIT}
+
+
 def test_failures_only_export_warns_and_does_not_exclude_a_site(tmp_path):
     rows = [
         {"campaign_id": "x", "job_index": i, "site": "T2_A", "native_code": "pilot:1137"}

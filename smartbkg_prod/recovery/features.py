@@ -70,6 +70,7 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "site_code_share",
     "other_sites_code_rate",
     "code_sites",
+    "code_jobs",
     "code_job_fraction",
     "category_job_fraction",
     "campaign_failure_rate",
@@ -216,6 +217,7 @@ def failure_features(
             code_failures - site_code_failures, campaign_attempts - site_attempts
         ),
         "code_sites": _distinct(campaign_code, site, failed),
+        "code_jobs": _distinct(campaign_code, job, failed),
         "code_job_fraction": _ratio(_distinct(campaign_code, job, failed), campaign_jobs),
         "category_job_fraction": _ratio(_distinct(campaign_category, job, failed), campaign_jobs),
         "campaign_failure_rate": _ratio(campaign_failures, campaign_attempts),

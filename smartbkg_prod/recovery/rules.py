@@ -34,6 +34,8 @@ from smartbkg_prod.recovery.actions import MAX_MEMORY_FACTOR, Action
 # A code behind this fraction of a campaign's jobs, at several sites, is the campaign's
 # problem, not a site's (CMS StaticActions: "main error" above 30%).
 MAIN_ERROR_FRACTION = 0.3
+# ... and in an export without successes (rates unknown), this many jobs at several sites.
+MAIN_ERROR_JOBS = 5
 # Memory need beyond what a raise can give (x3 cap, with a margin for projection error).
 SPLIT_MEMORY_RATIO = MAX_MEMORY_FACTOR / 1.5
 SPLIT_WALLTIME_RATIO = 3.0
@@ -140,18 +142,25 @@ def decide(row: dict[str, float]) -> RuleDecision:
             return RuleDecision(
                 Action.EXCLUDE_SITE, 0.6, f"{code}: the site is not set up to run the job"
             )
+    # Without successes the share of jobs is unknown: many jobs hit is the evidence then.
+    widespread = (
+        row.get("code_jobs", 0.0) >= MAIN_ERROR_JOBS
+        if row.get("no_successes")
+        else row.get("code_job_fraction", 0.0) >= MAIN_ERROR_FRACTION
+    )
     if (
         not transient
         and known
         and category in PERMANENT_CATEGORIES
-        and row.get("code_job_fraction", 0.0) >= MAIN_ERROR_FRACTION
+        and widespread
         and row.get("code_sites", 0.0) >= 2
         and not recovers_elsewhere
     ):
         return RuleDecision(
             Action.KILL, 0.8,
-            f"a non-transient {category} failure hits {row['code_job_fraction']:.0%} of the jobs "
-            f"at {row['code_sites']:.0f} sites: retries will not fix it; kill proposed for review",
+            f"a non-transient {category} failure hits {row.get('code_jobs', 0):.0f} jobs "
+            f"({row['code_job_fraction']:.0%}) at {row['code_sites']:.0f} sites: retries will "
+            "not fix it; kill proposed for review",
         )  # fmt: skip
     never_recovers = retry_success == 0.0 and row.get("code_retried", 0.0) >= REPEATED
     if (
