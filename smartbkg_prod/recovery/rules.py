@@ -102,7 +102,10 @@ def decide(row: dict[str, float]) -> RuleDecision:
     category = _category(row)
     code = _code(row)
     transient = bool(row.get("transient", 0.0))
-    known = bool(row.get("known_code", 1.0))
+    # A code that names no cause and that nothing else explained counts as unknown.
+    known = bool(row.get("known_code", 1.0)) and not (
+        row.get("generic_code") and category == "unknown"
+    )
     only_site = row.get("campaign_sites", 2.0) <= 1
     repeats = row.get("job_same_code", 1.0)
     retry_success = row.get("code_retry_success")

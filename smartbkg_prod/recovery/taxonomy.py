@@ -323,7 +323,7 @@ WMCORE: dict[int, CodeInfo] = {
     60311: _info("stage-out site plugin failure", ST, True),
     60403: _info("stage-out timeout", ST, True),
     60450: _info("no output files in report", ST, True),
-    71101: _info("no site matches white/blacklist", S, False),
+    71101: _info("no site matches white/blacklist", P, False, DET),
     71102: _info("only site aborted", S, True),
     71103: _info("only site draining", S, True),
     71301: _info("killed: site aborted", S, True),
