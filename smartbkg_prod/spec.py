@@ -17,6 +17,8 @@ import hashlib
 import json
 import re
 import reprlib
+import shlex
+import string
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -120,6 +122,146 @@ class Outputs(ConfigModel):
         return value
 
 
+BUILTIN_STAGE, EXTERNAL_STAGE, FILES_STAGE, IN_SIMULATION_STAGE = (
+    "builtin",
+    "external",
+    "files",
+    "in_simulation",
+)
+# What an external stage's command template may name; the worker fills each in.
+COMMAND_PLACEHOLDERS = {
+    "input": "the file the stage reads (HepMC3 for simulation, ROOT 'reco' tree for skim)",
+    "output": "the ROOT file the stage must write",
+    "config": "a JSON file with the campaign's simulation and skim sections",
+    "seed": "the job's seed",
+    "first_event": "number of the job's first event",
+    "n_events": "events in the input file",
+    "job_index": "the job's index",
+    "attempt": "the attempt number",
+    "workdir": "a scratch directory of this stage, removed after the job",
+}
+INPUT_SUFFIXES = (".hepmc3", ".hepmc", ".root")
+STAGE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
+
+
+def _command_fields(part: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(part) if name is not None]
+
+
+class StageConfig(ConfigModel):
+    """One stage of the chain: ``builtin`` (the default), ``external`` (a command that reads
+    and writes files, see :mod:`smartbkg_prod.physics.recoio`), or a plugin registered under
+    the ``smartbkg_prod.stages`` entry-point group, by name, with its own ``options``."""
+
+    name: Annotated[str, Field(pattern=STAGE_NAME_PATTERN)] = BUILTIN_STAGE
+    command: list[str] | None = Field(
+        default=None,
+        description="external: the command, as a list of arguments or one string split like "
+        "a shell would (no shell runs it); {input}, {output}, {seed}, ... are filled in",
+    )
+    timeout_s: Annotated[int, Field(gt=0, le=10_000_000)] | None = Field(
+        default=None,
+        description="external: seconds before the command is killed (default: "
+        "what is left of the job's walltime)",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="a plugin's options, validated by the plugin"
+    )
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("command")
+    @classmethod
+    def _known_placeholders(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None:
+            if not command or not command[0]:
+                raise ValueError("an external command needs at least the program to run")
+            for part in command:
+                try:
+                    names = _command_fields(part)
+                except ValueError as error:
+                    raise ValueError(
+                        f"{part!r}: {error} (write {{{{ for a literal brace)"
+                    ) from None
+                unknown = sorted(set(names) - set(COMMAND_PLACEHOLDERS))
+                if unknown:
+                    raise ValueError(
+                        f"unknown placeholder {{{unknown[0]}}} in {part!r} "
+                        f"(allowed: {', '.join('{' + n + '}' for n in COMMAND_PLACEHOLDERS)})"
+                    )
+        return command
+
+    @model_validator(mode="after")
+    def _fields_fit_the_kind(self) -> StageConfig:
+        if self.name == EXTERNAL_STAGE and self.command is None:
+            raise ValueError(
+                "an external stage needs a command (e.g. command: my-sim {input} {output})"
+            )
+        if self.name != EXTERNAL_STAGE and (self.command is not None or self.timeout_s is not None):
+            raise ValueError(f"command and timeout_s are for name: external, not {self.name!r}")
+        if self.name in (BUILTIN_STAGE, EXTERNAL_STAGE, IN_SIMULATION_STAGE) and self.options:
+            raise ValueError(
+                f"options are for plugin stages; the {self.name} stage takes none "
+                "(the built-ins are set by the campaign's simulation and skim sections)"
+            )
+        return self
+
+
+class GenerationStageConfig(StageConfig):
+    """Generation: ``builtin`` (Pythia 8), ``files`` (existing generator-level files) or a plugin."""
+
+    files: list[PathText] = Field(
+        default_factory=list,
+        description="name: files: HepMC3 (.hepmc3, .hepmc) or ROOT MCParticle files (.root, the "
+        "'events' tree of smartbkg-prod's output) whose events, in this order, are the "
+        "campaign's events 0, 1, ...; relative paths are from the worker's directory",
+    )
+
+    @model_validator(mode="after")
+    def _generation_kinds(self) -> GenerationStageConfig:
+        if self.name in (EXTERNAL_STAGE, IN_SIMULATION_STAGE):
+            raise ValueError(
+                f"generation cannot be {self.name!r}: generate elsewhere and read the files "
+                "with name: files"
+            )
+        if self.name == FILES_STAGE:
+            if not self.files:
+                raise ValueError("name: files needs files (a list of HepMC3 or ROOT files)")
+            wrong = [path for path in self.files if not path.endswith(INPUT_SUFFIXES)]
+            if wrong:
+                raise ValueError(
+                    f"{wrong[0]!r} is neither HepMC3 nor ROOT (allowed suffixes: "
+                    f"{', '.join(INPUT_SUFFIXES)})"
+                )
+        elif self.files:
+            raise ValueError(f"files are for name: files, not {self.name!r}")
+        return self
+
+
+class StagesConfig(ConfigModel):
+    """Which implementation runs each stage of generate -> filter -> simulate -> skim."""
+
+    generation: GenerationStageConfig = Field(default_factory=GenerationStageConfig)
+    simulation: StageConfig = Field(default_factory=StageConfig)
+    skim: StageConfig = Field(default_factory=StageConfig)
+
+    @model_validator(mode="after")
+    def _stage_kinds(self) -> StagesConfig:
+        if self.simulation.name in (FILES_STAGE, IN_SIMULATION_STAGE):
+            raise ValueError(f"simulation cannot be {self.simulation.name!r}")
+        if self.skim.name == FILES_STAGE:
+            raise ValueError("skim cannot be 'files'")
+        if self.skim.name == IN_SIMULATION_STAGE and self.simulation.name == BUILTIN_STAGE:
+            raise ValueError(
+                "skim in_simulation reads the skim decision from the simulation stage's "
+                "output: the simulation must be external or a plugin"
+            )
+        return self
+
+
 class Campaign(ConfigModel):
     """One production campaign."""
 
@@ -137,6 +279,7 @@ class Campaign(ConfigModel):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     outputs: Outputs = Field(default_factory=Outputs)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
 
     @model_validator(mode="after")
     def _job_size_fits(self) -> Campaign:
@@ -157,8 +300,14 @@ class Campaign(ConfigModel):
         return -(-self.events // self.events_per_job)
 
     def normalized(self) -> dict[str, Any]:
-        """The spec with every default filled in, as plain JSON-able data."""
-        return self.model_dump(mode="json")
+        """The spec with every default filled in, as plain JSON-able data.
+
+        ``stages`` is left out while it is the default (the built-in chain), so specs written
+        before stages could be chosen keep their campaign ids."""
+        data = self.model_dump(mode="json")
+        if self.stages == StagesConfig():
+            del data["stages"]
+        return data
 
     @property
     def campaign_id(self) -> str:

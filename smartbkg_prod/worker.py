@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
@@ -43,6 +44,7 @@ from smartbkg_prod.plan import (
 )
 from smartbkg_prod.redact import RedactingFilter, redact
 from smartbkg_prod.report import JobReport, OutputFile, Provenance
+from smartbkg_prod.stages import StageError
 
 log = logging.getLogger("smartbkg_prod.worker")
 
@@ -106,6 +108,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def children_usage() -> tuple[float, float]:
+    """CPU seconds and peak memory (MB) of the finished commands of external stages."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+
+
 def _versions() -> dict[str, str]:
     versions = {"smartbkg-prod": __version__, "python": sys.version.split()[0]}
     for package in ("pythia8mc", "numpy", "awkward", "uproot", "torch"):
@@ -151,24 +159,56 @@ def read_job_input(path: Path, index: int | None = None) -> JobInput:
         raise WorkerError(ExitCode.CONFIG, f"{path}: {where}: {first['msg']}") from None
 
 
+def stage_workdir(job_input: JobInput) -> Path:
+    """Scratch directory of one attempt's external stages, beside its output."""
+    final = job_input.output_file
+    return final.with_name(f".{final.name}.attempt{job_input.attempt}.stages")
+
+
 def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[OutputFile]:
-    """The physics chain of one job. Fills ``counts`` as stages complete."""
+    """The chain of one job. Fills ``counts`` as stages complete."""
+    workdir = stage_workdir(job_input)
+    try:
+        return _process_job(job_input, stages, counts, workdir)
+    finally:
+        # Stage files are scratch: what matters is in the output and the report.
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _process_job(
+    job_input: JobInput, stages: _Stages, counts: dict, workdir: Path
+) -> list[OutputFile]:
     # Imported here: `smartbkg-prod validate` and friends should not pay for Pythia.
-    from smartbkg_prod.physics.detector import simulate
-    from smartbkg_prod.physics.generate import generate_events
     from smartbkg_prod.physics.rootio import read_output, write_output
-    from smartbkg_prod.physics.skim import skim
+    from smartbkg_prod.stages import StageJob
+    from smartbkg_prod.stages.chain import build_chain
 
     job, campaign, attempt = job_input.job, job_input.campaign, job_input.attempt
+    chain = build_chain(campaign)
+    stage_job = StageJob(
+        campaign=campaign.name,
+        job_index=job.index,
+        attempt=attempt,
+        first_event=job.first_event,
+        n_events=job.n_events,
+        seed=job.seed,
+        workdir=workdir,
+        deadline=time.monotonic() + campaign.resources.walltime_s,
+        memory_limit_mb=campaign.resources.memory_mb,
+        events_to_skip=job.events_to_skip,
+    )
     with stages.stage("generate", job.index, attempt):
-        skip = job.events_to_skip
-        particles = generate_events(
-            campaign.process, skip + job.n_events, job.seed, first_event=job.first_event - skip
+        particles = chain.generation.generate(stage_job)
+        _check_events(
+            "generation", particles.event_number, job.first_event + np.arange(job.n_events)
         )
-        if skip:
-            particles = particles.select(np.arange(particles.n_events) >= skip)
         counts["events_generated"] = particles.n_events
-    log.info("generated %d events of %s", particles.n_events, campaign.process)
+    log.info(
+        "generated %d events of %s (%s)",
+        particles.n_events,
+        campaign.process,
+        chain.generation.name,
+    )
 
     with stages.stage("filter", job.index, attempt):
         if campaign.filter.mode == "off":
@@ -215,11 +255,15 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
     )
 
     with stages.stage("simulate", job.index, attempt):
-        reco = simulate(particles, campaign.simulation, job.seed)
+        simulated = chain.simulation.simulate(particles, stage_job)
+        if simulated.reco is not None:
+            _check_events("simulation", simulated.reco.event_number, particles.event_number)
         counts["events_simulated"] = particles.n_events
+    reco = simulated.reco
 
     with stages.stage("skim", job.index, attempt):
-        skim_result = skim(reco, campaign.skim)
+        skim_result = chain.skim.skim(particles, simulated, stage_job)
+        _check_events("skim", np.arange(skim_result.n_events), np.arange(particles.n_events))
         passed = skim_result.passed if kept is None else skim_result.passed & kept
         counts["events_skimmed"] = int(np.count_nonzero(passed))
         counts["sum_weights_skimmed"] = float(weights[passed].sum())
@@ -289,6 +333,18 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
     ]
 
 
+def _check_events(stage: str, event_number: np.ndarray, expected: np.ndarray) -> None:
+    """A stage must return every event it was given, in order: never silently fewer."""
+    if len(event_number) != len(expected) or not np.array_equal(event_number, expected):
+        raise StageError(
+            ExitCode.OUTPUT_VALIDATION,
+            stage,
+            f"returned {len(event_number)} events, expected {len(expected)} "
+            f"(events {int(expected[0]) if len(expected) else '-'}.."
+            f"{int(expected[-1]) if len(expected) else '-'}, every one, in order)",
+        )
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -312,6 +368,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
     logging.getLogger("smartbkg_prod").addHandler(stderr_handler)
     logging.getLogger("smartbkg_prod").setLevel(logging.INFO)
     started_at, cpu_start = time.time(), time.process_time()
+    children_cpu_start, _ = children_usage()
 
     try:
         check_environment()
@@ -355,6 +412,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
     if message:
         log.error("%s", message)
 
+    children_cpu, children_peak_mb = children_usage()
     report = JobReport.for_job(
         job,
         campaign.name,
@@ -366,7 +424,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         started_at=started_at,
         finished_at=time.time(),
         wall_seconds=time.time() - started_at,
-        cpu_seconds=time.process_time() - cpu_start,
+        cpu_seconds=time.process_time() - cpu_start + children_cpu - children_cpu_start,
         stage_seconds=stages.seconds,
         events_generated=counts.get("events_generated", 0),
         events_kept=counts.get("events_kept", 0),
@@ -378,7 +436,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         filter_mode=campaign.filter.mode,
         filter_monitor=counts.get("filter_monitor"),
         filter_tuning=counts.get("filter_tuning"),
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_mb=max(peak_rss_mb(), children_peak_mb),
         memory_requested_mb=campaign.resources.memory_mb,
         walltime_requested_s=campaign.resources.walltime_s,
         gpu=counts.get("gpu"),

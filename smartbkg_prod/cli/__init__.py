@@ -69,12 +69,19 @@ def _recover() -> click.Command:
     return recover
 
 
+def _stage() -> click.Command:
+    from smartbkg_prod.cli.stage import stage
+
+    return stage
+
+
 LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
     "build": _build,
     "train": _train,
     "evaluate": _evaluate,
     "monitor": _monitor,
     "recover": _recover,
+    "stage": _stage,
 }
 
 

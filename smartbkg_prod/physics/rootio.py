@@ -187,3 +187,34 @@ def read_output(path: Path) -> OutputContents:
         particles=particles,
         candidates=candidates,
     )
+
+
+def count_events(path: Path) -> int:
+    """Entries of the ``events`` tree of a file written by :func:`write_output`."""
+    with uproot.open(path) as file:
+        return int(file[EVENTS_TREE].num_entries)
+
+
+def read_mc_particles(path: Path, start: int, stop: int) -> ParticleBatch:
+    """MC particles of entries ``start`` to ``stop`` (end excluded) of the ``events`` tree
+    (a file written with ``keep_mc_particles``), numbered as in the file."""
+    branches = ["event_number", COUNTER_BRANCH, *PARTICLE_BRANCHES.values()]
+    with uproot.open(path) as file:
+        tree = file[EVENTS_TREE]
+        missing = [name for name in branches if name not in tree]
+        if missing:
+            raise ValueError(
+                f"{path}: the {EVENTS_TREE!r} tree has no MC particles (missing "
+                f"{', '.join(missing)}); write it with outputs.keep_mc_particles: true"
+            )
+        arrays = tree.arrays(branches, entry_start=start, entry_stop=stop, library="ak", how=dict)
+    return ParticleBatch(
+        event_number=np.asarray(ak.to_numpy(arrays["event_number"]), dtype=np.int64),
+        offsets=offsets_from_counts(np.asarray(ak.to_numpy(arrays[COUNTER_BRANCH]), np.int64)),
+        **{
+            column: np.asarray(ak.to_numpy(ak.flatten(arrays[branch], axis=None)), dtype=dtype)
+            for (column, branch), dtype in zip(
+                PARTICLE_BRANCHES.items(), PARTICLE_COLUMNS.values(), strict=True
+            )
+        },
+    )
