@@ -5,6 +5,13 @@ B-tag skim, ROOT write. Each process runs ``--events`` events in chunks (as a jo
 single-threaded; the retention carries its binomial error sqrt(r(1-r)/N).
 
     nice python benchmarks/bench_worker.py --events 20000 --out benchmarks/results/worker.json
+
+``--worker-trees A B`` instead runs whole worker jobs (``smartbkg-prod worker``, built-in
+stages) with the code of each source tree in turn, interleaved, so two commits are
+compared in one session under the same machine load:
+
+    python benchmarks/bench_worker.py --worker-trees /tmp/previous . --worker-events 5000 \
+        --repeats 6 --out benchmarks/results/worker_stages_before_after.json
 """
 
 from __future__ import annotations
@@ -13,12 +20,16 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from results_file import machine, write_results
 
 from smartbkg_prod.physics.config import PROCESSES, SimulationConfig, SkimConfig
 from smartbkg_prod.physics.detector import simulate
@@ -98,6 +109,68 @@ def run_process(process: str, n_events: int, chunk: int, seed: int, workdir: Pat
     }
 
 
+def worker_job(tree: Path, process: str, n_events: int, seed: int, workdir: Path) -> dict:
+    """One job of the built-in chain through ``smartbkg-prod worker`` with ``tree``'s code;
+    returns its report's wall and stage seconds (Python start-up excluded)."""
+    from smartbkg_prod.plan import plan_jobs
+    from smartbkg_prod.spec import Campaign
+
+    campaign = Campaign(
+        name="bench-worker", process=process, events=n_events, events_per_job=n_events, seed=seed
+    )
+    output_dir = workdir / tree.name
+    # The campaign as plain data: the same job file for an older tree's models.
+    job_file = workdir / "job.json"
+    job_file.write_text(
+        json.dumps(
+            {
+                "job": plan_jobs(campaign)[0].model_dump(),
+                "campaign": campaign.normalized(),
+                "output_dir": str(output_dir),
+            }
+        )
+    )
+    environment = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+    subprocess.run(
+        [sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", str(job_file)],
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
+    [report_path] = output_dir.glob("*.report.json")
+    report = json.loads(report_path.read_text())
+    for path in output_dir.iterdir():
+        path.unlink()
+    return {"wall_seconds": report["wall_seconds"], "stage_seconds": report["stage_seconds"]}
+
+
+def compare_worker_trees(
+    trees: list[Path], process: str, n_events: int, repeats: int, seed: int
+) -> dict:
+    """Interleaved worker jobs per tree: A B A B ... (same events, same seed)."""
+    runs: dict[str, list[dict]] = {str(tree): [] for tree in trees}
+    with tempfile.TemporaryDirectory() as workdir:
+        for repeat in range(repeats):
+            for tree in trees if repeat % 2 == 0 else trees[::-1]:
+                runs[str(tree)].append(worker_job(tree, process, n_events, seed, Path(workdir)))
+                print(f"{tree}: {n_events / runs[str(tree)][-1]['wall_seconds']:.0f} events/s")
+    summary = {}
+    for tree, results in runs.items():
+        rates = [n_events / result["wall_seconds"] for result in results]
+        summary[tree] = {
+            "events_per_s_median": round(statistics.median(rates), 1),
+            "events_per_s_min": round(min(rates), 1),
+            "events_per_s_max": round(max(rates), 1),
+            "events_per_s_stdev": round(statistics.stdev(rates), 1) if len(rates) > 1 else None,
+            "stage_seconds_median": {
+                stage: round(statistics.median(r["stage_seconds"][stage] for r in results), 4)
+                for stage in results[0]["stage_seconds"]
+            },
+            "runs": len(results),
+        }
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per process")
@@ -107,7 +180,33 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--processes", nargs="+", default=list(PROCESSES), choices=PROCESSES)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/worker.json"))
+    parser.add_argument(
+        "--worker-trees",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="source trees (repository roots) whose whole worker is timed, interleaved",
+    )
+    parser.add_argument("--worker-events", type=int, default=5_000, help="events per worker job")
+    parser.add_argument("--repeats", type=int, default=6, help="worker jobs per tree")
     args = parser.parse_args()
+
+    if args.worker_trees:
+        process = args.processes[0] if len(args.processes) == 1 else "bbbar_generic"
+        report = {
+            "benchmark": "bench_worker --worker-trees",
+            "command": "python benchmarks/bench_worker.py --worker-trees "
+            + " ".join(str(tree) for tree in args.worker_trees)
+            + f" --worker-events {args.worker_events} --repeats {args.repeats}",
+            "what": f"whole `smartbkg-prod worker` jobs of {args.worker_events} {process} events, "
+            "built-in stages, filter off; events / report wall_seconds (start-up excluded)",
+            "trees": compare_worker_trees(
+                args.worker_trees, process, args.worker_events, args.repeats, args.seed
+            ),
+            "machine": machine(),
+        }
+        write_results(report, args.out)
+        return
 
     results = {}
     with tempfile.TemporaryDirectory() as workdir:

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from smartbkg_prod.errors import SpecError
 from smartbkg_prod.files import PathText
@@ -299,15 +307,20 @@ class Campaign(ConfigModel):
     def n_jobs(self) -> int:
         return -(-self.events // self.events_per_job)
 
-    def normalized(self) -> dict[str, Any]:
-        """The spec with every default filled in, as plain JSON-able data.
-
-        ``stages`` is left out while it is the default (the built-in chain), so specs written
-        before stages could be chosen keep their campaign ids."""
-        data = self.model_dump(mode="json")
+    @model_serializer(mode="wrap")
+    def _omit_default_stages(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The built-in chain is written as no `stages` at all: specs from before stages
+        # could be chosen keep their campaign ids, and job files stay readable by workers
+        # of that time.
+        data = handler(self)
         if self.stages == StagesConfig():
-            del data["stages"]
+            data.pop("stages", None)
         return data
+
+    def normalized(self) -> dict[str, Any]:
+        """The spec with every default filled in (but a default ``stages``), as plain
+        JSON-able data."""
+        return self.model_dump(mode="json")
 
     @property
     def campaign_id(self) -> str:

@@ -16,6 +16,7 @@ import pytest
 
 from smartbkg_prod.errors import SpecError
 from smartbkg_prod.exitcodes import ExitCode
+from smartbkg_prod.plan import JobInput, plan_jobs
 from smartbkg_prod.spec import Campaign, load_campaign, parse_campaign
 from smartbkg_prod.stages import StageError, StageJob
 from smartbkg_prod.stages.chain import build_chain
@@ -174,6 +175,9 @@ def test_default_stages_do_not_change_campaign_ids():
     explicit = campaign(generation={"name": "builtin"}, simulation={}, skim={"name": "builtin"})
     assert plain.campaign_id == explicit.campaign_id
     assert "stages" not in plain.normalized()
+    # Job files of the built-in chain stay readable by workers from before stages existed.
+    job_file = JobInput(job=plan_jobs(plain)[0], campaign=plain, output_dir="out")
+    assert '"stages"' not in job_file.model_dump_json()
     other = campaign(**misbehaving("exit3"))
     assert other.campaign_id != plain.campaign_id and "stages" in other.normalized()
 
