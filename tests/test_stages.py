@@ -7,6 +7,7 @@ tests/stage_commands/misbehaving_stage.py) gives each failure its exit code.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -177,7 +178,7 @@ def test_default_stages_do_not_change_campaign_ids():
     assert "stages" not in plain.normalized()
     # Job files of the built-in chain stay readable by workers from before stages existed.
     job_file = JobInput(job=plan_jobs(plain)[0], campaign=plain, output_dir="out")
-    assert '"stages"' not in job_file.model_dump_json()
+    assert "stages" not in json.loads(job_file.model_dump_json())["campaign"]
     other = campaign(**misbehaving("exit3"))
     assert other.campaign_id != plain.campaign_id and "stages" in other.normalized()
 
@@ -186,3 +187,21 @@ def test_shipped_external_spec_is_valid():
     spec = load_campaign(REPO / "job_specs" / "external_sim.yaml")
     assert spec.stages.simulation.command[:3] == ["smartbkg-prod", "stage", "simulate"]
     assert (spec.n_jobs, spec.events_per_job) == (2, 500)
+
+
+def test_validate_finds_missing_plugins_and_short_input_files(tmp_path):
+    from click.testing import CliRunner
+
+    from smartbkg_prod.cli import main
+
+    base = "name: v\nprocess: bbbar_generic\nevents: 100\nevents_per_job: 50\nstages:\n"
+    plugin = tmp_path / "plugin.yaml"
+    plugin.write_text(base + "  simulation: {name: geant5}\n")
+    files = tmp_path / "files.yaml"
+    files.write_text(base + f"  generation: {{name: files, files: [{tmp_path / 'none.hepmc3'}]}}\n")
+    result = CliRunner().invoke(main, ["validate", str(plugin), str(files)])
+    assert result.exit_code == 2
+    assert f"{plugin}: stages.simulation.name: no stage named 'geant5'" in result.output
+    assert f"{files}: stages.generation.files: cannot read {tmp_path / 'none.hepmc3'}" in (
+        result.output
+    )

@@ -200,6 +200,7 @@ def validate(specs: tuple[str, ...]) -> None:
     for path in specs:
         try:
             campaign = load_campaign(path)
+            check_stages(campaign, path)
         except SpecError as error:
             click.echo(str(error), err=True)
             bad = True
@@ -209,6 +210,31 @@ def validate(specs: tuple[str, ...]) -> None:
         )
     if bad:
         sys.exit(EXIT_BAD_INPUT)
+
+
+def check_stages(campaign, path: str) -> None:
+    """What the spec alone cannot check: plugins found and their options valid, input
+    files there with enough events. Raises SpecError."""
+    from smartbkg_prod.spec import StagesConfig
+
+    if campaign.stages == StagesConfig():
+        return
+    from smartbkg_prod.stages import StageError
+    from smartbkg_prod.stages.chain import build_chain
+
+    try:
+        chain = build_chain(campaign)
+        available = chain.generation.available_events()
+    except StageError as error:
+        raise SpecError(path, [str(error).removeprefix(f"stage {error.stage}: ")]) from None
+    if available is not None and available < campaign.events:
+        raise SpecError(
+            path,
+            [
+                f"stages.generation.files: hold {available} events, the campaign asks for "
+                f"{campaign.events} (lower events or add files)"
+            ],
+        )
 
 
 @main.command()

@@ -99,6 +99,10 @@ class Stage(ABC):
 class GenerationStage(Stage):
     kind = "generation"
 
+    def available_events(self) -> int | None:
+        """How many events the stage can give at most (None: no limit)."""
+        return None
+
     @abstractmethod
     def generate(self, job: StageJob) -> ParticleBatch:
         """The job's events, numbered ``job.first_event ...``."""

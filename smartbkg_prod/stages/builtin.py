@@ -74,6 +74,18 @@ class FileInput(GenerationStage):
             return read_mc_particles(path, start, stop)
         return read_hepmc3(path, start, stop)
 
+    def _counts(self, paths: list[Path]) -> list[int]:
+        counts = []
+        for path in paths:
+            try:
+                counts.append(self._count(path))
+            except (OSError, ValueError, KeyError) as error:
+                raise _input_error(path, error) from None
+        return counts
+
+    def available_events(self) -> int:
+        return sum(self._counts(self.files))
+
     def generate(self, job: StageJob):
         from smartbkg_prod.physics.events import ParticleBatch
 
@@ -82,16 +94,13 @@ class FileInput(GenerationStage):
         for path in self.files:
             if offset >= stop:
                 break
-            try:
-                n_file = self._count(path)
-                low, high = max(start, offset), min(stop, offset + n_file)
-                if low < high:
+            [n_file] = self._counts([path])
+            low, high = max(start, offset), min(stop, offset + n_file)
+            if low < high:
+                try:
                     parts.append(self._read(path, low - offset, high - offset))
-            except (OSError, ValueError, KeyError) as error:
-                detail = " ".join(str(error).split())
-                raise StageError(
-                    ExitCode.INPUT, "generation", f"cannot read input {path}: {detail}"
-                ) from None
+                except (OSError, ValueError, KeyError) as error:
+                    raise _input_error(path, error) from None
             offset += n_file
         if offset < stop:
             raise StageError(
@@ -108,6 +117,13 @@ class FileInput(GenerationStage):
                 "event_number": start + np.arange(particles.n_events, dtype=np.int64),
             }
         )
+
+
+def _input_error(path: Path, error: Exception) -> StageError:
+    detail = " ".join(str(error).split())
+    return StageError(
+        ExitCode.INPUT, "generation", f"stages.generation.files: cannot read {path}: {detail}"
+    )
 
 
 class FastDetector(SimulationStage):
