@@ -83,6 +83,24 @@ class Simulated:
     reco: RecoBatch | None
     skim: SkimResult | None = None
 
+    def require_reco(self, needed_by: str) -> RecoBatch:
+        if self.reco is None:
+            raise StageError(
+                ExitCode.OUTPUT_VALIDATION,
+                "simulation",
+                f"returned no reconstructed objects, which {needed_by} needs",
+            )
+        return self.reco
+
+    def require_skim(self) -> SkimResult:
+        if self.skim is None:
+            raise StageError(
+                ExitCode.OUTPUT_VALIDATION,
+                "simulation",
+                "wrote no skim decision although skim is in_simulation",
+            )
+        return self.skim
+
 
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -147,13 +147,7 @@ class HadronicSkim(SkimStage):
     def skim(self, particles, simulated: Simulated, job: StageJob):
         from smartbkg_prod.physics.skim import skim
 
-        if simulated.reco is None:
-            raise StageError(
-                ExitCode.OUTPUT_VALIDATION,
-                "simulation",
-                "returned no reconstructed objects, which the built-in skim needs",
-            )
-        return skim(simulated.reco, self.config)
+        return skim(simulated.require_reco("the built-in skim"), self.config)
 
 
 class InSimulationSkim(SkimStage):
@@ -162,13 +156,7 @@ class InSimulationSkim(SkimStage):
     name = "in_simulation"
 
     def skim(self, particles, simulated: Simulated, job: StageJob):
-        if simulated.skim is None:
-            raise StageError(
-                ExitCode.OUTPUT_VALIDATION,
-                "simulation",
-                "wrote no skim decision although skim is in_simulation",
-            )
-        return simulated.skim
+        return simulated.require_skim()
 
 
 def simulate_file(

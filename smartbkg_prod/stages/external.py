@@ -271,15 +271,10 @@ class ExternalSkim(_CommandStage, SkimStage):
 
         if particles.n_events == 0:
             return empty_skim_result(particles.event_number)
-        if simulated.reco is None:
-            raise StageError(
-                ExitCode.OUTPUT_VALIDATION,
-                "simulation",
-                "returned no reconstructed objects, which the external skim reads",
-            )
+        reco = simulated.require_reco("the external skim")
         job.workdir.mkdir(parents=True, exist_ok=True)
         input_path = job.workdir / "skim.input.root"
-        write_stage_output(input_path, particles.event_number, reco=simulated.reco)
+        write_stage_output(input_path, particles.event_number, reco=reco)
         output_path = self._run("skim", job, input_path, particles.n_events)
         try:
             _, result = read_stage_output(
