@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from pythia_hepmc import pythia_hepmc3_file
 
+from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 from smartbkg_prod.physics.detector import simulate
 from smartbkg_prod.physics.generate import generate_events
 from smartbkg_prod.physics.hepmc import HepMCError, count_hepmc3_events, read_hepmc3, write_hepmc3
 from smartbkg_prod.physics.recoio import StageFileError, read_stage_output, write_stage_output
 from smartbkg_prod.physics.skim import skim
-from smartbkg_prod.spec import SimulationConfig, SkimConfig
 
 
 @pytest.fixture(scope="module", params=["bbbar_generic", "continuum_uds"])

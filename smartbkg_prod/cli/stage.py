@@ -18,7 +18,7 @@ EXIT_FAILED = 1
 
 
 def _configs(config_path: str | None):
-    from smartbkg_prod.spec import SimulationConfig, SkimConfig
+    from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 
     if config_path is None:
         return SimulationConfig(), SkimConfig()

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pyhepmc
 
+from smartbkg_prod.physics.errors import PhysicsError
 from smartbkg_prod.physics.events import ParticleBatch, offsets_from_counts
 
 HEPMC_NULL, HEPMC_FINAL, HEPMC_DECAYED = 0, 1, 2
@@ -42,7 +43,7 @@ PLACEHOLDER_PDG = 92  # a string, as in Pythia's record: where the placeholder s
 PRECISION = 17  # significant digits: doubles survive the text format bit for bit
 
 
-class HepMCError(ValueError):
+class HepMCError(PhysicsError, ValueError):
     """A HepMC3 file cannot be read, or a batch cannot be written as HepMC3."""
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import uproot
 
 from smartbkg_prod.physics.detector import RecoBatch
+from smartbkg_prod.physics.errors import PhysicsError
 from smartbkg_prod.physics.events import offsets_from_counts
 from smartbkg_prod.physics.skim import CANDIDATE_DTYPES, SkimResult
 
@@ -67,7 +68,7 @@ SKIM_BRANCHES: dict[str, tuple[str, type]] = {
 COMPRESSION = uproot.ZLIB(1)
 
 
-class StageFileError(ValueError):
+class StageFileError(PhysicsError, ValueError):
     """A stage's file is missing, unreadable or breaks the layout above."""
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from smartbkg_prod.exitcodes import ExitCode
-from smartbkg_prod.spec import SimulationConfig, SkimConfig
+from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 from smartbkg_prod.stages import (
     GenerationStage,
     Simulated,

@@ -34,11 +34,11 @@ if mode == "garbage":
 if mode == "nothing":
     sys.exit(0)
 
+from smartbkg_prod.physics.config import SimulationConfig, SkimConfig  # noqa: E402
 from smartbkg_prod.physics.detector import simulate  # noqa: E402
 from smartbkg_prod.physics.hepmc import read_hepmc3  # noqa: E402
 from smartbkg_prod.physics.recoio import write_stage_output  # noqa: E402
 from smartbkg_prod.physics.skim import skim  # noqa: E402
-from smartbkg_prod.spec import SimulationConfig, SkimConfig  # noqa: E402
 
 particles = read_hepmc3(Path(input_path))
 if mode == "drop-last":

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from smartbkg_prod.physics.config import SimulationConfig
 from smartbkg_prod.physics.detector import simulate
-from smartbkg_prod.spec import SimulationConfig
 from smartbkg_prod.stages import Simulated, SimulationStage
 
 
