@@ -167,6 +167,7 @@ def test_train_and_evaluate_need_decisions(failed_store):
     trained = invoke("train", "--min-labels", "2", "--db", db)
     assert trained.exit_code == 0 and "trained model:" in trained.output
     assert "exclude_site=1, resubmit=1" in trained.output
+    assert "the rules keep deciding:" in trained.output  # 2 labels are below the rules' score
     evaluated = json.loads(invoke("evaluate", "--json", "--db", db).output)
     assert evaluated["n_labels"] == 2 and evaluated["rules"]["accuracy"] == 0.5
 

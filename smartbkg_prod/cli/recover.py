@@ -204,6 +204,8 @@ def train_command(db_url, min_labels) -> None:
     result = train(Store(db_url), min_labels)
     counts = ", ".join(f"{k}={v}" for k, v in sorted(result.label_counts.items()))
     click.echo(f"trained {result.model} on {result.n_labels} decisions ({counts})")
+    if result.fallback:
+        click.echo(f"the rules keep deciding: {result.fallback}")
 
 
 def _figures(name: str, evaluation: Evaluation | None) -> str:

@@ -208,6 +208,7 @@ class TrainResult(BaseModel):
     model: str
     n_labels: int
     label_counts: dict[str, int]
+    fallback: str = ""  # why the rules keep deciding (its score on the independent corpus)
 
 
 def train(store: Store, min_labels: int = MIN_LABELS) -> TrainResult:
@@ -224,7 +225,12 @@ def train(store: Store, min_labels: int = MIN_LABELS) -> TrainResult:
     model = ActionClassifier().fit(rows, labels)
     blob = model.to_bytes()
     name = save_model(store, blob, ActionClassifier.digest(blob), model.n_labels, dict(counts))
-    return TrainResult(model=name, n_labels=len(labels), label_counts=dict(counts))
+    return TrainResult(
+        model=name,
+        n_labels=len(labels),
+        label_counts=dict(counts),
+        fallback=_corpus_fallback(name, blob),
+    )
 
 
 class PolicyEvaluation(BaseModel):
