@@ -68,12 +68,15 @@ class _Progress:
 
 
 def max_parallel_jobs(campaign: Campaign, backend: Backend | None = None) -> int | None:
-    """Jobs the driver keeps in flight at once; None when the engine throttles them itself
-    (it gets every job in one submission, ``backend.max_parallel`` running at a time)."""
+    """Jobs the driver keeps in flight at once; None for all of them at once: when the
+    engine throttles them itself (``backend.max_parallel`` running at a time), or when a
+    remote engine's scheduler decides and the spec sets no limit."""
     if backend is not None and backend.throttles_submissions:
         return None
     if campaign.backend.max_parallel:
         return campaign.backend.max_parallel
+    if backend is not None and backend.remote:
+        return None
     return max(1, (os.cpu_count() or 1) // campaign.resources.cores)
 
 

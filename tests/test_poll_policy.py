@@ -39,9 +39,15 @@ def test_each_engine_has_the_cadence_a_site_admin_accepts():
     assert (policy.interval_s, policy.completion_interval_s, policy.jitter) == (30.0, 2.0, 0.1)
 
 
-def test_engines_that_throttle_arrays_get_the_whole_campaign_at_once(small_campaign):
-    assert max_parallel_jobs(small_campaign, SlurmBackend()) is None
-    assert max_parallel_jobs(small_campaign, LocalBackend()) == 2  # the spec's max_parallel
+def test_remote_engines_get_the_whole_campaign_at_once(small_campaign):
+    assert max_parallel_jobs(small_campaign, SlurmBackend()) is None  # its array throttle
+    assert max_parallel_jobs(small_campaign, PandaBackend()) == 2  # the spec's max_parallel
+    assert max_parallel_jobs(small_campaign, LocalBackend()) == 2
+    unlimited = small_campaign.model_copy(
+        update={"backend": small_campaign.backend.model_copy(update={"max_parallel": None})}
+    )
+    assert max_parallel_jobs(unlimited, PandaBackend()) is None  # JEDI brokers one task
+    assert max_parallel_jobs(unlimited, LocalBackend()) == os.cpu_count()
 
 
 def test_spec_and_command_line_set_the_interval_and_the_campaign_id_stays(small_campaign, store):

@@ -72,6 +72,10 @@ class Backend(ABC):
     # running (Slurm's array throttle, HTCondor's max_materialize): the driver then hands
     # it every job at once instead of trickling them in.
     throttles_submissions: ClassVar[bool] = False
+    # True for an engine whose own scheduler decides how many jobs run (a cluster, the
+    # grid): without backend.max_parallel it gets every job at once, since the submit
+    # host's core count means nothing there.
+    remote: ClassVar[bool] = False
 
     @classmethod
     def from_campaign(cls, campaign: Campaign) -> Backend:

@@ -285,6 +285,7 @@ class HTCondorBackend(Backend):
     poll_interval_s = 60.0
     completion_interval_s = 2.0
     throttles_submissions = True  # max_materialize = backend.max_parallel
+    remote = True
 
     def __init__(
         self,

@@ -176,6 +176,8 @@ class PandaBackend(Backend):
     name = "panda"
     # A server shared by thousands of users: task status and job records once a minute.
     poll_interval_s = 60.0
+    # One task for the whole campaign (JEDI brokers its jobs), unless max_parallel is set.
+    remote = True
 
     def __init__(
         self,

@@ -262,6 +262,7 @@ class SlurmBackend(Backend):
     poll_interval_s = 30.0
     completion_interval_s = 2.0
     throttles_submissions = True  # --array=0-N%max_parallel
+    remote = True
 
     def __init__(
         self,
