@@ -141,7 +141,11 @@ def worker_job(tree: Path, process: str, n_events: int, seed: int, workdir: Path
     report = json.loads(report_path.read_text())
     for path in output_dir.iterdir():
         path.unlink()
-    return {"wall_seconds": report["wall_seconds"], "stage_seconds": report["stage_seconds"]}
+    return {
+        "wall_seconds": report["wall_seconds"],
+        "cpu_seconds": report["cpu_seconds"],
+        "stage_seconds": report["stage_seconds"],
+    }
 
 
 def compare_worker_trees(
@@ -162,6 +166,12 @@ def compare_worker_trees(
             "events_per_s_min": round(min(rates), 1),
             "events_per_s_max": round(max(rates), 1),
             "events_per_s_stdev": round(statistics.stdev(rates), 1) if len(rates) > 1 else None,
+            # CPU time is the per-core cost, far less sensitive to other jobs on the machine.
+            "events_per_cpu_s_median": round(
+                statistics.median(n_events / r["cpu_seconds"] for r in results), 1
+            ),
+            "events_per_cpu_s_min": round(min(n_events / r["cpu_seconds"] for r in results), 1),
+            "events_per_cpu_s_max": round(max(n_events / r["cpu_seconds"] for r in results), 1),
             "stage_seconds_median": {
                 stage: round(statistics.median(r["stage_seconds"][stage] for r in results), 4)
                 for stage in results[0]["stage_seconds"]
@@ -199,7 +209,8 @@ def main() -> None:
             + " ".join(str(tree) for tree in args.worker_trees)
             + f" --worker-events {args.worker_events} --repeats {args.repeats}",
             "what": f"whole `smartbkg-prod worker` jobs of {args.worker_events} {process} events, "
-            "built-in stages, filter off; events / report wall_seconds (start-up excluded)",
+            "built-in stages, filter off; events / report wall_seconds and cpu_seconds (start-up "
+            "excluded)",
             "trees": compare_worker_trees(
                 args.worker_trees, process, args.worker_events, args.repeats, args.seed
             ),

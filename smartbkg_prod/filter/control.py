@@ -218,6 +218,9 @@ class FilterCheck(BaseModel):
     speedup: float | None  # effective speedup at ``costs``, measured on the control sample
     max_speedup: float | None
     costs_ms: dict[str, float]
+    # The same at the campaign's own measured stage costs (whatever stages are plugged in).
+    measured_speedup: float | None = None
+    measured_costs_ms: dict[str, float] | None = None
     weighted_estimate: float  # W/(1 − f): skimmed events estimated from the filtered sample
     control_estimate: float  # C/f: the same from the control sample
     normalization_pull: float | None  # (Σw − C/f) / σ
@@ -229,6 +232,30 @@ class FilterCheck(BaseModel):
     kl_reference: float = KL_REFERENCE
     biased: bool
     note: str = ""
+
+    def speedup_at(self, mode: str, costs: StageCosts) -> float | None:
+        """The effective speedup these keep rates give at ``costs``."""
+        return _control_speedup(
+            mode,
+            self.mean_inverse_p_passing,
+            self.mean_keep_probability,
+            self.keep_rate_passing,
+            costs,
+        )
+
+
+def _control_speedup(
+    mode: str,
+    mean_inverse_p: float | None,
+    mean_p: float | None,
+    keep_rate_passing: float | None,
+    costs: StageCosts,
+) -> float | None:
+    if mode == "sample" and mean_inverse_p is not None and mean_p is not None:
+        return sampling_speedup_from_means(mean_inverse_p, mean_p, costs)
+    if mode == "cut" and keep_rate_passing is not None and mean_p is not None:
+        return cut_speedup_from_keep(keep_rate_passing, mean_p, costs)
+    return None
 
 
 def unweighted_weighted_chi2(
@@ -317,11 +344,7 @@ def filter_check(
         if m.control_sum_inverse_p_skimmed is not None
         else None
     )
-    speedup = None
-    if mode == "sample" and mean_inverse_p is not None and mean_p is not None:
-        speedup = sampling_speedup_from_means(mean_inverse_p, mean_p, costs)
-    elif mode == "cut" and keep_rate_passing is not None and mean_p is not None:
-        speedup = cut_speedup_from_keep(keep_rate_passing, mean_p, costs)
+    speedup = _control_speedup(mode, mean_inverse_p, mean_p, keep_rate_passing, costs)
     # Normalisation: every skimmed kept event counted once, in a variable defined for all.
     everyone = m.histograms.get("n_mc_particles")
     weighted_total = float(np.sum(everyone.weighted)) / (1.0 - f) if everyone else 0.0

@@ -566,6 +566,12 @@ def campaign_figures(
         if data.filter_monitor is not None and filter_mode != "off"
         else None
     )
+    if check is not None and None not in measured and t_nn_ms is not None:
+        # The control sample at the stage costs this campaign measured: what the filter
+        # is worth with whatever generation and simulation are plugged in.
+        measured_costs = StageCosts(measured[0], t_nn_ms, measured[1])
+        check.measured_costs_ms = measured_costs.to_dict()
+        check.measured_speedup = check.speedup_at(filter_mode, measured_costs)
     speedups = [
         effective_speedup(
             costs_name,
