@@ -1,10 +1,5 @@
-"""Collection: job reports and backend states into the store, idempotently and in bulk.
-
-:func:`ingest_reports` has the same effect as calling
-:meth:`Store.record_report <smartbkg_prod.store.Store.record_report>` for each report in
-order, but in one transaction with set-based reads and ``executemany`` writes, so tens of
-thousands of reports go in per second. A report already stored (same campaign, job,
-attempt) is counted as a duplicate and changes nothing.
+"""Collection: report files and backend states, handed to the store's bulk ingestion
+(:mod:`smartbkg_prod.store.ingest`, where its SQL lives), idempotently and in bulk.
 
 >>> from smartbkg_prod.store import Store
 >>> ingest_reports(Store("sqlite://"), []).stored
@@ -13,49 +8,27 @@ attempt) is counted as a duplicate and changes nothing.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from pydantic import Field, ValidationError
 
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState
-from smartbkg_prod.errors import StoreError
 from smartbkg_prod.plan import JobInput, plan_jobs
 from smartbkg_prod.report import JobReport, ReportError, read_report
-from smartbkg_prod.store import (
-    CANCELLED,
-    DONE,
-    FAILED,
-    PENDING,
-    REPORT_FIELDS,
-    AttemptRow,
-    BackendStateRow,
-    CampaignRow,
-    JobRow,
-    ReportRow,
-    Store,
-    report_field_values,
-)
-
-log = logging.getLogger("smartbkg_prod.monitor.collect")
+from smartbkg_prod.store import Store
+from smartbkg_prod.store import ingest as store_ingest
+from smartbkg_prod.store.ingest import BackendStateRecord, IngestCounts
 
 REPORT_SUFFIX = ".report.json"
-DEFAULT_MAX_ATTEMPTS = 3
-_RACE_RETRIES = 3
 
 
-class IngestResult(BaseModel):
-    """What one ingestion did. ``rejected`` has one readable line per report not stored."""
+class IngestResult(IngestCounts):
+    """What one collection did: the store's counts, plus the files it could not read and
+    the campaigns it registered from job files."""
 
-    received: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    rejected: list[str] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list)
     registered_campaigns: list[str] = Field(default_factory=list)
     seconds: float = 0.0
@@ -68,243 +41,11 @@ class IngestResult(BaseModel):
 def ingest_reports(
     store: Store, reports: Iterable[JobReport], final: bool | None = None
 ) -> IngestResult:
-    """Store ``reports`` and move their jobs' states, in one transaction.
-
-    ``final`` marks failed attempts as their job's last; ``None`` (default) decides per
-    report: an attempt is final when it used the campaign's ``retry.max_attempts``.
-    A concurrent writer storing the same report first is absorbed by retrying.
-    """
-    reports = list(reports)
+    """Store ``reports`` and move their jobs' states, in one transaction
+    (:func:`smartbkg_prod.store.ingest.ingest_reports`), timed."""
     started = time.perf_counter()
-    for _ in range(_RACE_RETRIES):
-        try:
-            result = _ingest_once(store, reports, final)
-            break
-        except IntegrityError:
-            log.info("a concurrent writer stored some of these reports; re-reading")
-    else:
-        result = IngestResult(received=len(reports))
-        for report in reports:
-            stored = store.record_report(report, final=bool(final))
-            result.stored += stored
-            result.duplicates += not stored
-    result.seconds = time.perf_counter() - started
-    return result
-
-
-def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None) -> IngestResult:
-    result = IngestResult(received=len(reports))
-    if not reports:
-        return result
-    campaign_ids = sorted({report.campaign_id for report in reports})
-    # Read only the rows of the jobs this batch touches: a batch's cost must not grow
-    # with the size of its campaign (100k-job campaigns).
-    indexes_by_campaign: dict[str, set[int]] = {}
-    for report in reports:
-        indexes_by_campaign.setdefault(report.campaign_id, set()).add(report.job_index)
-
-    def batch_jobs(table):
-        return or_(
-            *(
-                and_(table.campaign_id == campaign_id, table.job_index.in_(sorted(indexes)))
-                for campaign_id, indexes in indexes_by_campaign.items()
-            )
-        )
-
-    now = time.time()
-    with store.session() as session:
-        max_attempts = {
-            campaign_id: _max_attempts(spec)
-            for campaign_id, spec in session.execute(
-                select(CampaignRow.id, CampaignRow.spec).where(CampaignRow.id.in_(campaign_ids))
-            )
-        }
-        seen = {
-            (campaign_id, index, attempt)
-            for campaign_id, index, attempt in session.execute(
-                select(ReportRow.campaign_id, ReportRow.job_index, ReportRow.attempt).where(
-                    batch_jobs(ReportRow)
-                )
-            )
-        }
-        jobs = {
-            (campaign_id, index): [job_id, state, attempts]
-            for job_id, campaign_id, index, state, attempts in session.execute(
-                select(
-                    JobRow.id, JobRow.campaign_id, JobRow.job_index, JobRow.state, JobRow.attempts
-                ).where(batch_jobs(JobRow))
-            )
-        }
-        attempts = {
-            (job_id, attempt): (attempt_id, backend_job_id)
-            for attempt_id, job_id, attempt, backend_job_id in session.execute(
-                select(
-                    AttemptRow.id, AttemptRow.job_id, AttemptRow.attempt, AttemptRow.backend_job_id
-                )
-                .join(JobRow, AttemptRow.job_id == JobRow.id)
-                .where(batch_jobs(JobRow))
-            )
-        }
-
-        report_rows, new_attempts, attempt_updates, touched_jobs = [], [], [], set()
-        for report in reports:
-            key = (report.campaign_id, report.job_index, report.attempt)
-            if key in seen:
-                result.duplicates += 1
-                continue
-            if report.campaign_id not in max_attempts:
-                result.rejected.append(
-                    f"{_name(report)}: campaign {report.campaign_id} is not registered "
-                    "(submit it, or collect a directory holding its jobs/ files)"
-                )
-                continue
-            job = jobs.get((report.campaign_id, report.job_index))
-            if job is None:
-                result.rejected.append(
-                    f"{_name(report)}: the campaign has no job {report.job_index}"
-                )
-                continue
-            seen.add(key)
-            report_rows.append(_report_row(report))
-            job_id = job[0]
-            attempt_state = DONE if report.succeeded else FAILED
-            existing = attempts.get((job_id, report.attempt))
-            if existing is None:
-                new_attempts.append(
-                    (
-                        job_id,
-                        report.attempt,
-                        report.backend,
-                        report.backend_job_id,
-                        report.started_at,
-                        attempt_state,
-                        report.exit_code,
-                        report.error_class,
-                        report.finished_at,
-                        report.site,
-                    )
-                )
-                attempts[(job_id, report.attempt)] = (None, report.backend_job_id)
-                job[2] = max(job[2], report.attempt)
-            else:
-                attempt_id, backend_job_id = existing
-                attempt_updates.append(
-                    (
-                        attempt_state,
-                        report.exit_code,
-                        report.error_class,
-                        report.finished_at,
-                        report.site,
-                        report.backend_job_id or backend_job_id,
-                        attempt_id,
-                    )
-                )
-            # As Store.record_report: a cancelled job stays cancelled on a late report.
-            if job[1] not in (DONE, CANCELLED):
-                if report.succeeded:
-                    job[1] = DONE
-                else:
-                    is_final = (
-                        report.attempt >= max_attempts[report.campaign_id]
-                        if final is None
-                        else final
-                    )
-                    job[1] = FAILED if is_final else PENDING
-            touched_jobs.add((report.campaign_id, report.job_index))
-
-        connection = session.connection()
-        if report_rows:
-            _insert_many(connection, ReportRow.__tablename__, REPORT_COLUMNS, report_rows)
-        if new_attempts:
-            _insert_many(connection, AttemptRow.__tablename__, ATTEMPT_COLUMNS, new_attempts)
-        if attempt_updates:
-            _update_many(
-                connection, AttemptRow.__tablename__, ATTEMPT_UPDATE_COLUMNS, attempt_updates
-            )
-        if touched_jobs:
-            _update_many(
-                connection,
-                JobRow.__tablename__,
-                ("state", "attempts", "updated_at"),
-                [(jobs[key][1], jobs[key][2], now, jobs[key][0]) for key in touched_jobs],
-            )
-        result.stored = len(report_rows)
-    return result
-
-
-def _max_attempts(spec: dict | None) -> int:
-    # Defensive: a spec stored by an older version may lack the retry section.
-    try:
-        return int((spec or {}).get("retry", {}).get("max_attempts", DEFAULT_MAX_ATTEMPTS))
-    except (AttributeError, TypeError, ValueError):
-        return DEFAULT_MAX_ATTEMPTS
-
-
-def _name(report: JobReport) -> str:
-    return f"{report.campaign_id} job {report.job_index} attempt {report.attempt}"
-
-
-REPORT_COLUMNS = (*REPORT_FIELDS, "body")
-ATTEMPT_COLUMNS = (
-    "job_id",
-    "attempt",
-    "backend",
-    "backend_job_id",
-    "submitted_at",
-    "state",
-    "exit_code",
-    "error_class",
-    "finished_at",
-    "site",
-)
-ATTEMPT_UPDATE_COLUMNS = (
-    "state",
-    "exit_code",
-    "error_class",
-    "finished_at",
-    "site",
-    "backend_job_id",
-)
-_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
-def _report_row(report: JobReport) -> tuple:
-    """A reports-table row in REPORT_COLUMNS order. The body is serialized by pydantic's
-    compiled serializer: the same JSON document as json.dumps(model_dump()), at half the cost."""
-    return (*report_field_values(report), report.model_dump_json())
-
-
-# Writes go straight to the DB-API cursor's executemany: at 10k rows, SQLAlchemy's per-row
-# parameter processing costs more than SQLite's own insert.
-def _mark(connection: Connection, column: str) -> str:
-    try:
-        mark = _PLACEHOLDERS[connection.dialect.paramstyle]
-    except KeyError:
-        raise StoreError(
-            f"bulk ingestion does not support the {connection.dialect.driver} driver "
-            f"(paramstyle {connection.dialect.paramstyle}); use SQLite or PostgreSQL with psycopg"
-        ) from None
-    # PostgreSQL does not put text into a json column without a cast.
-    if column == "body" and connection.dialect.name == "postgresql":
-        return f"CAST({mark} AS JSON)"
-    return mark
-
-
-def _insert_many(
-    connection: Connection, table: str, columns: Sequence[str], rows: list[tuple]
-) -> None:
-    marks = ", ".join(_mark(connection, column) for column in columns)
-    connection.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
-
-
-def _update_many(
-    connection: Connection, table: str, columns: Sequence[str], rows: list[tuple]
-) -> None:
-    """UPDATE by primary key; each row holds the new values in ``columns`` order, then the id."""
-    assignments = ", ".join(f"{column} = {_mark(connection, column)}" for column in columns)
-    connection.exec_driver_sql(
-        f"UPDATE {table} SET {assignments} WHERE id = {_mark(connection, 'id')}", rows
-    )
+    counts = store_ingest.ingest_reports(store, reports, final)
+    return IngestResult(**counts.model_dump(), seconds=time.perf_counter() - started)
 
 
 # -- report files ----------------------------------------------------------------------
@@ -387,49 +128,24 @@ def collect_directory(store: Store, directory: Path, final: bool | None = None) 
 # -- backend states ----------------------------------------------------------------------
 def ingest_backend_states(store: Store, states: Iterable[JobState]) -> int:
     """Record the latest state each backend reports per attempt (upsert); returns rows written."""
-    now = time.time()
-    latest = {(s.handle.campaign_id, s.handle.job_index, s.handle.attempt): s for s in states}
-    if not latest:
-        return 0
-    campaign_ids = sorted({key[0] for key in latest})
-    with store.session() as session:
-        existing = {
-            (campaign_id, index, attempt): row_id
-            for row_id, campaign_id, index, attempt in session.execute(
-                select(
-                    BackendStateRow.id,
-                    BackendStateRow.campaign_id,
-                    BackendStateRow.job_index,
-                    BackendStateRow.attempt,
-                ).where(BackendStateRow.campaign_id.in_(campaign_ids))
+    return store_ingest.record_backend_states(
+        store,
+        (
+            BackendStateRecord(
+                campaign_id=state.handle.campaign_id,
+                job_index=state.handle.job_index,
+                attempt=state.handle.attempt,
+                backend=state.handle.backend,
+                backend_job_id=state.handle.backend_job_id,
+                state=state.state,
+                exit_code=state.exit_code,
+                native_code=state.native_code,
+                native_reason=state.native_reason,
+                site=state.site or state.handle.site,
             )
-        }
-        inserts, updates = [], []
-        for key, state in latest.items():
-            values = {
-                "backend": state.handle.backend,
-                "backend_job_id": state.handle.backend_job_id,
-                "state": state.state,
-                "exit_code": state.exit_code,
-                "native_code": state.native_code,
-                "native_reason": state.native_reason,
-                "site": state.site or state.handle.site,
-                "observed_at": now,
-            }
-            if key in existing:
-                updates.append({**values, "b_id": existing[key]})
-            else:
-                inserts.append(
-                    {**values, "campaign_id": key[0], "job_index": key[1], "attempt": key[2]}
-                )
-        if inserts:
-            session.execute(insert(BackendStateRow), inserts)
-        if updates:
-            table = BackendStateRow.__table__
-            session.connection().execute(
-                update(table).where(table.c.id == bindparam("b_id")), updates
-            )
-    return len(latest)
+            for state in states
+        ),
+    )
 
 
 def poll_backend(store: Store, backend: Backend, handles: Sequence[JobHandle]) -> list[JobState]:
