@@ -11,7 +11,7 @@
 set -eu
 case "${1:-}" in
     "") exec smartbkg-prod --help ;;
-    --help | --version | worker | validate | plan | submit | status)
+    --help | --version | worker | validate | plan | submit | status | monitor | recover | train | evaluate | build)
         exec smartbkg-prod "$@" ;;
     -*) exec smartbkg-prod worker "$@" ;;
     *) exec "$@" ;;

@@ -218,7 +218,7 @@ def test_image_is_tagged_non_root_and_carries_no_build_leftovers(worker_image, d
     assert labels["org.opencontainers.image.version"] == worker_image.version
     assert labels["org.opencontainers.image.revision"].startswith(worker_image.commit or "unknown")
     assert docker_reference(worker_image) == f"docker-daemon://{worker_image.reference}"
-    assert worker_image.size_bytes < 1.6e9
+    assert worker_image.size_bytes < 1.6e9  # the target (<= 900 MB) is a benchmark figure
     checks = (
         "test ! -e /wheels && test ! -e /opt/smartbkg/bin/pip && ! command -v gcc"
         " && ! python3 -m pip --version 2>/dev/null && id -u"
@@ -227,6 +227,35 @@ def test_image_is_tagged_non_root_and_carries_no_build_leftovers(worker_image, d
         worker_image.reference, ["sh", "-c", checks], network_mode="none", remove=True
     )
     assert output.decode().strip() == "1000"
+
+
+def test_the_image_holds_only_what_the_worker_runs(worker_image, docker_host):
+    import docker
+
+    client = docker.from_env()
+    # The host's extras are not installed: none of their modules imports.
+    probe = (
+        "import importlib.util as u; "
+        "print(' '.join(m for m in ('sqlalchemy', 'sklearn', 'scipy', 'matplotlib', 'docker', "
+        "'starlette', 'prometheus_client', 'sympy', 'psutil', 'requests') if u.find_spec(m)))"
+    )
+    output = client.containers.run(
+        worker_image.reference, ["python3", "-c", probe], network_mode="none", remove=True
+    )
+    assert output.decode().strip() == ""
+    # A host command in the image says in one line which extra it needs.
+    container = client.containers.run(
+        worker_image.reference, ["status"], network_mode="none", detach=True
+    )
+    try:
+        assert container.wait(timeout=120)["StatusCode"] == 1
+        logs = container.logs().decode().strip()
+    finally:
+        container.remove(force=True)
+    assert (
+        logs
+        == "error: smartbkg-prod status needs 'sqlalchemy': pip install 'smartbkg-prod[submit]'"
+    )
 
 
 def test_campaign_in_containers_matches_the_bare_process_run(

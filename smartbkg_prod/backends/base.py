@@ -155,7 +155,9 @@ def exit_status(returncode: int) -> tuple[int, str | None]:
     return returncode, None
 
 
-def attempt_handle(job_input: JobInput, backend: str, backend_job_id: str) -> JobHandle:
+def attempt_handle(
+    job_input: JobInput, backend: str, backend_job_id: str, site: str | None = None
+) -> JobHandle:
     """The handle of a submitted attempt."""
     return JobHandle(
         campaign_id=job_input.job.campaign_id,
@@ -163,6 +165,7 @@ def attempt_handle(job_input: JobInput, backend: str, backend_job_id: str) -> Jo
         attempt=job_input.attempt,
         backend=backend,
         backend_job_id=backend_job_id,
+        site=site,
     )
 
 

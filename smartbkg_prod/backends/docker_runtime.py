@@ -30,7 +30,14 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from smartbkg_prod.backends.base import Backend, JobHandle, JobState, exit_status, write_job_file
+from smartbkg_prod.backends.base import (
+    Backend,
+    JobHandle,
+    JobState,
+    attempt_handle,
+    exit_status,
+    write_job_file,
+)
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.plan import ENV_IMAGE, ENV_IMAGE_DIGEST, JobInput
 from smartbkg_prod.spec import Campaign, Resources
@@ -194,16 +201,7 @@ class DockerLocalBackend(Backend):
                     f"docker could not start job {job_input.job.index}: {error}"
                 ) from None
             self._job_files[container.id] = job_file
-            handles.append(
-                JobHandle(
-                    campaign_id=job_input.job.campaign_id,
-                    job_index=job_input.job.index,
-                    attempt=job_input.attempt,
-                    backend=self.name,
-                    backend_job_id=container.id,
-                    site="local",
-                )
-            )
+            handles.append(attempt_handle(job_input, self.name, container.id, site="local"))
         return handles
 
     def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:

@@ -18,6 +18,7 @@ from smartbkg_prod.backends.base import (
     Backend,
     JobHandle,
     JobState,
+    attempt_handle,
     exit_status,
     worker_command,
     write_job_file,
@@ -52,16 +53,7 @@ class LocalBackend(Backend):
                 )
             backend_id = str(process.pid)
             self._processes[backend_id] = process
-            handles.append(
-                JobHandle(
-                    campaign_id=job_input.job.campaign_id,
-                    job_index=job_input.job.index,
-                    attempt=job_input.attempt,
-                    backend=self.name,
-                    backend_job_id=backend_id,
-                    site="local",
-                )
-            )
+            handles.append(attempt_handle(job_input, self.name, backend_id, site="local"))
         return handles
 
     def poll(self, handles: Sequence[JobHandle]) -> list[JobState]:
