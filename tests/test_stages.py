@@ -205,3 +205,44 @@ def test_validate_finds_missing_plugins_and_short_input_files(tmp_path):
     assert f"{files}: stages.generation.files: cannot read {tmp_path / 'none.hepmc3'}" in (
         result.output
     )
+
+
+def test_external_command_dies_with_a_killed_worker(tmp_path):
+    # A backend kills the worker's process group; the command runs in its own session,
+    # so the kernel must take it down with the worker (PR_SET_PDEATHSIG).
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from smartbkg_prod.stages import StageJob
+from smartbkg_prod.stages.chain import build_chain
+from smartbkg_prod.spec import Campaign
+campaign = Campaign(name="s", process="bbbar_generic", events=5, events_per_job=5,
+                    stages={misbehaving("hang")!r})
+job = StageJob("s", 0, 1, 0, 5, 1, Path({str(tmp_path / "work")!r}))
+chain = build_chain(campaign)
+chain.simulation.simulate(chain.generation.generate(job), job)
+"""
+    worker = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    stderr = tmp_path / "work" / "simulation.stderr"
+    deadline = time.monotonic() + 120
+    while "pid" not in (stderr.read_text() if stderr.exists() else ""):
+        assert time.monotonic() < deadline and worker.poll() is None
+        time.sleep(0.1)
+    command_pid = int(stderr.read_text().split("pid ")[1].split()[0])
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(command_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(command_pid, signal.SIGKILL)
+    pytest.fail("the external command outlived its killed worker")

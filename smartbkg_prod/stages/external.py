@@ -23,12 +23,14 @@ the job report.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from smartbkg_prod.stages import Simulated, SimulationStage, SkimStage, StageErr
 log = logging.getLogger("smartbkg_prod.stages")
 
 KILL_GRACE_S = 5.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 POLL_S = 0.02
 STDERR_TAIL_LINES = 20
 # A SIGKILL with the peak memory this close to the limit is the kernel's OOM killer.
@@ -65,6 +68,26 @@ def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> list[str]:
     except OSError:
         return []
     return [redact(line.rstrip()) for line in text.splitlines() if line.strip()][-lines:]
+
+
+def _die_with_the_worker() -> Callable[[], None] | None:
+    """A pre-exec hook that makes the kernel SIGKILL the command when the worker dies
+    (``prctl(PR_SET_PDEATHSIG)``, Linux): the command runs in its own session, which a
+    backend that kills the worker's process group would not reach. Resolved here, in the
+    parent, so the forked child calls into libc without loading anything."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return hook
+
+
+_PREEXEC = _die_with_the_worker()
 
 
 def _terminate(pid: int) -> tuple[int, object]:
@@ -100,7 +123,12 @@ def run_command(
     with open(workdir / f"{stage}.stdout", "wb") as out, open(stderr_path, "wb") as err:
         try:
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=_PREEXEC,  # noqa: PLW1509 - libc's prctl only, resolved beforehand
             )
         except OSError as error:
             raise StageError(

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 mode, input_path, output_path, seed, attempt = sys.argv[1:6]
-print(f"misbehaving stage: mode {mode}, attempt {attempt}", file=sys.stderr)
+print(f"misbehaving stage: mode {mode}, attempt {attempt}, pid {os.getpid()}", file=sys.stderr)
+sys.stderr.flush()
 # A credential in the log must never reach a report.
 print("PANDA_AUTH_ID_TOKEN=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", file=sys.stderr)
 
