@@ -126,6 +126,9 @@ class _JobListHeader(BaseModel):
     output_dir: str
     backend: str = "local"
     site: str = "local"
+    # The --index of the first entry: 0, or 1 where the engine counts from 1 (PanDA's
+    # ${SEQNUMBER} starts at 1 + offset and JEDI reads no negative offset).
+    first_index: int = Field(default=0, ge=0)
 
 
 class _JobListEntry(BaseModel):
@@ -141,6 +144,7 @@ def write_job_list(
     job_inputs: Sequence[JobInput],
     campaign: Campaign,
     output_dir: str | None = None,
+    first_index: int = 0,
 ) -> Path:
     """Write many attempts as one JSON-lines file: a shared header, then one job per line.
 
@@ -148,7 +152,8 @@ def write_job_list(
     it. Batch systems index arrays this way (Slurm array task id, PanDA sequence number),
     and one file of ~200 bytes per job replaces one 3 kB job file per job. The header
     carries ``campaign`` (the resources the batch was submitted with) and ``output_dir``
-    (default: the jobs' own; grid engines pass ``"."``, the job's work directory).
+    (default: the jobs' own; grid engines pass ``"."``, the job's work directory), and
+    ``first_index``, the index of entry 0 for engines that count from 1.
 
     >>> # write_job_list("jobs.jsonl", job_inputs, campaign)
     """
@@ -161,6 +166,7 @@ def write_job_list(
         output_dir=first.output_dir if output_dir is None else output_dir,
         backend=first.backend,
         site=first.site,
+        first_index=first_index,
     )
     shared = (first.output_dir, first.backend, first.site)
     lines = [header.model_dump_json()]
@@ -182,23 +188,26 @@ def write_job_list(
 
 
 def read_job_list_entry(path: str | Path, index: int) -> JobInput:
-    """Entry ``index`` (0-based) of a job list written by :func:`write_job_list`.
+    """Entry ``index`` of a job list written by :func:`write_job_list` (0-based, or
+    counted from the list's ``first_index``).
 
     Raises ``IndexError`` when the list is shorter, ``FileNotFoundError``/``OSError`` when
     it is unreadable and ``pydantic.ValidationError`` when a line is invalid.
     """
-    if index < 0:
-        raise IndexError(f"job list index {index} is negative")
     with open(path, encoding="utf-8") as lines:
         header_line = next(lines, None)
-        entry_line = next(itertools.islice(lines, index, None), None)
-    if header_line is None or entry_line is None:
+        if header_line is None:
+            raise IndexError(f"job list {path} is empty")
+        header = _JobListHeader.model_validate_json(header_line)
+        position = index - header.first_index
+        if position < 0:
+            raise IndexError(f"job list {path} starts at index {header.first_index}, not {index}")
+        entry_line = next(itertools.islice(lines, position, None), None)
+    if entry_line is None:
         raise IndexError(f"job list {path} has no entry {index}")
-    header = _JobListHeader.model_validate_json(header_line)
     entry = _JobListEntry.model_validate_json(entry_line)
-    return JobInput(
-        job=entry.job, attempt=entry.attempt, filter_tuning=entry.filter_tuning, **dict(header)
-    )
+    fields = {name: value for name, value in dict(header).items() if name != "first_index"}
+    return JobInput(job=entry.job, attempt=entry.attempt, filter_tuning=entry.filter_tuning, **fields)
 
 
 def iter_jobs(campaign: Campaign) -> Iterator[Job]:

@@ -70,6 +70,12 @@ def library_exit_code(error: PhysicsError | FilterError) -> ExitCode:
     return ExitCode.SIMULATION if isinstance(error, PhysicsError) else ExitCode.MODEL_LOAD
 
 
+# A PanDA pilot sets PANDAID for its payload (pilot3 control/job.py) and, when the payload
+# ends, reads jobReport.json from the job's work directory (config Payload.jobreport) and
+# sends it with the job's final update; the server keeps it as the job's metadata.
+ENV_PANDA_ID, PILOT_JOB_REPORT = "PANDAID", "jobReport.json"
+
+
 class _WalltimeExceeded(Exception):
     pass
 
@@ -462,6 +468,8 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         report_path = job_input.report_file
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report.write(report_path)
+        if os.environ.get(ENV_PANDA_ID):
+            report.write(Path(PILOT_JOB_REPORT))
     except OSError as error:
         print(
             f"smartbkg-prod worker: cannot write report {job_input.report_file}: {error}",

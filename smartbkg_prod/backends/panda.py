@@ -26,6 +26,7 @@ proxy (``X509_USER_PROXY``); the server from ``PANDA_URL_SSL`` or ``backend.opti
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -53,7 +54,10 @@ from smartbkg_prod.spec import Campaign
 # What prun calls the worker's outputs: dataset suffix -> file pattern (wildcards are
 # archived into a tarball by the pilot).
 OUTPUTS = {"root": "*.root", "report": "*.report.json"}
+# As prun's %RNDM:0: JEDI numbers the pseudo input from 1 + offset (ContentsFeeder; a
+# negative offset is read as 0), so the job list says its first entry is index 1.
 SEQUENCE_OFFSET = 0
+FIRST_INDEX = 1 + SEQUENCE_OFFSET
 
 # PanDA jobStatus (panda-server taskbuffer/JobSpec.py) -> our state.
 _JOB_STATUS = {
@@ -77,6 +81,11 @@ _JOB_STATUS = {
 # Job records per getFullJobStatus request: a task of thousands of jobs is read in
 # bounded requests, not one that grows with the task.
 JOB_STATUS_CHUNK = 500
+# The transformation that runs prun-style job parameters. JEDI's generic refiner defaults
+# to https://pandaserver-doma.cern.ch/trf/user/runGen-00-00-02, a base URL that pilot 3's
+# generic user refuses ("invalid base URL"; user/generic/setup.py accepts
+# http://pandaserver-doma.cern.ch:25080/trf/user): the same script at the accepted URL.
+TRANSFORMATION = "http://pandaserver-doma.cern.ch:25080/trf/user/runGen-00-00-02"
 _FAILED_TASK = {"broken", "aborted", "failed", "exhausted", "finished", "done", "tobroken"}
 _INDEX_PATTERN = re.compile(r"--index (\d+)")
 
@@ -122,7 +131,7 @@ def _int(value) -> int:
 def job_entry(job: dict) -> int | None:
     """The job-list entry a PanDA job runs, read back from its parameters."""
     match = _INDEX_PATTERN.search(unquote(str(job.get("jobParameters") or "")))
-    return None if match is None else int(match.group(1)) - SEQUENCE_OFFSET
+    return None if match is None else int(match.group(1)) - FIRST_INDEX
 
 
 def job_state(job: dict, handle: JobHandle) -> JobState:
@@ -133,8 +142,13 @@ def job_state(job: dict, handle: JobHandle) -> JobState:
         native = None if state == "done" else native_code(job)
     reason = " ".join(
         str(job[key])
-        for key in ("pilotErrorDiag", "exeErrorDiag", "jobDispatcherErrorDiag")
-        if job.get(key)
+        for key in (
+            "pilotErrorDiag",
+            "exeErrorDiag",
+            "jobDispatcherErrorDiag",
+            "taskBufferErrorDiag",
+        )
+        if job.get(key) and job[key] != "NULL"  # the server's empty value
     )
     return JobState(
         handle=handle,
@@ -253,6 +267,7 @@ class PandaBackend(Backend):
             "architecture": "",
             "transUses": "",
             "transHome": None,
+            "transPath": TRANSFORMATION,
             "processingType": f"panda-client-{_release()}-jedi-run",
             "prodSourceLabel": "user",
             "site": site,
@@ -337,7 +352,9 @@ class PandaBackend(Backend):
     ) -> tuple[Path, Path]:
         """The job list (the worker writes into its work directory) and the sandbox with it."""
         directory.mkdir(parents=True, exist_ok=True)
-        job_list = write_job_list(directory / f"{stem}.jsonl", jobs, campaign, output_dir=".")
+        job_list = write_job_list(
+            directory / f"{stem}.jsonl", jobs, campaign, output_dir=".", first_index=FIRST_INDEX
+        )
         archive = directory / f"sources.{uuid.uuid4()}.tar.gz"
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
@@ -389,7 +406,10 @@ class PandaBackend(Backend):
         tag = uuid.uuid4().hex[:8]
         directory = Path(jobs[0].output_dir) / "jobs" / "panda"
         job_list, archive = self._write_sandbox(campaign, jobs, directory, f"{campaign.name}.{tag}")
-        status, message = client.putFile(str(archive), useCacheSrv=True)
+        # The server registers the file under the name the client sends, and JEDI looks
+        # the sandbox up by its base name: upload it from its own directory, as prun does.
+        with contextlib.chdir(archive.parent):
+            status, message = client.putFile(archive.name, useCacheSrv=True)
         if status != 0 or message != "True":
             raise SubmitError(
                 f"panda: cannot upload the sandbox to {self.server_url()}: {status} {message}"
@@ -420,7 +440,13 @@ class PandaBackend(Backend):
         for task_id in sorted({int(h.backend_job_id.split("/")[0]) for h in handles}):
             status, task = client.getTaskStatus(task_id)
             if status != 0:
-                raise SubmitError(f"panda: cannot get the status of task {task_id}: {task}")
+                # The server answers "Task not found" (which the client turns into the same
+                # (255, None) as an unreachable server) until JEDI's task refiner has made a
+                # JEDI task of the accepted parameters: its jobs are pending then.
+                if client.getTaskParamsMap(task_id)[0] != 0:
+                    raise SubmitError(f"panda: cannot get the status of task {task_id}: {task}")
+                task_status[task_id], by_task[task_id] = "registered", {}
+                continue
             task_status[task_id] = str(task)
             status, details = client.getJediTaskDetails({"jediTaskID": task_id}, False, True)
             if status != 0:

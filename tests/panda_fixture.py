@@ -1,0 +1,97 @@
+"""A real PanDA stack for tests (import ``panda_stack`` into a test module).
+
+``scripts/start-panda-test-stack.sh`` brings up PostgreSQL with the upstream PanDA schema,
+panda-server 1.0.4, JEDI, the server daemons and a pilot pool on 127.0.0.1, once per
+session, in ``$SMARTBKG_PANDA_STACK_DIR`` (default ``/var/tmp/smartbkg-panda-tests``, kept
+between sessions so that the PanDA venv is installed only once), and stops it at the end.
+Tests are skipped, with the reason, only when the stack cannot start (no schema, not
+root, no package mirror, a daemon failing to come up); a stack that started and then
+misbehaves fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+START = REPO / "scripts" / "start-panda-test-stack.sh"
+STOP = REPO / "scripts" / "stop-panda-test-stack.sh"
+LOGS = ("gunicorn.log", "jedi.stdout", "daemons.stdout", "pilot_pool.log")
+
+
+@dataclass(frozen=True)
+class PandaStack:
+    directory: Path
+    env: dict[str, str]
+    start_s: float
+
+    @property
+    def queue(self) -> str:
+        return self.env["PANDA_STACK_QUEUE"]
+
+    def logs(self) -> str:
+        parts = []
+        for name in LOGS:
+            log = self.directory / "log" / name
+            if log.is_file():
+                lines = log.read_text(errors="replace").splitlines()[-15:]
+                parts.append(f"== {log}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def wait_for(self, condition: Callable[[], object], timeout: float, what: str, every=2.0):
+        """condition()'s first true value, polled until ``timeout`` s; fail with the logs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"PanDA stack: {what} not reached in {timeout:.0f} s\n{self.logs()}")
+            time.sleep(every)
+
+
+def _start(directory: Path, pilots: int) -> PandaStack:
+    if os.geteuid() != 0:
+        pytest.skip("the PanDA test stack needs root (Debian packages, the postgres user)")
+    started_at = time.monotonic()
+    env = {**os.environ, "PANDA_STACK_PILOTS": str(pilots)}
+    started = subprocess.run(
+        ["bash", str(START), str(directory)], capture_output=True, text=True, timeout=900, env=env
+    )
+    if started.returncode != 0:
+        reason = started.stderr.strip().splitlines()[-1:] or ["no message"]
+        pytest.skip(f"the PanDA test stack did not start (exit {started.returncode}): {reason[0]}")
+    exports = {}
+    for line in started.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        exports[name] = value
+    return PandaStack(directory, exports, time.monotonic() - started_at)
+
+
+@pytest.fixture(scope="session")
+def panda_stack():
+    """A running stack; its ``PANDA_*`` variables are set for the session, so that
+    panda-client, the backend and the ``smartbkg-prod`` subprocesses all talk to it."""
+    directory = Path(os.environ.get("SMARTBKG_PANDA_STACK_DIR", "/var/tmp/smartbkg-panda-tests"))
+    previous = {}
+    stack = None
+    try:
+        stack = _start(directory, pilots=int(os.environ.get("PANDA_STACK_PILOTS", "0")))
+        for name, value in stack.env.items():
+            previous[name] = os.environ.get(name)
+            os.environ[name] = value
+        yield stack
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        subprocess.run(["bash", str(STOP), str(directory)], capture_output=True, timeout=120)
