@@ -86,11 +86,18 @@ fi
 site_packages="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 
 # -- ports -------------------------------------------------------------------------------
-read -r port pg_port < <(python3 - <<'EOF'
+# The server keeps its port across restarts when it is still free: tasks already
+# submitted carry the server's URL (--sourceURL) in their job parameters.
+previous_port="$(sed -n 's/^PANDA_STACK_PORT=//p' "$env_file" 2>/dev/null || true)"
+read -r port pg_port < <(python3 - "${previous_port:-0}" <<'EOF'
 import socket
+import sys
 sockets = [socket.socket() for _ in range(2)]
-for s in sockets:
-    s.bind(("127.0.0.1", 0))
+try:
+    sockets[0].bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sockets[0].bind(("127.0.0.1", 0))
+sockets[1].bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in sockets))
 EOF
 )

@@ -55,6 +55,10 @@ def start_pilot(directory: Path, queue: str, port: int, number: int) -> subproce
         "PILOT_HOME": str(home),
         "HARVESTER_WORKDIR": str(Path(__file__).resolve().parent),
         "PILOT_USER": "generic",
+        # At the end of a job pilot 3 SIGTERMs every process of its user whose parent is
+        # PID 1 (util/processes.py kill_orphans): on a shared machine that is everyone
+        # else's daemons. PILOT_NOKILL is its own switch to skip that.
+        "PILOT_NOKILL": "1",
         # pilot3 info/extinfo.py: the LOCAL schedconfig source, read as a plain file
         "LOCAL_AGIS_SCHEDCONF": str(home / "agis_schedconf.json"),
     }
