@@ -56,8 +56,10 @@ def queue_record(queue: str, server: str) -> dict:
         "jobseed": "std",
         "capability": "ucore",
         "workflow": "pull_ups",
-        # brokerage skips a queue without running pilots unless allow_no_pilot is set
-        "catchall": "allow_no_pilot",
+        # brokerage skips a queue without running pilots unless allow_no_pilot is set;
+        # pilot 3's mv copytool moves outputs to the endpoint (not only next to the pilot,
+        # for Harvester to ship) with mv_final_destination (pilot/api/data.py)
+        "catchall": "allow_no_pilot,mv_final_destination",
         "direct_access_lan": False,
         "direct_access_wan": False,
         "is_cvmfs": False,

@@ -16,6 +16,16 @@ error codes), ``killTask``. Retries: PanDA reruns a task's failed jobs itself up
 :mod:`smartbkg_prod.backends.base`). Native codes: ``pilot:N`` (pilotErrorCode),
 ``jobDispatcher:N``, ``taskBuffer:N``, ``exit:N`` (payload exit code), read in that order.
 
+Reports and outputs come back the way a grid site sends them, not through a shared disk:
+pilot 3 sends the worker's ``jobReport.json`` with the job's final update and the server
+keeps it as the job's metadata, which ``poll`` reads (``getFullJobStatus``) and writes as
+the attempt's report file where the driver reads reports. Outputs are staged out by the
+pilot to the queue's storage endpoint (an RSE) as prun's tarballs; with
+``backend.options.storage`` or ``$PANDA_STORAGE_PATH`` naming a POSIX view of that
+endpoint (a mounted storage element, the local test stack's directory) ``poll`` unpacks
+the files the report lists into the campaign's output directory. Without one the outputs
+stay on the grid (``rucio download`` of the output datasets fetches them).
+
 Auth comes from the usual environment: ``PANDA_AUTH=oidc`` + ``PANDA_AUTH_VO`` + a token
 (``PANDA_AUTH_ID_TOKEN``, ``OIDC_AUTH_TOKEN_FILE`` or ``OIDC_AUTH_ID_TOKEN``), or an X.509
 proxy (``X509_USER_PROXY``); the server from ``PANDA_URL_SSL`` or ``backend.options.server``.
@@ -29,11 +39,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import platform
 import re
 import tarfile
+import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +61,10 @@ from smartbkg_prod.backends.base import (
 )
 from smartbkg_prod.errors import SubmitError
 from smartbkg_prod.plan import JobInput, write_job_list
+from smartbkg_prod.report import JobReport
 from smartbkg_prod.spec import Campaign
+
+log = logging.getLogger("smartbkg_prod.backends.panda")
 
 # What prun calls the worker's outputs: dataset suffix -> file pattern (wildcards are
 # archived into a tarball by the pilot).
@@ -200,8 +215,12 @@ class PandaBackend(Backend):
         user: str | None = None,
         site: str | None = None,
         python: str = "python3",
+        storage: str | None = None,
     ):
         self.server = server
+        self.storage = storage or os.environ.get("PANDA_STORAGE_PATH")
+        # (campaign id, job index, attempt) -> the attempt's input, for its report file.
+        self._inputs: dict[tuple[str, int, int], JobInput] = {}
         self.vo = vo
         self.user = user
         self.site = site
@@ -217,6 +236,7 @@ class PandaBackend(Backend):
             user=options.get("user"),
             site=campaign.backend.queue,
             python=options.get("python", "python3"),
+            storage=options.get("storage"),
         )
 
     # -- task parameters -----------------------------------------------------------------
@@ -426,6 +446,8 @@ class PandaBackend(Backend):
         if code not in (0, 3):
             raise SubmitError(f"panda: task rejected (code {code}): {reply}")
         task_id = jedi_task_id(str(reply))
+        for job_input in jobs:
+            self._remember(job_input)
         return [
             attempt_handle(job_input, self.name, f"{task_id}/{entry}")
             for entry, job_input in enumerate(jobs)
@@ -475,7 +497,10 @@ class PandaBackend(Backend):
             task_id, entry = int(task_text), int(entry_text)
             job = by_task[task_id].get(entry)
             if job is not None:
-                states.append(job_state(job, handle))
+                state = job_state(job, handle)
+                if state.state in {"done", "failed"}:
+                    self._retrieve(job, handle)
+                states.append(state)
             elif task_status[task_id] in _FAILED_TASK:
                 states.append(
                     JobState(
@@ -496,3 +521,53 @@ class PandaBackend(Backend):
             status, output = client.killTask(task_id)
             if status != 0:
                 raise SubmitError(f"panda: cannot kill task {task_id}: {output}")
+
+    # -- reports and outputs from the grid ------------------------------------------------
+
+    def _remember(self, job_input: JobInput) -> None:
+        job = job_input.job
+        self._inputs[(job.campaign_id, job.index, job_input.attempt)] = job_input
+
+    def _retrieve(self, job: dict, handle: JobHandle) -> None:
+        """Write a finished job's report (its metadata on the server) where the driver
+        reads the attempt's report, after unpacking the outputs it lists."""
+        job_input = self._inputs.get((handle.campaign_id, handle.job_index, handle.attempt))
+        metadata = job.get("metadata")
+        if job_input is None or not metadata or metadata == "NULL":
+            return
+        if job_input.report_file.exists():
+            return
+        try:
+            report = JobReport.model_validate_json(metadata)
+        except ValueError as error:
+            log.warning(
+                "panda job %s: its metadata is not a worker report: %s", job.get("PandaID"), error
+            )
+            return
+        # The job list in the sandbox numbers attempts as at submission; PanDA's own
+        # retries and retryTask rerun it for the driver's current attempt.
+        report = report.model_copy(update={"attempt": handle.attempt})
+        if report.succeeded and report.outputs and self.storage:
+            self._fetch_outputs(job, report, Path(job_input.output_dir))
+        report.write(job_input.report_file)
+
+    def _fetch_outputs(self, job: dict, report: JobReport, output_dir: Path) -> None:
+        """Unpack the report's files from the job's output tarballs on the storage endpoint
+        (each member renamed into place: never a half-written output)."""
+        wanted = {Path(output.path).name for output in report.outputs}
+        lfns = [f.lfn for f in job.get("Files") or [] if getattr(f, "type", None) == "output"]
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for lfn in lfns:
+            found = next(Path(self.storage).rglob(lfn), None)
+            if found is None:
+                log.warning(
+                    "panda job %s: output %s is not on %s", job.get("PandaID"), lfn, self.storage
+                )
+                continue
+            with tarfile.open(found) as tarball, tempfile.TemporaryDirectory(dir=output_dir) as tmp:
+                members = [
+                    m for m in tarball.getmembers() if m.isfile() and Path(m.name).name in wanted
+                ]
+                tarball.extractall(tmp, members=members, filter="data")
+                for member in members:
+                    os.replace(Path(tmp) / member.name, output_dir / Path(member.name).name)
