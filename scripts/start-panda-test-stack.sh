@@ -45,6 +45,8 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 venv="$dir/venv"
 mkdir -p "$dir"/{log,run,cache,trf,storage,pilots,etc}
+# One start at a time per DIR (the daemons below must not inherit this descriptor, or
+# the lock would outlive the script).
 exec 9>"$dir/run/start.lock"
 flock 9
 
@@ -130,7 +132,7 @@ EOF
     fresh_db=1
 fi
 as_postgres "$pg_bin/pg_ctl" -D "$pg/data" -l "$pg/postgres.log" -w -t 60 \
-    -o "-p $pg_port -k $pg -c listen_addresses=127.0.0.1" start >/dev/null
+    -o "-p $pg_port -k $pg -c listen_addresses=127.0.0.1" start >/dev/null 9>&-
 if [ "$fresh_db" = 1 ]; then
     sqls="$schema/sqls"
     sed 's/${PANDA_DB_PASSWORD}/panda/g' "$sqls/init_step.sql" | psql_ -f - >>"$dir/log/schema.log" 2>&1
@@ -173,6 +175,7 @@ PANDA_BEHIND_REAL_LB=1
 PANDA_AUTH=oidc
 PANDA_AUTH_VO=wlcg
 PANDA_AUTH_ID_TOKEN=$("$venv/bin/python" "$stack/configure.py" --token)
+PANDA_STORAGE_PATH=$dir/storage
 PANDA_STACK_DIR=$dir
 PANDA_STACK_PORT=$port
 PANDA_STACK_QUEUE=$QUEUE
@@ -187,11 +190,11 @@ rm -f "$dir/run/"*.pid
 "$venv/bin/gunicorn" --daemon --pid "$dir/run/gunicorn.pid" --bind "127.0.0.1:$port" \
     --workers 2 --threads 4 --timeout 300 --chdir "$stack" \
     --error-logfile "$dir/log/gunicorn.log" --access-logfile "$dir/log/access.log" \
-    loopback_wsgi:application
+    loopback_wsgi:application 9>&-
 "$venv/bin/python" -u "$site_packages/pandajedi/jediorder/JediMaster.py" --pid "$dir/run/jedi.pid" \
-    >>"$dir/log/jedi.stdout" 2>&1 </dev/null
+    >>"$dir/log/jedi.stdout" 2>&1 </dev/null 9>&-
 "$venv/bin/python" -u "$site_packages/pandaserver/daemons/master.py" --pidfile "$dir/run/daemons.pid" \
-    >>"$dir/log/daemons.stdout" 2>&1 </dev/null
+    >>"$dir/log/daemons.stdout" 2>&1 </dev/null 9>&-
 for _ in $(seq 1 150); do
     if server_alive "$port"; then
         break
@@ -205,7 +208,7 @@ if ! server_alive "$port"; then
 fi
 if [ "$PILOTS" -gt 0 ]; then
     setsid "$venv/bin/python" "$stack/pilot_pool.py" "$dir" "$QUEUE" "$port" "$PILOTS" \
-        >>"$dir/log/pilot_pool.log" 2>&1 </dev/null &
+        >>"$dir/log/pilot_pool.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/run/pilots.pid"
 fi
 sed 's/^/export /' "$env_file"

@@ -1,7 +1,7 @@
 """The PanDA backend against a real PanDA server: panda-server 1.0.4 with JEDI on
 PostgreSQL 15 and the upstream schema, started by ``scripts/start-panda-test-stack.sh``
 (see ``tests/panda_fixture.py``). The tasks are accepted by the real server, split by the
-real JEDI and killed and retried through the real API; states, codes and reasons are the
+real JEDI and killed through the real API; states, codes and reasons are the
 server's own replies.
 
 These tests run the stack without pilots, so jobs stay queued (``activated``): what the
@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("pandaclient")
 
 
-from smartbkg_prod.backends.base import RetryChanges  # noqa: E402
+from smartbkg_prod.backends import panda as panda_backend  # noqa: E402
 from smartbkg_prod.backends.panda import PandaBackend, job_entry  # noqa: E402
 from smartbkg_prod.errors import SubmitError  # noqa: E402
 from smartbkg_prod.plan import JobInput, plan_jobs  # noqa: E402
@@ -102,6 +102,7 @@ def test_task_is_accepted_and_split_into_one_job_per_job_list_entry(panda_stack,
     states = backend.poll(handles)
     assert [s.state for s in states] == ["pending"] * 3
     assert {s.site for s in states} == {panda_stack.queue}
+    backend.cancel(handles)  # no pilot of a later test should run them
 
 
 def test_kill_cancels_every_job_with_the_servers_code_and_reason(panda_stack, tmp_path):
@@ -119,21 +120,29 @@ def test_kill_cancels_every_job_with_the_servers_code_and_reason(panda_stack, tm
     assert task_status(task_id) in ABORTED
 
 
-def test_retry_goes_to_the_real_api_and_a_refusal_names_the_servers_reason(panda_stack, tmp_path):
-    c, jobs, backend, handles, task_id = submitted(panda_stack, tmp_path, "pandaretry")
-    # A running task: the server retries its failed jobs and keeps the new parameters.
-    (handle,) = backend.retry(c, jobs[1], RetryChanges(memory_mb=3000))
-    assert handle.backend_job_id == f"{task_id}/1"
+def test_job_records_are_read_in_bounded_requests(panda_stack, tmp_path, monkeypatch):
+    """A task's job records come in requests of at most JOB_STATUS_CHUNK ids (counted in
+    the real server's access log)."""
+    _c, _jobs, backend, handles, _task_id = submitted(panda_stack, tmp_path, "pandachunk")
+    monkeypatch.setattr(panda_backend, "JOB_STATUS_CHUNK", 2)
+    access = panda_stack.directory / "log" / "access.log"
+    before = access.read_text().count("get_description_incl_archive")
+    assert [s.state for s in backend.poll(handles)] == ["pending"] * 3
+    after = panda_stack.wait_for(
+        lambda: access.read_text().count("get_description_incl_archive") - before >= 2,
+        10,
+        "two job-record requests logged",
+        every=0.5,
+    )
+    assert access.read_text().count("get_description_incl_archive") - before == 2, after
     backend.cancel(handles)
-    panda_stack.wait_for(lambda: task_status(task_id) in ABORTED, 120, "task aborting")
-    # A task being aborted cannot be retried: the server says why.
-    with pytest.raises(SubmitError, match=rf"retry of task {task_id} refused .*state"):
-        backend.retry(c, jobs[1], RetryChanges(memory_mb=3000))
 
 
 def test_status_of_an_unknown_task_is_an_error_naming_it(panda_stack, tmp_path):
     c = campaign(tmp_path, panda_stack.queue, "pandaunknown")
     backend = PandaBackend.from_campaign(c)
-    handle = backend.submit(c, inputs(c)[:1])[0].model_copy(update={"backend_job_id": "987654/0"})
+    submitted_handle = backend.submit(c, inputs(c)[:1])[0]
+    handle = submitted_handle.model_copy(update={"backend_job_id": "987654/0"})
     with pytest.raises(SubmitError, match="cannot get the status of task 987654"):
         backend.poll([handle])
+    backend.cancel([submitted_handle])

@@ -36,10 +36,13 @@ def token() -> str:
 
 def server_cfg(directory: Path, venv: Path, port: int, pg_port: int, queue: str) -> str:
     site = next((venv / "lib").glob("python3*/site-packages"))
+    # The daemon master kills a daemon that runs longer than a few periods; add_main loops
+    # over job reports for a while each time (checking every few seconds), so its period
+    # must not be short (5 s got it killed mid-update, leaving jobs in holding).
     daemons = {
-        "add_main": {"enable": True, "period": 5, "loop": True},
-        "add_sub": {"enable": True, "period": 30},
-        "copyArchive": {"enable": True, "period": 120, "sync": True},
+        "add_main": {"enable": True, "period": 60, "loop": True},
+        "add_sub": {"enable": True, "period": 60},
+        "copyArchive": {"enable": True, "period": 300, "sync": True},
     }
     return f"""[server]
 logdir = {directory}/log

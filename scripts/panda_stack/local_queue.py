@@ -88,7 +88,9 @@ def queue_record(queue: str, server: str) -> dict:
 
 
 def storage_record(queue: str, storage: Path) -> dict:
-    """The CRIC-style record of the endpoint (what the pilot's stage-out reads)."""
+    """The CRIC-style record of the endpoint (what the pilot's stage-out reads). The mv
+    copytool strips ``file://localhost`` from the transfer URL (copytool/mv.py
+    build_final_path); with a bare ``file://`` it writes into the pilot's directory."""
     name = endpoint(queue)
     return {
         name: {
@@ -100,12 +102,16 @@ def storage_record(queue: str, storage: Path) -> dict:
             "state": "ACTIVE",
             "resource": {"bucket_id": None},
             "arprotocols": {
-                "read_lan": [{"endpoint": "file://", "path": str(storage), "flavour": "POSIX"}],
-                "write_lan": [{"endpoint": "file://", "path": str(storage), "flavour": "POSIX"}],
+                "read_lan": [
+                    {"endpoint": "file://localhost", "path": str(storage), "flavour": "POSIX"}
+                ],
+                "write_lan": [
+                    {"endpoint": "file://localhost", "path": str(storage), "flavour": "POSIX"}
+                ],
             },
             "rprotocols": {
                 "0": {
-                    "endpoint": "file://",
+                    "endpoint": "file://localhost",
                     "path": str(storage),
                     "flavour": "POSIX",
                     "activities": [["r", 1], ["w", 1], ["d", 1]],
@@ -113,9 +119,9 @@ def storage_record(queue: str, storage: Path) -> dict:
                 }
             },
             "aprotocols": {
-                "r": [["file://", 1, str(storage)]],
-                "w": [["file://", 1, str(storage)]],
-                "d": [["file://", 1, str(storage)]],
+                "r": [["file://localhost", 1, str(storage)]],
+                "w": [["file://localhost", 1, str(storage)]],
+                "d": [["file://localhost", 1, str(storage)]],
             },
             "rc_site": queue,
             "vo_name": VO,

@@ -545,7 +545,7 @@ class PandaBackend(Backend):
             )
             return
         # The job list in the sandbox numbers attempts as at submission; PanDA's own
-        # retries and retryTask rerun it for the driver's current attempt.
+        # retries (up to maxAttempt) rerun it for the same attempt of the driver.
         report = report.model_copy(update={"attempt": handle.attempt})
         if report.succeeded and report.outputs and self.storage:
             self._fetch_outputs(job, report, Path(job_input.output_dir))
