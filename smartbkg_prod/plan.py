@@ -207,7 +207,9 @@ def read_job_list_entry(path: str | Path, index: int) -> JobInput:
         raise IndexError(f"job list {path} has no entry {index}")
     entry = _JobListEntry.model_validate_json(entry_line)
     fields = {name: value for name, value in dict(header).items() if name != "first_index"}
-    return JobInput(job=entry.job, attempt=entry.attempt, filter_tuning=entry.filter_tuning, **fields)
+    return JobInput(
+        job=entry.job, attempt=entry.attempt, filter_tuning=entry.filter_tuning, **fields
+    )
 
 
 def iter_jobs(campaign: Campaign) -> Iterator[Job]:
