@@ -21,6 +21,8 @@ stack="$here/panda_stack"
 SERVER_VERSION=1.0.4
 PILOT_VERSION=3.7.0.36
 QUEUE="${PANDA_STACK_QUEUE:-SMARTBKG_LOCAL}"
+# The payloads' software: the caller's python3 and PYTHONPATH (the server's differ).
+payload_pythonpath="${PYTHONPATH:-}"
 PILOTS="${PANDA_STACK_PILOTS:-0}"
 
 schema=""
@@ -207,7 +209,7 @@ if ! server_alive "$port"; then
     exit 1
 fi
 if [ "$PILOTS" -gt 0 ]; then
-    setsid "$venv/bin/python" "$stack/pilot_pool.py" "$dir" "$QUEUE" "$port" "$PILOTS" \
+    PYTHONPATH="$payload_pythonpath" setsid "$venv/bin/python" "$stack/pilot_pool.py" "$dir" "$QUEUE" "$port" "$PILOTS" \
         >>"$dir/log/pilot_pool.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/run/pilots.pid"
 fi
