@@ -142,7 +142,11 @@ def test_driver_killed_mid_campaign_resumes_to_exact_accounting(
     first = cli("submit", str(spec), "--backend", "panda", tmp_path=tmp_path)
     # SIGKILL once the first job has been ingested (its report read from the server).
     panda_stack.wait_for(
-        lambda: first.poll() is None and status(tmp_path)["jobs_by_state"]["done"] >= 1,
+        lambda: (
+            first.poll() is None
+            and (tmp_path / "store.db").exists()
+            and status(tmp_path)["jobs_by_state"]["done"] >= 1
+        ),
         900,
         "a first job done",
         every=5,
