@@ -17,10 +17,11 @@ import pytest
 pytest.importorskip("pandaclient")
 
 
+from test_backend_panda import job_inputs  # noqa: E402
+
 from smartbkg_prod.backends import panda as panda_backend  # noqa: E402
 from smartbkg_prod.backends.panda import PandaBackend, job_entry  # noqa: E402
 from smartbkg_prod.errors import SubmitError  # noqa: E402
-from smartbkg_prod.plan import JobInput, plan_jobs  # noqa: E402
 from smartbkg_prod.spec import Campaign  # noqa: E402
 
 pytestmark = [pytest.mark.panda, pytest.mark.slow]
@@ -40,13 +41,6 @@ def campaign(tmp_path: Path, queue: str, name: str) -> Campaign:
         retry={"max_attempts": 2},
         outputs={"directory": str(tmp_path / "out")},
     )
-
-
-def inputs(c: Campaign) -> list[JobInput]:
-    return [
-        JobInput(job=job, campaign=c, output_dir=c.outputs.directory, backend="panda")
-        for job in plan_jobs(c)
-    ]
 
 
 def task_jobs(task_id: int) -> list:
@@ -70,7 +64,7 @@ def task_status(task_id: int) -> str | None:
 
 def submitted(stack, tmp_path, name):
     c = campaign(tmp_path, stack.queue, name)
-    jobs = inputs(c)
+    jobs = job_inputs(c)
     backend = PandaBackend.from_campaign(c)
     handles = backend.submit(c, jobs)
     task_id = int(handles[0].backend_job_id.split("/")[0])
@@ -141,7 +135,7 @@ def test_job_records_are_read_in_bounded_requests(panda_stack, tmp_path, monkeyp
 def test_status_of_an_unknown_task_is_an_error_naming_it(panda_stack, tmp_path):
     c = campaign(tmp_path, panda_stack.queue, "pandaunknown")
     backend = PandaBackend.from_campaign(c)
-    submitted_handle = backend.submit(c, inputs(c)[:1])[0]
+    submitted_handle = backend.submit(c, job_inputs(c)[:1])[0]
     handle = submitted_handle.model_copy(update={"backend_job_id": "987654/0"})
     with pytest.raises(SubmitError, match="cannot get the status of task 987654"):
         backend.poll([handle])

@@ -548,7 +548,15 @@ class PandaBackend(Backend):
         # retries (up to maxAttempt) rerun it for the same attempt of the driver.
         report = report.model_copy(update={"attempt": handle.attempt})
         if report.succeeded and report.outputs and self.storage:
-            self._fetch_outputs(job, report, Path(job_input.output_dir))
+            output_dir = Path(job_input.output_dir).resolve()
+            self._fetch_outputs(job, report, output_dir)
+            # The worker named its files relative to the pilot's work directory; they are
+            # now in the output directory (a resumed driver checks them there, too).
+            outputs = [
+                output.model_copy(update={"path": str(output_dir / Path(output.path).name)})
+                for output in report.outputs
+            ]
+            report = report.model_copy(update={"outputs": outputs})
         report.write(job_input.report_file)
 
     def _fetch_outputs(self, job: dict, report: JobReport, output_dir: Path) -> None:
