@@ -23,7 +23,7 @@ PILOT_VERSION=3.7.0.36
 QUEUE="${PANDA_STACK_QUEUE:-SMARTBKG_LOCAL}"
 # The payloads' software: the caller's python3 and PYTHONPATH (the server's differ).
 payload_pythonpath="${PYTHONPATH:-}"
-PILOTS="${PANDA_STACK_PILOTS:-0}"
+PILOTS="${PANDA_STACK_PILOTS:-2}"
 
 schema=""
 for candidate in "${PANDA_DB_SCHEMA:-}" "$repo/../shared/third_party/panda-database" \
