@@ -41,14 +41,13 @@ import math
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, func, select
 
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.exitcodes import ExitCode
-from smartbkg_prod.filter.control import FilterCheck, add_monitors, filter_check
+from smartbkg_prod.filter.control import FilterCheck, filter_check
 from smartbkg_prod.filter.speedup import (
     REFERENCE_GENERATION_MS,
     REFERENCE_SIMULATION_MS,
@@ -61,17 +60,13 @@ from smartbkg_prod.filter.summary import FilterMonitor
 from smartbkg_prod.filter.tune import FilterTuning, TuneHistograms, expected_speedup
 from smartbkg_prod.monitor.drift import DriftReport, campaign_expectation, check_drift
 from smartbkg_prod.redact import redact
-from smartbkg_prod.store import (
-    DONE,
-    FAILED,
-    RUNNING,
-    AttemptRow,
-    BackendStateRow,
-    CampaignRow,
-    CampaignStatus,
-    JobRow,
-    ReportRow,
-    Store,
+from smartbkg_prod.store import DONE, FAILED, RUNNING, CampaignStatus, Store
+from smartbkg_prod.store.figures import (
+    CampaignRows,
+    ControlSums,
+    data_version,
+    latest_failure_bodies,
+    load_campaign_rows,
 )
 from smartbkg_prod.tuning import PROVENANCE_KEY as TUNING_KEY
 
@@ -80,7 +75,6 @@ DEFAULT_STALL_AFTER_S = 1800.0
 _NICE_BINS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 _MAX_BINS = 60
 SMOOTH_BINS = 5
-COST_SAMPLE_REPORTS = 1000  # successful attempts whose stage times give t_g, t_NN, t_s
 _EXCERPT_LINES = 4
 
 
@@ -246,208 +240,36 @@ def bin_width(span_s: float) -> float:
 
 
 @dataclass(frozen=True)
-class _CampaignData:
-    """What the figures need from the database (cached while the campaign is unchanged)."""
+class _CampaignData(CampaignRows):
+    """The store's rows of a campaign with its failure summary (cached while the campaign
+    is unchanged)."""
 
-    status: CampaignStatus
-    spec: dict
-    provenance: dict
-    created_at: float
-    finished: list
-    costs: tuple
-    site_rows: list
-    attempt_rows: list
-    held: int
     failures: tuple
-    sum_weights_squared: tuple  # (Σ over jobs of Σw² of skimmed events, jobs reporting it)
-    filter_monitor: FilterMonitor | None
-
-
-def _version(session, campaign_id: str) -> tuple:
-    """Changes whenever anything the figures read changes: rows added (reports, attempts,
-    backend states), job states moved (``jobs.updated_at``), expectations edited."""
-    counts = [
-        select(func.count(ReportRow.id), func.max(ReportRow.id)).where(
-            ReportRow.campaign_id == campaign_id
-        ),
-        select(func.count(AttemptRow.id), func.max(AttemptRow.finished_at))
-        .join(JobRow, AttemptRow.job_id == JobRow.id)
-        .where(JobRow.campaign_id == campaign_id),
-        select(func.max(JobRow.updated_at)).where(JobRow.campaign_id == campaign_id),
-        select(func.count(BackendStateRow.id), func.max(BackendStateRow.observed_at)).where(
-            BackendStateRow.campaign_id == campaign_id
-        ),
-        select(CampaignRow.provenance).where(CampaignRow.id == campaign_id),
-    ]
-    return tuple(tuple(session.execute(query).one()) for query in counts)
-
-
-class _ControlSums:
-    """Running sum of each campaign's per-job filter monitors (its control sample).
-
-    A refresh reads only the reports stored since the last one: a job's first successful
-    report keeps its id, and new reports get larger ids. The number of first successes at
-    or below the last id read is checked each time, and the sum rebuilt if it changed.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[int, int, FilterMonitor | None]] = {}
-        self._lock = threading.Lock()
-
-    def total(self, session, campaign_id: str, first_success) -> FilterMonitor | None:
-        with self._lock:
-            last_id, counted, total = self._entries.get(campaign_id, (0, 0, None))
-        below = session.scalar(
-            select(func.count(ReportRow.id)).where(
-                ReportRow.id.in_(first_success), ReportRow.id <= last_id
-            )
-        )
-        if below != counted:
-            last_id, counted, total = 0, 0, None
-        rows = session.execute(
-            select(ReportRow.id, ReportRow.body["filter_monitor"]).where(
-                ReportRow.id.in_(first_success), ReportRow.id > last_id
-            )
-        ).all()
-        blocks = [block for _id, block in rows if block]
-        if blocks:
-            total = add_monitors(([total] if total is not None else []) + blocks)
-        entry = (max([last_id, *(row_id for row_id, _block in rows)]), counted + len(rows), total)
-        with self._lock:
-            self._entries[campaign_id] = entry
-        return total
 
 
 def _load(
-    store: Store, campaign_id: str, recent: int, control_sums: _ControlSums | None = None
+    store: Store, campaign_id: str, recent: int, control_sums: ControlSums | None = None
 ) -> _CampaignData:
-    status = store.status(campaign_id)
-    with store.session() as session:
-        campaign = session.get(CampaignRow, campaign_id)
-        spec, provenance, created_at = campaign.spec, campaign.provenance, campaign.created_at
-        first_success = (
-            select(func.min(ReportRow.id))
-            .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
-            .group_by(ReportRow.job_index)
-        ).scalar_subquery()
-        # Events and completion times: each job's first successful attempt only.
-        finished = session.execute(
-            select(ReportRow.finished_at, ReportRow.events_generated, ReportRow.site)
-            .where(ReportRow.id.in_(first_success))
-            .order_by(ReportRow.finished_at)
-        ).all()
-        # Per-event stage costs: the latest successful attempts' stage times over their own
-        # events. A sample, because the times sit in the JSON body and reading all of it
-        # would make every page of a large live campaign slow; recent jobs are also the
-        # ones that tell today's cost.
-        sample = (
-            select(ReportRow.body, ReportRow.events_generated, ReportRow.events_simulated)
-            .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
-            .order_by(ReportRow.id.desc())
-            .limit(COST_SAMPLE_REPORTS)
-            .subquery()
-        )
-        costs = session.execute(
-            select(
-                *(
-                    func.coalesce(func.sum(sample.c.body[("stage_seconds", name)].as_float()), 0.0)
-                    for name in ("generate", "filter", "simulate", "skim")
-                ),
-                func.count(sample.c.body[("stage_seconds", "filter")].as_float()),
-                func.coalesce(func.sum(sample.c.events_generated), 0),
-                func.coalesce(func.sum(sample.c.events_simulated), 0),
-            )
-        ).one()
-        site_rows = session.execute(
-            select(
-                ReportRow.site,
-                func.count(),
-                func.coalesce(func.sum(ReportRow.cpu_seconds), 0.0),
-                func.coalesce(func.sum(ReportRow.wall_seconds), 0.0),
-                func.min(ReportRow.started_at),
-                func.max(ReportRow.finished_at),
-            )
-            .where(ReportRow.campaign_id == campaign_id)
-            .group_by(ReportRow.site)
-        ).all()
-        attempt_rows = session.execute(
-            select(
-                AttemptRow.site,
-                AttemptRow.state,
-                AttemptRow.exit_code,
-                AttemptRow.error_class,
-                func.count(),
-                func.max(AttemptRow.finished_at),
-            )
-            .join(JobRow, AttemptRow.job_id == JobRow.id)
-            .where(JobRow.campaign_id == campaign_id)
-            .group_by(
-                AttemptRow.site, AttemptRow.state, AttemptRow.exit_code, AttemptRow.error_class
-            )
-        ).all()
-        held = session.scalar(
-            select(func.count())
-            .select_from(BackendStateRow)
-            .join(
-                JobRow,
-                and_(
-                    JobRow.campaign_id == BackendStateRow.campaign_id,
-                    JobRow.job_index == BackendStateRow.job_index,
-                ),
-            )
-            .join(
-                AttemptRow,
-                and_(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == BackendStateRow.attempt),
-            )
-            .where(
-                BackendStateRow.campaign_id == campaign_id,
-                BackendStateRow.state == "held",
-                AttemptRow.state == RUNNING,
-            )
-        )
-        failures = _failures(session, campaign_id, attempt_rows, recent)
-        sum_weights_squared = session.execute(
-            select(
-                func.coalesce(
-                    func.sum(ReportRow.body["sum_weights_squared_skimmed"].as_float()), 0.0
-                ),
-                func.count(ReportRow.body["sum_weights_squared_skimmed"].as_float()),
-            ).where(ReportRow.id.in_(first_success))
-        ).one()
-        monitor = None
-        if ((spec or {}).get("filter") or {}).get("control_fraction"):
-            # Only campaigns with a control sample pay for reading these JSON blocks.
-            monitor = (control_sums or _ControlSums()).total(session, campaign_id, first_success)
-
+    rows = load_campaign_rows(store, campaign_id, recent, control_sums)
     return _CampaignData(
-        status=status,
-        spec=spec if isinstance(spec, dict) else {},
-        provenance=provenance if isinstance(provenance, dict) else {},
-        created_at=created_at,
-        finished=finished,
-        costs=tuple(costs),
-        site_rows=site_rows,
-        attempt_rows=attempt_rows,
-        held=int(held or 0),
-        failures=failures,
-        sum_weights_squared=tuple(sum_weights_squared),
-        filter_monitor=monitor,
+        **{field.name: getattr(rows, field.name) for field in fields(rows)},
+        failures=_failures(store, campaign_id, rows, recent),
     )
 
 
 class _FiguresCache:
-    """Per-store cache of :class:`_CampaignData`, checked against :func:`_version`: an idle
+    """Per-store cache of :class:`_CampaignData`, checked against
+    :func:`~smartbkg_prod.store.figures.data_version`: an idle
     or finished campaign costs five small queries per page or scrape instead of a scan of
     all its reports (JSON timings included)."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, int], tuple[tuple, _CampaignData]] = {}
         self._lock = threading.Lock()
-        self.control_sums = _ControlSums()
+        self.control_sums = ControlSums()
 
     def data(self, store: Store, campaign_id: str, recent: int) -> _CampaignData:
-        with store.session() as session:
-            version = _version(session, campaign_id)
+        version = data_version(store, campaign_id)
         key = (campaign_id, recent)
         with self._lock:
             cached = self._entries.get(key)
@@ -776,11 +598,11 @@ def _site_figures(site_rows, site_events, attempt_rows, cores: int) -> list[Site
     return figures
 
 
-def _failures(session, campaign_id: str, attempt_rows, recent: int):
+def _failures(store: Store, campaign_id: str, rows: CampaignRows, recent: int):
     """Failure matrix (from attempts: reports and lost attempts alike), top reasons with a
     log excerpt from the latest report of that code, and the most recent failures."""
     matrix, reasons = [], {}
-    for site, state, exit_code, error_class, count, last in attempt_rows:
+    for site, state, exit_code, error_class, count, last in rows.attempt_rows:
         if state != FAILED:
             continue
         code = failure_code(exit_code, error_class)
@@ -813,60 +635,18 @@ def _failures(session, campaign_id: str, attempt_rows, recent: int):
             reason.last_seen = max(reason.last_seen or last, last)
     matrix.sort(key=lambda cell: (cell.code, cell.site))
     top = sorted(reasons.values(), key=lambda r: (-r.count, r.code))[:5]
-    for reason in top:
-        code_filter = [ReportRow.campaign_id == campaign_id, ReportRow.exit_code != 0]
-        if reason.exit_code is not None:
-            code_filter.append(ReportRow.exit_code == reason.exit_code)
-        code_filter.append(ReportRow.error_class == reason.error_class)
-        body = session.scalar(
-            select(ReportRow.body)
-            .where(*code_filter)
-            .order_by(ReportRow.finished_at.desc())
-            .limit(1)
-        )
+    bodies = latest_failure_bodies(
+        store, campaign_id, [(reason.exit_code, reason.error_class) for reason in top]
+    )
+    for reason, body in zip(top, bodies, strict=True):
         reason.message, reason.log_excerpt = _excerpt(body)
         if body is None:
             reason.message = "no report: the attempt was lost or killed before it could write one"
 
-    report_rows = session.execute(
-        select(
-            ReportRow.job_index,
-            ReportRow.attempt,
-            ReportRow.site,
-            ReportRow.exit_code,
-            ReportRow.error_class,
-            ReportRow.finished_at,
-            ReportRow.body,
-        )
-        .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code != 0)
-        .order_by(ReportRow.finished_at.desc())
-        .limit(recent)
-    ).all()
-    # Attempts closed without a report (lost, killed): they have no log, but they are failures.
-    reported = select(ReportRow.id).where(
-        ReportRow.campaign_id == campaign_id,
-        ReportRow.job_index == JobRow.job_index,
-        ReportRow.attempt == AttemptRow.attempt,
-    )
-    lost_rows = session.execute(
-        select(
-            JobRow.job_index,
-            AttemptRow.attempt,
-            AttemptRow.site,
-            AttemptRow.exit_code,
-            AttemptRow.error_class,
-            AttemptRow.finished_at,
-            AttemptRow.native_code,
-        )
-        .join(JobRow, AttemptRow.job_id == JobRow.id)
-        .where(JobRow.campaign_id == campaign_id, AttemptRow.state == FAILED, ~reported.exists())
-        .order_by(AttemptRow.finished_at.desc())
-        .limit(recent)
-    ).all()
-    entries = [_failure_entry(*row) for row in report_rows]
+    entries = [_failure_entry(*row) for row in rows.failed_reports]
     entries += [
         _failure_entry(*row[:6], None, f"no report{f' (engine code {row[6]})' if row[6] else ''}")
-        for row in lost_rows
+        for row in rows.lost_attempts
     ]
     entries.sort(key=lambda entry: -(entry.finished_at or 0.0))
     return matrix, top, entries[:recent]
