@@ -101,3 +101,46 @@ def test_bias_verdict_needs_every_p_value_and_the_seed_pull():
     # Without (enough) seeds the pull is not judged, and says so.
     assert bias_verdict(0.2, None).pull_pass is None
     assert bias_verdict(0.2, _scan(0.5, seeds=20)).pull_pass is None
+
+
+@pytest.mark.slow
+def test_train_command_resimulates_and_fine_tunes(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from smartbkg_prod.cli.filter import train
+    from smartbkg_prod.filter.artifact import load_model
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(
+        "name: tiny\nprocess: bbbar_generic\nevents: 2000\nevents_per_job: 1000\nseed: 9\n"
+    )
+    cache = tmp_path / "soft.npz"
+    base = [str(spec), "--in-process", "--cache", str(cache), "--max-epochs", "1", "--threads", "1"]
+    result = CliRunner().invoke(
+        train,
+        [
+            *base,
+            "--resimulations",
+            "2",
+            "--init-model",
+            "default",
+            "--json",
+            "--out",
+            str(tmp_path / "ft.pt"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output[result.output.index("{") :])
+    assert metrics["labels"] == "pass fraction over 3 detector seeds"
+    assert metrics["init_model_sha256"] == load_model("default").sha256
+    model = load_model(tmp_path / "ft.pt")
+    # Fine-tuning keeps the shipped model's shape and vocabulary.
+    assert model.encoding == load_model("default").encoding
+    assert model.metadata["training"]["options"]["init_model"] == "default"
+    # The cache holds soft labels for 2 re-simulations: asking for another count is refused.
+    again = CliRunner().invoke(
+        train, [*base, "--resimulations", "4", "--out", str(tmp_path / "x.pt")]
+    )
+    assert again.exit_code != 0 and "--resimulations 2" in again.output

@@ -99,6 +99,10 @@ def _training_events(
     "--max-minutes", default=15.0, show_default=True, help="Wall-time cap of the training loop."
 )
 @click.option("--max-epochs", default=200, show_default=True)
+@click.option("--learning-rate", default=2e-3, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--patience", default=10, show_default=True, help="Epochs without validation gain to stop."
+)
 @click.option("--threads", default=2, show_default=True, help="CPU threads for training.")
 @click.option(
     "--device",
@@ -124,6 +128,11 @@ def _training_events(
     help="Re-simulate each training event this many more times (detector + skim, ~0.1 ms "
     "each) and train on its pass fraction q̂ instead of one skim decision (8-16 suggested).",
 )
+@click.option(
+    "--init-model",
+    default=None,
+    help="Fine-tune: start from this model (.pt or 'default'), its shape and encoding.",
+)
 @click.option("--seed", default=1, show_default=True, help="Split and initialisation seed.")
 @click.option(
     "--db", "db_url", default=None, envvar="SMARTBKG_DB", help="Database URL for the campaign."
@@ -140,12 +149,15 @@ def train(
     embedding_dim,
     max_minutes,
     max_epochs,
+    learning_rate,
+    patience,
     threads,
     device,
     disco_lambda,
     disco_variable,
     speedup_lambda,
     resimulations,
+    init_model,
     seed,
     db_url,
     as_json,
@@ -181,11 +193,14 @@ def train(
         embedding_dim=embedding_dim,
         max_minutes=max_minutes,
         max_epochs=max_epochs,
+        learning_rate=learning_rate,
+        patience=patience,
         threads=threads,
         device=device,
         disco_lambda=disco_lambda,
         disco_variable=disco_variable,
         speedup_lambda=speedup_lambda,
+        init_model=init_model,
         seed=seed,
     )
     result = train_filter(events, options)

@@ -82,6 +82,11 @@ class TrainOptions(BaseModel):
         default=True,
         description="train on the pass fraction q̂ when the events carry one (re-simulated)",
     )
+    init_model: str | None = Field(
+        default=None,
+        description="start from this model's weights, shape and graph encoding (fine-tuning; "
+        "'default' = the shipped model) instead of a fresh network",
+    )
     seed: int = 1
     threads: int = Field(default=2, gt=0)
     device: str = Field(default="cpu", pattern="^(cpu|cuda)$")
@@ -135,9 +140,17 @@ class _Trainer:
         self.train_ids = np.sort(order[n_validation:])
         train_mask = np.zeros(n, dtype=bool)
         train_mask[self.train_ids] = True
-        self.encoding = GraphEncoding.fit(
-            events.particles.select(train_mask), options.min_pdg_count
-        )
+        initial = None
+        if options.init_model:
+            from smartbkg_prod.filter.artifact import load_model
+
+            initial = load_model(options.init_model)
+            self.encoding = initial.encoding
+        else:
+            self.encoding = GraphEncoding.fit(
+                events.particles.select(train_mask), options.min_pdg_count
+            )
+        self.init_sha256 = initial.sha256 if initial is not None else None
         self.device = torch.device("cuda:0" if options.device == "cuda" else "cpu")
         torch.backends.cuda.matmul.allow_tf32 = True  # ample precision for training, much faster
         self.encoding_tensors = EncodingTensors(self.encoding, self.device)
@@ -166,8 +179,12 @@ class _Trainer:
             if variable is None
             else torch.from_numpy(variable.astype(np.float32)).to(self.device)
         )
-        self.net = FilterNet(
-            self.encoding.n_pdg, embedding_dim=options.embedding_dim, hidden=options.hidden
+        self.net = (
+            initial.net
+            if initial is not None
+            else FilterNet(
+                self.encoding.n_pdg, embedding_dim=options.embedding_dim, hidden=options.hidden
+            )
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=options.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -326,6 +343,7 @@ def train_filter(events: LabelledEvents, options: TrainOptions | None = None) ->
         "filter_ms_cpu_1core": filter_ms,
         "reference_costs_ms": costs.to_dict(),
         "max_speedup_reference": max_speedup(retention, costs),
+        "init_model_sha256": trainer.init_sha256,
         "labels": f"pass fraction over {events.resimulations + 1} detector seeds"
         if trainer.soft
         else "skim decision",
