@@ -1,0 +1,90 @@
+"""A job made to fail under real pilots (panda-server + JEDI + panda-pilot 3, see
+``tests/panda_fixture.py``): the worker fails job 1's first attempt (fault injection in the
+pilots' environment), the pilot reports the failure with its own code, PanDA retries the
+job itself up to ``maxAttempt``, and the driver's next attempt (a new task) succeeds with
+every event once.
+
+Slow by nature: a pilot whose payload failed waits about two minutes before its final
+update, and the job fails twice (PanDA's own retry runs the same attempt).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pandaclient")
+
+from test_panda_campaign import events_in_outputs, status, write_spec  # noqa: E402
+
+pytestmark = [pytest.mark.panda, pytest.mark.slow]
+pytest_plugins = ["panda_fixture"]  # the real-stack fixture `panda_stack`
+
+REPO = Path(__file__).resolve().parents[1]
+FAULT = "raise=SIMULATION@generate:job=1:attempt=1"
+
+
+@pytest.fixture
+def failing_pilots(panda_stack):
+    """Pilots whose payloads fail job 1's first attempt in the simulation stage."""
+    log = open(panda_stack.directory / "log" / "pilot_pool.log", "ab")  # noqa: SIM115
+    pool = subprocess.Popen(
+        [
+            str(panda_stack.directory / "venv" / "bin" / "python"),
+            str(REPO / "scripts" / "panda_stack" / "pilot_pool.py"),
+            str(panda_stack.directory),
+            panda_stack.queue,
+            panda_stack.env["PANDA_STACK_PORT"],
+            "2",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO), "SMARTBKG_INJECT_FAULT": FAULT},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield pool
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        try:
+            pool.wait(60)
+        except subprocess.TimeoutExpired:
+            pool.kill()
+        log.close()
+
+
+def test_a_failed_job_is_retried_and_the_campaign_completes(panda_stack, failing_pilots, tmp_path):
+    from sqlalchemy import select
+
+    from smartbkg_prod.store import AttemptRow, Store
+
+    spec = write_spec(tmp_path, panda_stack, "pandafail", events=200, per_job=100)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SMARTBKG_DB": f"sqlite:///{tmp_path}/store.db"}
+    run = subprocess.run(
+        [sys.executable, "-m", "smartbkg_prod.cli", "submit", str(spec), "--backend", "panda"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert run.returncode == 0, f"{run.stdout}{run.stderr}\n{panda_stack.logs()}"
+    campaign = status(tmp_path)
+    assert campaign["complete"] and campaign["events_generated"] == 200, campaign
+    assert campaign["failed_attempts"] == 1, campaign
+    assert events_in_outputs(tmp_path / "out") == list(range(200))
+    store = Store(f"sqlite:///{tmp_path}/store.db")
+    with store.session() as session:
+        rows = session.execute(
+            select(AttemptRow.attempt, AttemptRow.state, AttemptRow.exit_code)
+        ).all()
+    # Job 1's first attempt failed with the worker's own code (its report came back from the
+    # server as the job's metadata); its second attempt, like job 0's first, is done.
+    failed = [(attempt, code) for attempt, state, code in rows if state == "failed"]
+    assert failed == [(1, 40)], rows  # ExitCode.SIMULATION
+    assert sorted(attempt for attempt, state, _ in rows if state == "done") == [1, 2], rows
