@@ -155,6 +155,20 @@ def exit_status(returncode: int) -> tuple[int, str | None]:
     return returncode, None
 
 
+def finished_state(
+    handle: JobHandle, exit_code: int, native_code: str | None, site: str | None, reason: str = ""
+) -> JobState:
+    """The state of an attempt whose process ended with ``exit_code``: done on 0."""
+    return JobState(
+        handle=handle,
+        state="done" if exit_code == 0 else "failed",
+        exit_code=exit_code,
+        native_code=native_code,
+        native_reason=reason,
+        site=site,
+    )
+
+
 def attempt_handle(
     job_input: JobInput, backend: str, backend_job_id: str, site: str | None = None
 ) -> JobHandle:

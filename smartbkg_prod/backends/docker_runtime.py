@@ -36,6 +36,7 @@ from smartbkg_prod.backends.base import (
     JobState,
     attempt_handle,
     exit_status,
+    finished_state,
     write_job_file,
 )
 from smartbkg_prod.errors import SubmitError
@@ -229,13 +230,8 @@ class DockerLocalBackend(Backend):
             with contextlib.suppress(docker.errors.DockerException):
                 container.remove(force=True)
             states.append(
-                JobState(
-                    handle=handle,
-                    state="done" if code == 0 else "failed",
-                    exit_code=code,
-                    native_code=native,
-                    native_reason=container_state.get("Error") or "",
-                    site="local",
+                finished_state(
+                    handle, code, native, site="local", reason=container_state.get("Error") or ""
                 )
             )
         return states

@@ -20,6 +20,7 @@ from smartbkg_prod.backends.base import (
     JobState,
     attempt_handle,
     exit_status,
+    finished_state,
     worker_command,
     write_job_file,
 )
@@ -72,15 +73,7 @@ class LocalBackend(Backend):
                 continue
             self._processes.pop(handle.backend_job_id, None)
             code, native = exit_status(returncode)
-            states.append(
-                JobState(
-                    handle=handle,
-                    state="done" if code == 0 else "failed",
-                    exit_code=code,
-                    native_code=native,
-                    site="local",
-                )
-            )
+            states.append(finished_state(handle, code, native, site="local"))
         return states
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
