@@ -7,8 +7,9 @@ Loaded lazily by the main group (``LAZY_COMMANDS``); ``status --watch`` calls
 from __future__ import annotations
 
 import json
+import signal
 import sys
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,9 +112,16 @@ def watch(
 
     store = Store(db_url, create=False)
     clear = sys.stdout.isatty() if clear is None else clear
+    # Ctrl-C sets a flag instead of raising KeyboardInterrupt wherever the main thread happens
+    # to be: raised inside a database call's cleanup it can be swallowed, and the view would
+    # keep redrawing after the operator asked it to stop.
+    stop = threading.Event()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     count = 0
     try:
-        while iterations is None or count < iterations:
+        while not stop.is_set() and (iterations is None or count < iterations):
             ids = store.find_campaigns(campaign) if campaign else store.campaign_ids()
             if campaign and not ids:
                 raise StoreError(f"no campaign named or with id {campaign!r} in {store.url}")
@@ -123,9 +131,10 @@ def watch(
             echo(format_watch(figures))
             count += 1
             if iterations is None or count < iterations:
-                time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
+                stop.wait(interval)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 @monitor.command("watch")
