@@ -43,13 +43,21 @@ def test_shipped_model_is_small_and_matches_its_metadata():
     readme = (SHIPPED_MODEL.parent / "README.md").read_text()
     assert sidecar["command"].startswith("smartbkg-prod train ")
     assert sidecar["command"] in readme
-    spec = load_campaign(ROOT / "job_specs" / "train_800k.yaml")
+    spec = load_campaign(ROOT / "job_specs" / "train_200k_soft.yaml")
     assert spec.campaign_id in readme
     assert spec.events == sidecar["training"]["n_events"]
     assert len(sidecar["training"]["data_sha256"]) == 64
     model = load_model("default")
-    assert model.metadata["training"]["metrics"]["validation_auc"] >= 0.85
+    metrics = model.metadata["training"]["metrics"]
+    assert metrics["validation_auc"] >= 0.85
+    assert metrics["labels"] == "pass fraction over 9 detector seeds"
     assert len(model.encoding.pdg_codes) > 50
+    # Fine-tuned from the previous model, which is kept beside it with its own provenance.
+    previous = SHIPPED_MODEL.parent / "hard800k.pt"
+    assert metrics["init_model_sha256"] == sha256_file(previous) == load_model(previous).sha256
+    assert load_model(previous).encoding == model.encoding
+    assert json.loads(sidecar_path(previous).read_text())["command"] in readme
+    assert load_campaign(ROOT / "job_specs" / "train_800k.yaml").campaign_id in readme
 
 
 def test_evaluate_command_reports_auc_speedup_and_bias(tmp_path):
