@@ -27,12 +27,9 @@ from smartbkg_prod.monitor.operators import (
     token_digest,
 )
 from smartbkg_prod.monitor.web import start_server
-from smartbkg_prod.recovery.records import (
-    RecommendationRow,
-    get_recommendation,
-    live_jobs,
-)
+from smartbkg_prod.recovery.records import get_recommendation, live_jobs
 from smartbkg_prod.recovery.review import refresh_recommendations
+from smartbkg_prod.store import RecommendationRow
 
 TOKENS = {"alice": "alice-0f3c9e7d1b2a", "bob": "bob-77aa19c0de42"}
 

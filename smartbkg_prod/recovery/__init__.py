@@ -10,7 +10,8 @@ The flow, one module per step::
     classifier  random forest trained on operators' decisions (noisy labels)
     recommend   one Recommendation per failed job: action, confidence, reason, RetryChanges
     actions     the actions and the retry changes each implies
-    records     all of recovery's store access (recommendations, decisions, overrides, splits)
+    records     all of recovery's store access (recommendations, decisions, overrides, splits):
+                the queries of store.recovery, turned into recovery's types
     review      refresh, accept / override (stored as labels), train, evaluate
     apply       carry out decided actions in the store with exact event accounting
     cases       the independent operator corpus that scores rules and classifier

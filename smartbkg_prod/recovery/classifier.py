@@ -91,7 +91,7 @@ class ActionClassifier:
 
     @staticmethod
     def from_bytes(blob: bytes) -> ActionClassifier:
-        # Only blobs this package wrote into its own database are loaded (see records.py).
+        # Only blobs this package wrote into its own database are loaded (see store/recovery.py).
         model = pickle.loads(blob)  # noqa: S301
         if not isinstance(model, ActionClassifier):
             raise TypeError("stored blob is not an ActionClassifier")

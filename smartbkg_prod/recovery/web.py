@@ -36,8 +36,6 @@ from starlette.templating import Jinja2Templates
 from smartbkg_prod.recovery.actions import ACTIONS
 from smartbkg_prod.recovery.apply import apply_decisions
 from smartbkg_prod.recovery.records import (
-    OPEN,
-    SUPERSEDED,
     RecoveryError,
     StoredRecommendation,
     get_recommendation,
@@ -46,7 +44,7 @@ from smartbkg_prod.recovery.records import (
 )
 from smartbkg_prod.recovery.review import accept, override, refresh_recommendations
 from smartbkg_prod.redact import redact
-from smartbkg_prod.store import STATUSES, Store
+from smartbkg_prod.store import OPEN, STATUSES, SUPERSEDED, Store
 
 MAX_ROWS = 200  # per table; the JSON endpoint lists them all
 
