@@ -424,7 +424,17 @@ class CampaignRunner:
         if report is not None:
             problem = validate_report(report, job, self.output_dir) if report.succeeded else None
             if problem is None:
-                self.store.record_report(report, final=final)
+                native = None
+                if not report.succeeded:
+                    # The engine's view beside the worker's: its code (a pilot's error
+                    # code, a Slurm state) in the attempt, its reason in the log tail.
+                    native = state.native_code
+                    if state.native_reason:
+                        engine_line = f"{state.handle.backend}: {state.native_reason}"
+                        report = report.model_copy(
+                            update={"log_tail": [*report.log_tail, engine_line]}
+                        )
+                self.store.record_report(report, final=final, native_code=native)
                 return report.succeeded
             log.warning("job %d attempt %d: %s", index, job_input.attempt, problem)
             code, error_class = int(ExitCode.OUTPUT_VALIDATION), "output_validation"

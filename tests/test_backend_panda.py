@@ -22,7 +22,12 @@ from click.testing import CliRunner
 pytest.importorskip("pandaclient")
 
 from smartbkg_prod.backends.base import JobHandle  # noqa: E402
-from smartbkg_prod.backends.panda import PandaBackend, job_entry, native_code  # noqa: E402
+from smartbkg_prod.backends.panda import (  # noqa: E402
+    PandaBackend,
+    job_entry,
+    native_code,
+    native_reason,
+)
 from smartbkg_prod.cli import main  # noqa: E402
 from smartbkg_prod.errors import SubmitError  # noqa: E402
 from smartbkg_prod.plan import JobInput, plan_jobs, read_job_list_entry  # noqa: E402
@@ -197,6 +202,7 @@ def test_cli_dry_run_renders_the_panda_task(panda_campaign, tmp_path):
     ("job", "native"),
     [
         ({"pilotErrorCode": 1212, "transExitCode": 0}, "pilot:1212"),
+        ({"pilotErrorCode": 1305, "transExitCode": 40, "exeErrorCode": 40}, "pilot:1305/40"),
         ({"pilotErrorCode": 0, "jobDispatcherErrorCode": 100}, "jobDispatcher:100"),
         ({"taskBufferErrorCode": 100}, "taskBuffer:100"),
         ({"pilotErrorCode": 0, "transExitCode": 50}, "exit:50"),
@@ -211,6 +217,30 @@ def test_native_codes_are_readable_by_the_recovery_taxonomy():
     taxonomy = pytest.importorskip("smartbkg_prod.recovery.taxonomy")
     assert taxonomy.describe(taxonomy.parse_native_code("pilot:1212")).category == "memory"
     assert taxonomy.parse_native_code("jobDispatcher:100").source == "jobDispatcher"
+    # The pilot's "payload failed" read with the payload's exit status, as slurm:FAILED/N.
+    payload = taxonomy.describe(taxonomy.parse_native_code("pilot:1305/40"))
+    assert (payload.name, payload.category) == ("PAYLOADEXECUTIONFAILURE (SIMULATION)", "software")
+
+
+def test_every_non_zero_error_field_reaches_the_reason_by_its_panda_name():
+    job = {
+        "pilotErrorCode": 1305,
+        "pilotErrorDiag": "Failed to execute payload",
+        "exeErrorCode": 0,
+        "exeErrorDiag": "NULL",
+        "supErrorCode": 0,
+        "ddmErrorCode": 200,
+        "ddmErrorDiag": "Adder failed",
+        "brokerageErrorCode": 0,
+        "jobDispatcherErrorCode": 0,
+        "taskBufferErrorCode": 0,
+        "taskBufferErrorDiag": "NULL",
+        "transExitCode": 40,
+    }
+    assert native_reason(job) == (
+        "pilotErrorCode=1305 Failed to execute payload; ddmErrorCode=200 Adder failed; "
+        "transExitCode=40"
+    )
 
 
 # -- what the real server cannot be made to do --------------------------------------------

@@ -2,7 +2,8 @@
 ``tests/panda_fixture.py``): the worker fails job 1's first attempt (fault injection in the
 pilots' environment), the pilot reports the failure with its own code, PanDA retries the
 job itself up to ``maxAttempt``, and the driver's next attempt (a new task) succeeds with
-every event once.
+every event once. The failed attempt keeps the worker's exit code and, beside it, the code
+the server recorded for the job (``pilot:NNNN/exit``), which the recovery taxonomy reads.
 
 Slow by nature: a pilot whose payload failed waits about two minutes before its final
 update, and the job fails twice (PanDA's own retry runs the same attempt).
@@ -20,6 +21,7 @@ import pytest
 
 pytest.importorskip("pandaclient")
 
+from test_backend_panda_server import task_jobs  # noqa: E402
 from test_panda_campaign import events_in_outputs, status, write_spec  # noqa: E402
 
 pytestmark = [pytest.mark.panda, pytest.mark.slow]
@@ -83,8 +85,52 @@ def test_a_failed_job_is_retried_and_the_campaign_completes(panda_stack, failing
         rows = session.execute(
             select(AttemptRow.attempt, AttemptRow.state, AttemptRow.exit_code)
         ).all()
+        failed_attempt = session.execute(
+            select(AttemptRow.backend_job_id, AttemptRow.native_code).where(
+                AttemptRow.state == "failed"
+            )
+        ).one()
     # Job 1's first attempt failed with the worker's own code (its report came back from the
     # server as the job's metadata); its second attempt, like job 0's first, is done.
     failed = [(attempt, code) for attempt, state, code in rows if state == "failed"]
     assert failed == [(1, 40)], rows  # ExitCode.SIMULATION
     assert sorted(attempt for attempt, state, _ in rows if state == "done") == [1, 2], rows
+    assert_the_servers_code_is_stored_beside_the_workers(
+        store, campaign["campaign_id"], *failed_attempt
+    )
+
+
+def assert_the_servers_code_is_stored_beside_the_workers(
+    store, campaign_id, backend_job_id, native_code
+):
+    """The failed attempt's native code is what the server recorded for the job (read back
+    with panda-client), and the recovery records show it beside the worker's exit code."""
+    from smartbkg_prod.backends.panda import job_entry
+    from smartbkg_prod.recovery.records import campaign_records
+    from smartbkg_prod.recovery.taxonomy import PILOT, FailureCode, describe, parse_native_code
+
+    task_id, entry = (int(part) for part in backend_job_id.split("/"))
+    records = [
+        {key: getattr(job, key, None) for key in job.__slots__} for job in task_jobs(task_id)
+    ]
+    # PanDA retried the job itself (maxAttempt): the driver read one of its failed jobs.
+    failed_jobs = [r for r in records if job_entry(r) == entry and r["jobStatus"] == "failed"]
+    assert failed_jobs, records
+    server_codes = {
+        FailureCode("pilot", int(r["pilotErrorCode"] or 0), int(r["transExitCode"] or 0) or None)
+        for r in failed_jobs
+    }
+    stored = parse_native_code(native_code)
+    assert stored in server_codes, (native_code, server_codes)
+    # The worker exited 40 (ExitCode.SIMULATION); the pilot sent it as transExitCode, and
+    # the pilot's own code for the failure is non-zero.
+    assert stored.subcode == 40 and stored.code != 0, native_code
+    job = next(r for r in failed_jobs if int(r["pilotErrorCode"] or 0) == stored.code)
+    info = describe(stored)
+    assert info.known and info.name.startswith(PILOT[int(job["pilotErrorCode"])].name), info
+    (record,) = [r for r in campaign_records(store, campaign_id) if r.exit_code != 0]
+    assert (record.exit_code, record.failure_code.token) == (40, stored.token), record
+    # Every non-zero error field of the server's record is in the attempt's log lines.
+    reason = next(line for line in record.log_lines if line.startswith("panda: "))
+    assert f"pilotErrorCode={job['pilotErrorCode']}" in reason, record.log_lines
+    assert "transExitCode=40" in reason, record.log_lines

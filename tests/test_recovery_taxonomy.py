@@ -96,3 +96,26 @@ def test_unreadable_native_code_is_a_clear_error(text):
 def test_unknown_codes_fall_back_to_unknown_not_transient():
     info = describe(FailureCode("pilot", 4242))
     assert info.category is Category.UNKNOWN and not info.transient
+
+
+def test_a_pilot_payload_failure_is_read_with_the_payloads_exit_status():
+    # pilot:1305/40: the pilot ran the payload, which exited 40 (our SIMULATION failure).
+    refined = describe(parse_native_code("pilot:1305/40"))
+    assert refined.name == "PAYLOADEXECUTIONFAILURE (SIMULATION)"
+    assert refined.category == ExitCode.SIMULATION.category
+    # A pilot code that is not a payload failure keeps its own meaning.
+    assert describe(parse_native_code("pilot:1149/40")).name == "TRFDOWNLOADFAILURE"
+
+
+def test_an_engines_bare_exit_status_does_not_hide_the_workers_code():
+    from smartbkg_prod.recovery.failures import FailureRecord
+
+    def record(native):
+        return FailureRecord(
+            campaign_id="c", job_index=0, exit_code=40, native_source=native[0],
+            native_code=native[1], native_subcode=native[2],
+        )  # fmt: skip
+
+    assert record(("exit", 40, None)).failure_code.token == "worker:40"
+    assert record(("pilot", 1305, 40)).failure_code.token == "pilot:1305/40"
+    assert record(("slurm", "FAILED", 40)).failure_code.token == "slurm:FAILED/40"

@@ -102,6 +102,24 @@ JOB_STATUS_CHUNK = 500
 # http://pandaserver-doma.cern.ch:25080/trf/user): the same script at the accepted URL.
 TRANSFORMATION = "http://pandaserver-doma.cern.ch:25080/trf/user/runGen-00-00-02"
 _FAILED_TASK = {"broken", "aborted", "failed", "exhausted", "finished", "done", "tobroken"}
+# The error fields of a PanDA job record (panda-server taskbuffer/JobSpec.py): who set the
+# code (the pilot, the payload, the supervisor, DDM, the brokerage, the job dispatcher, the
+# task buffer) and its diagnostic. All of them go into the attempt's reason.
+ERROR_FIELDS = (
+    ("pilotErrorCode", "pilotErrorDiag"),
+    ("exeErrorCode", "exeErrorDiag"),
+    ("supErrorCode", "supErrorDiag"),
+    ("ddmErrorCode", "ddmErrorDiag"),
+    ("brokerageErrorCode", "brokerageErrorDiag"),
+    ("jobDispatcherErrorCode", "jobDispatcherErrorDiag"),
+    ("taskBufferErrorCode", "taskBufferErrorDiag"),
+)
+# The fields the recovery taxonomy has tables for, most specific first: the native code.
+NATIVE_SOURCES = (
+    ("pilotErrorCode", "pilot"),
+    ("jobDispatcherErrorCode", "jobDispatcher"),
+    ("taskBufferErrorCode", "taskBuffer"),
+)
 _INDEX_PATTERN = re.compile(r"--index (\d+)")
 
 
@@ -123,17 +141,45 @@ def _release() -> str:
 
 
 def native_code(job: dict) -> str | None:
-    """The most specific error code of a PanDA job record, with the field it came from."""
-    for field, source in (
-        ("pilotErrorCode", "pilot"),
-        ("jobDispatcherErrorCode", "jobDispatcher"),
-        ("taskBufferErrorCode", "taskBuffer"),
-    ):
+    """The most specific error code of a PanDA job record, with the field it came from.
+
+    The payload's exit status (``transExitCode``) rides along as the subcode of a pilot
+    code (``pilot:1305/40``: the pilot ran the payload, which exited 40), as Slurm's
+    ``slurm:FAILED/40`` does; the taxonomy refines the pilot's payload-failure codes by it.
+
+    >>> native_code({"pilotErrorCode": 1305, "transExitCode": 40, "exeErrorCode": 40})
+    'pilot:1305/40'
+    >>> native_code({"pilotErrorCode": 0, "taskBufferErrorCode": 100})
+    'taskBuffer:100'
+    """
+    exit_code = _int(job.get("transExitCode")) or _int(job.get("exeErrorCode"))
+    for field, source in NATIVE_SOURCES:
         code = _int(job.get(field))
         if code:
-            return f"{source}:{code}"
-    exit_code = _int(job.get("transExitCode")) or _int(job.get("exeErrorCode"))
+            subcode = f"/{exit_code}" if source == "pilot" and exit_code else ""
+            return f"{source}:{code}{subcode}"
     return f"exit:{exit_code}" if exit_code else None
+
+
+def native_reason(job: dict) -> str:
+    """Every non-zero error field of a PanDA job record as PanDA names it, with its
+    diagnostic: what ``native_code`` picked one code from.
+
+    >>> native_reason({"pilotErrorCode": 1305, "pilotErrorDiag": "payload failed",
+    ...                "exeErrorCode": 40, "exeErrorDiag": "NULL", "transExitCode": 40})
+    'pilotErrorCode=1305 payload failed; exeErrorCode=40; transExitCode=40'
+    """
+    parts = []
+    for code_field, diag_field in ERROR_FIELDS:
+        code = _int(job.get(code_field))
+        diag = str(job.get(diag_field) or "")
+        if diag == "NULL":  # the server's empty value
+            diag = ""
+        if code or diag:
+            parts.append(" ".join(filter(None, (f"{code_field}={code}", diag))))
+    if _int(job.get("transExitCode")):
+        parts.append(f"transExitCode={_int(job.get('transExitCode'))}")
+    return "; ".join(parts)
 
 
 def _int(value) -> int:
@@ -155,16 +201,7 @@ def job_state(job: dict, handle: JobHandle) -> JobState:
     if state in {"done", "failed", "cancelled"}:
         exit_code = _int(job.get("transExitCode"))
         native = None if state == "done" else native_code(job)
-    reason = " ".join(
-        str(job[key])
-        for key in (
-            "pilotErrorDiag",
-            "exeErrorDiag",
-            "jobDispatcherErrorDiag",
-            "taskBufferErrorDiag",
-        )
-        if job.get(key) and job[key] != "NULL"  # the server's empty value
-    )
+    reason = native_reason(job)
     return JobState(
         handle=handle,
         state=state,

@@ -32,6 +32,7 @@ from smartbkg_prod.recovery.symptoms import diagnose, memory_from_text
 from smartbkg_prod.recovery.taxonomy import (
     CodeInfo,
     FailureCode,
+    Source,
     describe,
     exit_status_code,
     parse_native,
@@ -93,9 +94,19 @@ class FailureRecord(BaseModel):
 
     @property
     def failure_code(self) -> FailureCode:
-        """The engine's code when there is one (it is more specific), else the exit status."""
+        """The engine's code when there is one (it is more specific), else the exit status.
+
+        An engine's bare ``exit:N`` with the worker's own exit status N says no more than
+        the worker did: the worker's code (``worker:40``) is kept.
+        """
         if self.native_source is not None and self.native_code is not None:
-            return FailureCode(self.native_source, self.native_code, self.native_subcode)
+            native = FailureCode(self.native_source, self.native_code, self.native_subcode)
+            if (
+                native.source != Source.EXIT.value
+                or native.code != self.exit_code
+                or native.subcode
+            ):
+                return native
         return exit_status_code(self.exit_code)
 
     @property

@@ -266,6 +266,9 @@ PILOT: dict[int, CodeInfo] = {
     1383: _info("STAGEOUTAUTHENTICATIONFAILURE", ST, True),
     1384: _info("QUEUENOTSETUPFORCONTAINERS", S, False),
 }
+# Pilot codes that say only that the payload exited non-zero: the payload's exit status,
+# PanDA's transExitCode (the subcode of ``pilot:1305/40``), says why, as for Slurm's FAILED.
+PILOT_PAYLOAD_EXIT = {1220, 1305, 1315}
 # PanDA server fields, from PanDAWMS/panda-server pandaserver/taskbuffer/ErrorCode.py and
 # jobdispatcher/ErrorCode.py: the same number means different things per field.
 JOB_DISPATCHER: dict[int, CodeInfo] = {100: _info("EC_Watcher (lost heartbeat)", S, True)}
@@ -395,10 +398,11 @@ def describe(code: FailureCode) -> CodeInfo:
         info = SLURM.get(state, _unknown(f"state {state}"))
         if state in {"FAILED", "CANCELLED"} and code.subcode:
             # The exit status says more than the state: 137 = SIGKILL, 50 = our OOM, ...
-            refined = describe(exit_status_code(code.subcode))
-            if refined.known:
-                return replace(refined, name=f"{state} ({refined.name})")
+            return _refined_by_exit(info, state, code.subcode)
         return info
+    if source == Source.PILOT and code.code in PILOT_PAYLOAD_EXIT and code.subcode:
+        info = PILOT[int(code.code)]
+        return _refined_by_exit(info, info.name, code.subcode)
     table = {
         Source.PILOT: PILOT,
         Source.JOB_DISPATCHER: JOB_DISPATCHER,
@@ -411,6 +415,12 @@ def describe(code: FailureCode) -> CodeInfo:
     if source == Source.WMCORE and 0 < number <= 512 and number not in table:
         return describe(exit_status_code(number))
     return table.get(number, _unknown(f"{source} code {number}"))
+
+
+def _refined_by_exit(info: CodeInfo, name: str, status: int) -> CodeInfo:
+    """An engine's "the payload failed" code read with the payload's exit status."""
+    refined = describe(exit_status_code(status))
+    return replace(refined, name=f"{name} ({refined.name})") if refined.known else info
 
 
 def _is_known_exit(status: int) -> bool:

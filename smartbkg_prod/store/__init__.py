@@ -730,10 +730,14 @@ class Store:
                 job_row.state = DONE if exit_code == 0 else (FAILED if final else PENDING)
                 job_row.updated_at = time.time()
 
-    def record_report(self, report: JobReport, final: bool = False) -> bool:
+    def record_report(
+        self, report: JobReport, final: bool = False, native_code: str | None = None
+    ) -> bool:
         """Store a report and move its job's state. Idempotent: returns False for a duplicate.
 
-        ``final`` marks a failed attempt as the job's last (retries exhausted).
+        ``final`` marks a failed attempt as the job's last (retries exhausted);
+        ``native_code`` is the engine's code for the attempt (e.g. ``pilot:1305/40``),
+        kept beside the worker's exit code.
         """
         body = report.model_dump(mode="json")
         try:
@@ -767,6 +771,7 @@ class Store:
                 attempt_row.state = DONE if report.succeeded else FAILED
                 attempt_row.exit_code = report.exit_code
                 attempt_row.error_class = report.error_class
+                attempt_row.native_code = native_code
                 attempt_row.finished_at = report.finished_at
                 attempt_row.site = report.site
                 if report.backend_job_id:
