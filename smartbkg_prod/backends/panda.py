@@ -13,8 +13,10 @@ Everything goes through ``pandaclient.Client``: ``insertTaskParams``, ``getTaskS
 ``getJediTaskDetails`` (the task's PanDA IDs), ``getFullJobStatus`` (per-job state and
 error codes), ``killTask``. Retries: PanDA reruns a task's failed jobs itself up to
 ``maxAttempt``; once those are spent, the driver's next attempt is a new task (see
-:mod:`smartbkg_prod.backends.base`). Native codes: ``pilot:N`` (pilotErrorCode),
-``jobDispatcher:N``, ``taskBuffer:N``, ``exit:N`` (payload exit code), read in that order.
+:mod:`smartbkg_prod.backends.base`). Native codes: ``pilot:N/E`` (pilotErrorCode, with
+the payload's exit status E when non-zero), ``jobDispatcher:N``, ``taskBuffer:N``, ``exit:N``
+(payload exit code), read in that order; every non-zero ``*ErrorCode`` field of the job
+record, with its diagnostic, is the reason.
 
 Reports and outputs come back the way a grid site sends them, not through a shared disk:
 pilot 3 sends the worker's ``jobReport.json`` with the job's final update and the server
