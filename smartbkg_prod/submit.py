@@ -30,6 +30,7 @@ from smartbkg_prod.redact import redact
 from smartbkg_prod.report import JobReport, OutputFile, ReportError, read_report
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import CANCELLED, DONE, LEASE_RENEW_S, PENDING, CampaignStatus, Store
+from smartbkg_prod.store.ingest import record_backend_states
 
 log = logging.getLogger("smartbkg_prod.submit")
 
@@ -419,21 +420,18 @@ class CampaignRunner:
         """Ingest a finished attempt; True if the job is now done."""
         job_input, _handle = self.inflight.pop(index)
         job = self.jobs[index]
+        if state.state != "done" and state.native_reason:
+            # The engine's reason (a pilot's diagnostics, a hold reason) is kept where the
+            # monitor keeps backend states; recovery reads it as a log line.
+            record_backend_states(self.store, [state.record()])
         final = self.tries[index] >= self.campaign.retry.max_attempts
         report = self._read_report(job_input)
         if report is not None:
             problem = validate_report(report, job, self.output_dir) if report.succeeded else None
             if problem is None:
-                native = None
-                if not report.succeeded:
-                    # The engine's view beside the worker's: its code (a pilot's error
-                    # code, a Slurm state) in the attempt, its reason in the log tail.
-                    native = state.native_code
-                    if state.native_reason:
-                        engine_line = f"{state.handle.backend}: {state.native_reason}"
-                        report = report.model_copy(
-                            update={"log_tail": [*report.log_tail, engine_line]}
-                        )
+                # The engine's code (a pilot's error code, a Slurm state) beside the
+                # worker's exit code.
+                native = None if report.succeeded else state.native_code
                 self.store.record_report(report, final=final, native_code=native)
                 return report.succeeded
             log.warning("job %d attempt %d: %s", index, job_input.attempt, problem)

@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import select
 
 from smartbkg_prod.plan import plan_jobs
+from smartbkg_prod.recovery.records import campaign_records
 from smartbkg_prod.spec import Campaign, dump_campaign
 from smartbkg_prod.store import AttemptRow, Store
 
@@ -197,6 +198,9 @@ def test_driver_waits_out_periodic_release_and_removes_holds_nothing_releases(
         ("4242.1", "failed", "HoldReasonCode=34/102"),
         ("4243.0", "done", None),
     ]
+    # The hold reason (the engine's words) reaches recovery's records as a log line.
+    (held,) = [r for r in campaign_records(store, campaign.campaign_id) if r.exit_code]
+    assert any(line.startswith("htcondor: ") for line in held.log_lines), held.log_lines
 
 
 def test_a_refused_retry_leaves_the_job_as_it_was_with_the_message_redacted(

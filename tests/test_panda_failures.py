@@ -110,9 +110,7 @@ def assert_the_servers_code_is_stored_beside_the_workers(
     from smartbkg_prod.recovery.taxonomy import PILOT, FailureCode, describe, parse_native_code
 
     task_id, entry = (int(part) for part in backend_job_id.split("/"))
-    records = [
-        {key: getattr(job, key, None) for key in job.__slots__} for job in task_jobs(task_id)
-    ]
+    records = [{key: getattr(job, key, None) for key in job.__slots__} for job in all_jobs(task_id)]
     # PanDA retried the job itself (maxAttempt): the driver read one of its failed jobs.
     failed_jobs = [r for r in records if job_entry(r) == entry and r["jobStatus"] == "failed"]
     assert failed_jobs, records
@@ -134,3 +132,14 @@ def assert_the_servers_code_is_stored_beside_the_workers(
     reason = next(line for line in record.log_lines if line.startswith("panda: "))
     assert f"pilotErrorCode={job['pilotErrorCode']}" in reason, record.log_lines
     assert "transExitCode=40" in reason, record.log_lines
+
+
+def all_jobs(task_id: int) -> list:
+    """The task's jobs, with those PanDA retried: the task's job list names only the
+    latest job per entry, and a task's jobs lie between its first and its latest PandaID."""
+    from pandaclient import Client
+
+    ids = [int(job.PandaID) for job in task_jobs(task_id)]
+    status, specs = Client.getFullJobStatus(list(range(min(ids), max(ids) + 1)))
+    assert status == 0, specs
+    return [job for job in specs if job is not None and int(job.jediTaskID) == task_id]

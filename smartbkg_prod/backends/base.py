@@ -28,6 +28,7 @@ from smartbkg_prod.backends.polling import PollPolicy
 from smartbkg_prod.files import write_text_atomic
 from smartbkg_prod.plan import Job, JobInput, RetryChanges
 from smartbkg_prod.spec import Campaign, Resources
+from smartbkg_prod.store.ingest import BackendStateRecord
 
 
 class JobHandle(BaseModel):
@@ -58,6 +59,21 @@ class JobState(BaseModel):
     # the time (epoch s) by which it will have done so. None: nothing releases it, the
     # driver removes it at once and counts a failure.
     release_by: float | None = None
+
+    def record(self) -> BackendStateRecord:
+        """The state as the store keeps it (``monitor_backend_states``)."""
+        return BackendStateRecord(
+            campaign_id=self.handle.campaign_id,
+            job_index=self.handle.job_index,
+            attempt=self.handle.attempt,
+            backend=self.handle.backend,
+            backend_job_id=self.handle.backend_job_id,
+            state=self.state,
+            exit_code=self.exit_code,
+            native_code=self.native_code,
+            native_reason=self.native_reason,
+            site=self.site or self.handle.site,
+        )
 
 
 class Backend(ABC):

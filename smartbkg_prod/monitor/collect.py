@@ -20,7 +20,7 @@ from smartbkg_prod.plan import JobInput, plan_jobs
 from smartbkg_prod.report import JobReport, ReportError, read_report
 from smartbkg_prod.store import Store
 from smartbkg_prod.store import ingest as store_ingest
-from smartbkg_prod.store.ingest import BackendStateRecord, IngestCounts
+from smartbkg_prod.store.ingest import IngestCounts
 
 REPORT_SUFFIX = ".report.json"
 
@@ -128,24 +128,7 @@ def collect_directory(store: Store, directory: Path, final: bool | None = None) 
 # -- backend states ----------------------------------------------------------------------
 def ingest_backend_states(store: Store, states: Iterable[JobState]) -> int:
     """Record the latest state each backend reports per attempt (upsert); returns rows written."""
-    return store_ingest.record_backend_states(
-        store,
-        (
-            BackendStateRecord(
-                campaign_id=state.handle.campaign_id,
-                job_index=state.handle.job_index,
-                attempt=state.handle.attempt,
-                backend=state.handle.backend,
-                backend_job_id=state.handle.backend_job_id,
-                state=state.state,
-                exit_code=state.exit_code,
-                native_code=state.native_code,
-                native_reason=state.native_reason,
-                site=state.site or state.handle.site,
-            )
-            for state in states
-        ),
-    )
+    return store_ingest.record_backend_states(store, (state.record() for state in states))
 
 
 def poll_backend(store: Store, backend: Backend, handles: Sequence[JobHandle]) -> list[JobState]:

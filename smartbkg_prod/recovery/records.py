@@ -208,7 +208,7 @@ def campaign_records(store: Store, campaign_id: str) -> list[FailureRecord]:
     for attempt in attempts:
         body = attempt.body
         native = _native(attempt.native_code)
-        logs = [body.get("error_message", ""), *body.get("log_tail", [])]
+        logs = [body.get("error_message", ""), *body.get("log_tail", []), attempt.engine_reason]
         records.append(
             FailureRecord(
                 campaign_id=campaign_id,

@@ -30,6 +30,7 @@ from smartbkg_prod.store import (
     SKIPPED,
     SUPERSEDED,
     AttemptRow,
+    BackendStateRow,
     CampaignRow,
     DecisionRow,
     JobOverrideRow,
@@ -217,6 +218,7 @@ class FinishedAttempt:
     walltime_s: int | None
     finished_at: float | None
     body: dict
+    engine_reason: str = ""  # "panda: pilotErrorCode=1305 ...", "htcondor: <hold reason>"
 
 
 def finished_attempts(store: Store, campaign_id: str) -> tuple[dict, list[FinishedAttempt]] | None:
@@ -241,6 +243,23 @@ def finished_attempts(store: Store, campaign_id: str) -> tuple[dict, list[Finish
                 )
             )
         }
+        # The engine's reason for a failed attempt (a pilot's diagnostics, a hold reason),
+        # kept with its backend state by the driver.
+        engine_reasons = {
+            (job_index, attempt): f"{backend}: {reason}"
+            for job_index, attempt, backend, reason in session.execute(
+                select(
+                    BackendStateRow.job_index,
+                    BackendStateRow.attempt,
+                    BackendStateRow.backend,
+                    BackendStateRow.native_reason,
+                ).where(
+                    BackendStateRow.campaign_id == campaign_id,
+                    BackendStateRow.state != "done",
+                    BackendStateRow.native_reason != "",
+                )
+            )
+        }
     return resources, [
         FinishedAttempt(
             job_index=job_index,
@@ -254,6 +273,7 @@ def finished_attempts(store: Store, campaign_id: str) -> tuple[dict, list[Finish
             walltime_s=attempt.walltime_s,
             finished_at=attempt.finished_at,
             body=reports.get((job_index, attempt.attempt), {}),
+            engine_reason=engine_reasons.get((job_index, attempt.attempt), ""),
         )
         for job_index, n_events, attempt in attempts
     ]
