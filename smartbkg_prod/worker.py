@@ -111,6 +111,20 @@ class _Stages:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process image, in MB.
+
+    Linux keeps ``ru_maxrss`` across fork and exec: a worker started by a driver of 2 GB
+    reports 2 GB before it has allocated anything, and failed every job with OUT_OF_MEMORY
+    in a long test session. ``VmHWM`` belongs to the address space, which exec replaces, so
+    it counts this worker only. ``ru_maxrss`` remains where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
