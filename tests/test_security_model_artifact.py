@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from smartbkg_prod.cli import main
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.files import sha256_file
 from smartbkg_prod.filter.artifact import SHIPPED_MODEL, load_model, sidecar_path
@@ -90,8 +90,15 @@ def test_worker_with_a_tampered_model_exits_model_load_with_a_report_and_no_outp
     job_input = JobInput(job=plan_jobs(campaign)[0], campaign=campaign, output_dir=str(output_dir))
     job_file = tmp_path / "job.json"
     job_file.write_text(job_input.model_dump_json())
-    result = CliRunner().invoke(main, ["worker", "--job", str(job_file)])
-    assert result.exit_code == int(ExitCode.MODEL_LOAD), result.output
+    # A real worker process: run in this test process, its memory check would read the peak
+    # of the whole test session (2 GB late in a full run) against the job's 2000 MB.
+    result = subprocess.run(
+        [sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", str(job_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == int(ExitCode.MODEL_LOAD), result.stderr
     report = read_report(job_input.report_file)
     assert report.error_class == "model_load" and "sha256" in report.error_message
     assert report.outputs == [] and not job_input.output_file.exists()
