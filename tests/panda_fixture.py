@@ -11,10 +11,12 @@ misbehaves fails them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +97,33 @@ def panda_stack():
             else:
                 os.environ[name] = value
         subprocess.run(["bash", str(STOP), str(directory)], capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def pilot_pool(stack: PandaStack, extra_env: dict[str, str] | None = None) -> Iterator[None]:
+    """Two pilots at a time on the stack's queue (``scripts/panda_stack/pilot_pool.py``)
+    while the block runs; ``extra_env`` reaches the pilots and so their payloads."""
+    log = open(stack.directory / "log" / "pilot_pool.log", "ab")  # noqa: SIM115
+    pool = subprocess.Popen(
+        [
+            str(stack.directory / "venv" / "bin" / "python"),
+            str(REPO / "scripts" / "panda_stack" / "pilot_pool.py"),
+            str(stack.directory),
+            stack.queue,
+            stack.env["PANDA_STACK_PORT"],
+            "2",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        try:
+            pool.wait(60)
+        except subprocess.TimeoutExpired:
+            pool.kill()
+        log.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("pandaclient")
+
+from panda_fixture import pilot_pool  # noqa: E402
 
 pytestmark = [pytest.mark.panda, pytest.mark.slow]
 pytest_plugins = ["panda_fixture"]  # the real-stack fixture `panda_stack`
@@ -55,30 +56,8 @@ outputs:
 @pytest.fixture(scope="module")
 def panda_pilots(panda_stack):
     """Two pilots at a time on the stack's queue while this module runs."""
-    log = open(panda_stack.directory / "log" / "pilot_pool.log", "ab")  # noqa: SIM115
-    pool = subprocess.Popen(
-        [
-            str(panda_stack.directory / "venv" / "bin" / "python"),
-            str(REPO / "scripts" / "panda_stack" / "pilot_pool.py"),
-            str(panda_stack.directory),
-            panda_stack.queue,
-            panda_stack.env["PANDA_STACK_PORT"],
-            "2",
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield pool
-    finally:
-        pool.send_signal(signal.SIGTERM)
-        try:
-            pool.wait(60)
-        except subprocess.TimeoutExpired:
-            pool.kill()
-        log.close()
+    with pilot_pool(panda_stack):
+        yield
 
 
 def write_spec(tmp_path: Path, stack, name: str, events=600, per_job=200) -> Path:

@@ -12,7 +12,6 @@ update, and the job fails twice (PanDA's own retry runs the same attempt).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 pytest.importorskip("pandaclient")
 
+from panda_fixture import pilot_pool  # noqa: E402
 from test_backend_panda_server import task_jobs  # noqa: E402
 from test_panda_campaign import events_in_outputs, status, write_spec  # noqa: E402
 
@@ -34,30 +34,8 @@ FAULT = "raise=SIMULATION@generate:job=1:attempt=1"
 @pytest.fixture
 def failing_pilots(panda_stack):
     """Pilots whose payloads fail job 1's first attempt in the simulation stage."""
-    log = open(panda_stack.directory / "log" / "pilot_pool.log", "ab")  # noqa: SIM115
-    pool = subprocess.Popen(
-        [
-            str(panda_stack.directory / "venv" / "bin" / "python"),
-            str(REPO / "scripts" / "panda_stack" / "pilot_pool.py"),
-            str(panda_stack.directory),
-            panda_stack.queue,
-            panda_stack.env["PANDA_STACK_PORT"],
-            "2",
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO), "SMARTBKG_INJECT_FAULT": FAULT},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield pool
-    finally:
-        pool.send_signal(signal.SIGTERM)
-        try:
-            pool.wait(60)
-        except subprocess.TimeoutExpired:
-            pool.kill()
-        log.close()
+    with pilot_pool(panda_stack, {"SMARTBKG_INJECT_FAULT": FAULT}):
+        yield
 
 
 def test_a_failed_job_is_retried_and_the_campaign_completes(panda_stack, failing_pilots, tmp_path):
