@@ -208,9 +208,9 @@ def test_rates_come_from_the_stores_campaign_when_it_holds_it(tmp_path):
 
 
 def test_the_shipped_corpus_covers_four_engines_and_the_rules_pass_it():
-    from smartbkg_prod.recovery.cases import evaluate_corpus
+    from smartbkg_prod.recovery.cases import CORPUS, evaluate_corpus
 
-    result = evaluate_corpus()
+    result = evaluate_corpus(path=CORPUS)
     assert result.n_cases >= 60 and set(result.cases_per_engine) == {
         "local", "slurm", "htcondor", "panda"
     }  # fmt: skip
@@ -219,11 +219,19 @@ def test_the_shipped_corpus_covers_four_engines_and_the_rules_pass_it():
     assert result.model is None and result.fallback == ""
 
 
+def test_held_out_corpus_scores_the_rules_at_90_percent_or_more():
+    from smartbkg_prod.recovery.cases import HELDOUT, evaluate_corpus
+
+    result = evaluate_corpus(path=HELDOUT)
+    assert result.n_cases >= 30
+    assert result.rules.evaluation.accuracy >= 0.9, [w.case for w in result.rules.wrong]
+
+
 def test_a_classifier_below_the_rules_on_the_corpus_leaves_decisions_to_them(tmp_path):
     from click.testing import CliRunner
 
     from smartbkg_prod.cli.recover import recover
-    from smartbkg_prod.recovery.cases import CORPUS
+    from smartbkg_prod.recovery.cases import HELDOUT as CORPUS
     from smartbkg_prod.recovery.classifier import ActionClassifier
     from smartbkg_prod.recovery.records import save_model
     from smartbkg_prod.store import Store

@@ -225,8 +225,9 @@ def _figures(name: str, evaluation: Evaluation | None) -> str:
     "cases_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Score on an operator corpus instead of the recorded decisions (the shipped one is "
-    "smartbkg_prod/recovery/cases/operator_cases.jsonl).",
+    help="Score on an operator corpus instead of the recorded decisions (shipped: "
+    "smartbkg_prod/recovery/cases/heldout_cases.jsonl, the classifier's gate, and "
+    "operator_cases.jsonl, the rules' development corpus).",
 )
 def evaluate_command(db_url, as_json, cases_path) -> None:
     """Score rules, majority guess and the classifier against recorded decisions, or the

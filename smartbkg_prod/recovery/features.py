@@ -51,6 +51,8 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "generic_code",
     "known_code",
     "oversize",
+    "site_dependent",
+    "preemption",
     "memory_ratio",
     "walltime_ratio",
     "progress",
@@ -61,6 +63,7 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "job_sites",
     "job_same_code",
     "job_same_code_site",
+    "job_code_sites",
     "job_category_failures",
     "job_memory_raised",
     "job_walltime_raised",
@@ -69,15 +72,18 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "site_code_failures",
     "site_code_share",
     "other_sites_code_rate",
+    "other_sites_successes",
     "code_sites",
     "code_jobs",
     "code_job_fraction",
+    "code_failed_job_share",
     "category_job_fraction",
     "campaign_failure_rate",
     "campaign_sites",
     "no_successes",
     "code_retried",
     "code_retry_success",
+    "sibling_walltime_ratio",
 )
 
 
@@ -120,6 +126,16 @@ def _raised(job: np.ndarray, request: np.ndarray) -> np.ndarray:
     smallest = np.full(job.max() + 1, np.inf)
     np.fmin.at(smallest, job, request)
     return (request > smallest[job]).astype(float)
+
+
+def _sibling_walltime(campaign: np.ndarray, walltime: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """For every record: the median walltime of its campaign's successful attempts (nan
+    where none says how long it took)."""
+    known = done & ~np.isnan(walltime)
+    medians = np.full(campaign.max() + 1, np.nan)
+    for key in np.unique(campaign[known]):  # one median per campaign, not per record
+        medians[key] = np.median(walltime[known & (campaign == key)])
+    return medians[campaign]
 
 
 def _optional(values: Sequence[float | None]) -> np.ndarray:
@@ -185,6 +201,12 @@ def failure_features(
     recovered = failed & (last_success[job] > attempt)
     code_retried = _count(campaign_code, retried)
 
+    # How long the campaign's successful jobs took: a job that hit its limit with nothing
+    # done while its siblings finish in a fraction of it hung; more time will not help.
+    walltime_used = _optional([r.walltime_used_s for r in records])
+    sibling_walltime = _sibling_walltime(campaign, walltime_used, ~failed)
+    failed_jobs = _distinct(campaign, job, failed)
+
     # Did the job already get more memory (walltime) than on its first attempt?
     memory_request = _optional([r.memory_requested_mb for r in records])
     walltime_request = _optional([r.walltime_requested_s for r in records])
@@ -196,6 +218,8 @@ def failure_features(
         "generic_code": np.asarray([r.info.generic for r in records], dtype=float),
         "known_code": np.asarray([r.info.known for r in records], dtype=float),
         "oversize": np.asarray([r.info.oversize for r in records], dtype=float),
+        "site_dependent": np.asarray([r.info.site_dependent for r in records], dtype=float),
+        "preemption": np.asarray([r.info.preemption for r in records], dtype=float),
         "memory_ratio": _optional([r.memory_ratio for r in records]),
         "walltime_ratio": _optional([r.walltime_ratio for r in records]),
         "progress": _optional([r.progress for r in records]),
@@ -206,6 +230,7 @@ def failure_features(
         "job_sites": _distinct(job, site, failed),
         "job_same_code": _count(_group(job, code), failed),
         "job_same_code_site": _count(_group(job, code, site), failed),
+        "job_code_sites": _distinct(_group(job, code), site, failed),
         "job_category_failures": _count(_group(job, category), failed),
         "job_memory_raised": _raised(job, memory_request),
         "job_walltime_raised": _raised(job, walltime_request),
@@ -216,9 +241,11 @@ def failure_features(
         "other_sites_code_rate": _ratio(
             code_failures - site_code_failures, campaign_attempts - site_attempts
         ),
+        "other_sites_successes": _count(campaign, ~failed) - _count(campaign_site, ~failed),
         "code_sites": _distinct(campaign_code, site, failed),
         "code_jobs": _distinct(campaign_code, job, failed),
         "code_job_fraction": _ratio(_distinct(campaign_code, job, failed), campaign_jobs),
+        "code_failed_job_share": _ratio(_distinct(campaign_code, job, failed), failed_jobs),
         "category_job_fraction": _ratio(_distinct(campaign_category, job, failed), campaign_jobs),
         "campaign_failure_rate": _ratio(campaign_failures, campaign_attempts),
         "campaign_sites": _distinct(campaign, site, everything),
@@ -226,6 +253,11 @@ def failure_features(
         "code_retried": code_retried,
         "code_retry_success": np.where(
             code_retried > 0, _ratio(_count(campaign_code, recovered), code_retried), np.nan
+        ),
+        "sibling_walltime_ratio": np.where(
+            sibling_walltime > 0,
+            walltime_used / np.where(sibling_walltime > 0, sibling_walltime, 1),
+            np.nan,
         ),
     }
     table = np.stack([numeric[name] for name in NUMERIC_FEATURES], axis=1)[rows]

@@ -64,12 +64,12 @@ class PolicyDecision:
 def guarded(
     model: ActionClassifier, model_name: str, rows: Sequence[dict[str, float]]
 ) -> list[PolicyDecision]:
-    """The classifier's action per row behind the rules' guard rails.
+    """The classifier's action per row behind guard rails that are for safety only.
 
-    The rules keep the last word where a wrong action costs most or the model is unsure:
-    a kill needs the rules' reason (deterministic, reproduced, or a main error), a
-    deterministic failure is always proposed as kill, the only site is never excluded,
-    and a pick below ``MIN_MODEL_CONFIDENCE`` is left to the rules.
+    The rules take over where a wrong action is unsafe or the model is unsure: the
+    campaign's only site is never excluded, and a pick below ``MIN_MODEL_CONFIDENCE`` is
+    left to the rules. A kill the model proposes stands as a proposal: no kill is ever
+    applied without an operator (see :mod:`~smartbkg_prod.recovery.policy`).
     """
     if not rows:
         return []
@@ -78,11 +78,7 @@ def guarded(
     for row, action, confidence in zip(rows, actions, confidences, strict=True):
         rule = decide(row)
         taken_by = None
-        if action is Action.KILL and rule.action is not Action.KILL:
-            taken_by = "a kill needs the rules' reason"
-        elif rule.action is Action.KILL and row.get("deterministic"):
-            taken_by = "a deterministic failure is proposed as kill"
-        elif action is Action.EXCLUDE_SITE and row.get("campaign_sites", 2.0) <= 1:
+        if action is Action.EXCLUDE_SITE and row.get("campaign_sites", 2.0) <= 1:
             taken_by = "the only site is never excluded"
         elif confidence < MIN_MODEL_CONFIDENCE and rule.action is not action:
             taken_by = f"{model_name} is unsure ({confidence:.2f})"
@@ -120,7 +116,7 @@ def recommend(
     ``records`` holds every known attempt (successful ones give the sites' failure rates).
     ``model`` decides (behind the rules' guard rails, see :func:`guarded`) when it was
     trained on at least ``MIN_LABELS`` decisions and no ``fallback`` is given; a
-    ``fallback`` (why the model is not trusted, e.g. its score on the independent corpus)
+    ``fallback`` (why the model is not trusted, e.g. its score on the held-out corpus)
     leaves the decisions to the rules and is quoted in every reason.
     ``memory_mb`` / ``walltime_s``: the campaign's requests, for records that lack them.
     """

@@ -7,16 +7,25 @@ unless the site is broken; site-drain codes -> avoid the site) and PanDA's retry
 (no_retry, increase_memory, increase_cputime, reduce_input_per_job). Each rule reads the
 same feature row the classifier sees. In order:
 
-1. a deterministic failure (invalid spec, corrupt model, missing image) -> kill, proposed
-   on first sight: a retry fails the same way. Kill is never applied without review;
-2. output or input over a size limit -> split (fewer events per job);
-3. memory / walltime -> more of it, or a split when the need is far beyond a raise or
-   the job failed that way again after a raise;
-4. a site that holds most of a code's failures and fails often, or where this job failed
-   twice the same way -> exclude it; never the campaign's only site;
-5. a non-transient crash or input error on many jobs at several sites, or one the job
-   reproduced on retry -> kill proposed;
-6. otherwise one more try. An unknown code is never taken for permanent: without log
+1. preemption (vacated by priority, preempted, evicted) -> retry: the resource took its
+   slot back; the site is not at fault and is never excluded for it;
+2. a deterministic failure (invalid spec, corrupt model, missing image) -> kill, proposed
+   on first sight: a retry fails the same way. Kill is never applied without review. But
+   "deterministic" depends on where: one confined to a single site while the campaign
+   runs elsewhere (an image that site cannot pull, an architecture it lacks) -> exclude
+   that site;
+3. output or input over a size limit -> split (fewer events per job);
+4. memory / walltime -> more of it, or a split when the need is far beyond a raise or
+   the job failed that way again after a raise; a walltime kill with nothing done while
+   the campaign's successful jobs take a fraction of the limit is a hang -> resubmit;
+5. one job whose failure follows it over several sites while no other job has it -> the
+   job's own input or events: kill proposed for that job;
+6. a site that holds most of a code's failures and fails often, or where this job failed
+   twice the same way -> exclude it; crashes too, when all of them are at that site;
+   never the campaign's only site;
+7. a non-transient crash or input error on many jobs (at several sites, or on the
+   campaign's only site), or one the job reproduced on retry -> kill proposed;
+8. otherwise one more try. An unknown code is never taken for permanent: without log
    text or resource use to read, it gets one more try and escalates on its second time.
 
 >>> decide({"category=memory": 1.0, "projected_memory_ratio": 1.3}).action
@@ -51,8 +60,20 @@ RETRY_SUCCESS = 0.5
 # ... and a usually-transient input or software code that failed this many retries (of
 # different attempts) without one success is not transient in this campaign.
 RETRIED_EVERYWHERE = 3
+# ... and in a failures-only export, a code on every failed job of at least this many jobs.
+ALL_FAILED_JOBS = 4
 PERMANENT_CATEGORIES = ("software", "input")
 SITE_CATEGORIES = ("site", "storage", "gpu", "input", "unknown")
+# Crashes count against a site only when (nearly) all of them happen there.
+CRASH_SITE_SHARE = 0.8
+CRASH_OTHER_SITES_RATE = 0.01
+# A walltime kill with no progress, after this many times the campaign's typical
+# successful walltime, is a hang (HTCondor/PanDA operators resubmit these, see pilot
+# LOOPINGJOB), not a shortage of walltime.
+HANG_SIBLING_RATIO = 3.0
+# A failure that follows one job over this many sites, and no other job, is the job's own.
+FOLLOWS_JOB_SITES = 3
+JOB_OWN_CATEGORIES = ("input", "storage", "software", "unknown")
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,18 @@ def _resource(row: dict[str, float], kind: str, split_above: float) -> RuleDecis
     """More memory / walltime, or a split (``kind`` is "memory" or "walltime")."""
     action = Action.RESUBMIT_MORE_MEMORY if kind == "memory" else Action.RESUBMIT_MORE_WALLTIME
     progress = row.get("progress")
+    siblings = row.get("sibling_walltime_ratio")
+    if (
+        kind == "walltime"
+        and progress == 0.0
+        and siblings is not None
+        and siblings >= HANG_SIBLING_RATIO
+    ):
+        return RuleDecision(
+            Action.RESUBMIT, 0.7,
+            f"no event done in {siblings:.0f}x the walltime the campaign's successful jobs "
+            "take: a hang, not a shortage of time; resubmit (more walltime would only wait longer)",
+        )  # fmt: skip
     need = row.get(f"projected_{kind}_ratio", row.get(f"{kind}_ratio"))
     if row.get("job_category_failures", 1.0) >= REPEATED and row.get(f"job_{kind}_raised"):
         return RuleDecision(
@@ -110,7 +143,25 @@ def decide(row: dict[str, float]) -> RuleDecision:
     repeats = row.get("job_same_code", 1.0)
     retry_success = row.get("code_retry_success")
     recovers_elsewhere = retry_success is not None and retry_success >= RETRY_SUCCESS
+    if row.get("preemption"):
+        return RuleDecision(
+            Action.RESUBMIT,
+            0.75,
+            f"{code}: preempted (the resource took its slot back): retry; the site is not at fault",
+        )
+    confined = (
+        not only_site
+        and row.get("code_sites", 1.0) <= 1
+        and row.get("site_code_failures", 0.0) >= REPEATED
+        and row.get("other_sites_successes", 0.0) > 0
+    )
     if row.get("deterministic"):
+        if confined and row.get("site_dependent", 0.0):
+            return RuleDecision(
+                Action.EXCLUDE_SITE, 0.7,
+                f"{code} fails only at this site ({row['site_code_failures']:.0f} times) while the "
+                "campaign runs elsewhere: the site cannot run what the others run; exclude it",
+            )  # fmt: skip
         return RuleDecision(
             Action.KILL, 0.8,
             f"{code} is a {category.replace('_', ' ')} failure that is the same on every try: "
@@ -124,7 +175,23 @@ def decide(row: dict[str, float]) -> RuleDecision:
         return _resource(row, "memory", SPLIT_MEMORY_RATIO)
     if category == "walltime":
         return _resource(row, "walltime", SPLIT_WALLTIME_RATIO)
-    if not only_site and category in SITE_CATEGORIES:
+    if (
+        category in JOB_OWN_CATEGORIES
+        and row.get("job_code_sites", 0.0) >= FOLLOWS_JOB_SITES
+        and row.get("code_jobs", 0.0) <= 1
+    ):
+        return RuleDecision(
+            Action.KILL, 0.7,
+            f"{code} followed this job over {row['job_code_sites']:.0f} sites and hit no other "
+            "job: the job's own input or events, not the sites; kill proposed for review",
+        )  # fmt: skip
+    crash_at_site = (
+        category == "software"
+        and row.get("site_code_share", 0.0) >= CRASH_SITE_SHARE
+        and row.get("other_sites_code_rate", 1.0) <= CRASH_OTHER_SITES_RATE
+        and row.get("other_sites_successes", 0.0) > 0
+    )
+    if not only_site and (category in SITE_CATEGORIES or crash_at_site):
         if (
             row.get("site_code_failures", 0.0) >= SITE_MIN_FAILURES
             and row.get("site_code_share", 0.0) >= SITE_CODE_SHARE
@@ -146,24 +213,32 @@ def decide(row: dict[str, float]) -> RuleDecision:
                 Action.EXCLUDE_SITE, 0.6, f"{code}: the site is not set up to run the job"
             )
     # Without successes the share of jobs is unknown: many jobs hit is the evidence then.
+    # Without successes the share of jobs is unknown: many jobs hit, or every failed job,
+    # is the evidence then.
     widespread = (
         row.get("code_jobs", 0.0) >= MAIN_ERROR_JOBS
+        or (
+            row.get("code_jobs", 0.0) >= ALL_FAILED_JOBS
+            and row.get("code_failed_job_share", 0.0) >= 1.0
+        )
         if row.get("no_successes")
         else row.get("code_job_fraction", 0.0) >= MAIN_ERROR_FRACTION
     )
+    # Campaign-wide: at several sites, or on every site there is (one cluster, one queue).
+    everywhere = row.get("code_sites", 0.0) >= 2 or only_site
     if (
         not transient
         and known
         and category in PERMANENT_CATEGORIES
         and widespread
-        and row.get("code_sites", 0.0) >= 2
+        and everywhere
         and not recovers_elsewhere
     ):
+        where = "its only site" if only_site else f"{row['code_sites']:.0f} sites"
         return RuleDecision(
             Action.KILL, 0.8,
-            f"a non-transient {category} failure hits {row.get('code_jobs', 0):.0f} jobs "
-            f"({row['code_job_fraction']:.0%}) at {row['code_sites']:.0f} sites: retries will "
-            "not fix it; kill proposed for review",
+            f"a non-transient {category} failure hits {row.get('code_jobs', 0):.0f} jobs at "
+            f"{where}: campaign-wide, retries will not fix it; kill (stop) proposed for review",
         )  # fmt: skip
     never_recovers = retry_success == 0.0 and row.get("code_retried", 0.0) >= REPEATED
     if (

@@ -52,6 +52,8 @@ class Source(StrEnum):
     JOB_DISPATCHER = "jobDispatcher"  # PanDA server jobDispatcherErrorCode
     TASK_BUFFER = "taskBuffer"  # PanDA server taskBufferErrorCode
     WMCORE = "wmcore"  # CMS WMCore exit codes
+    DOCKER = "docker"  # the docker runtime's container state (docker_runtime.py)
+    RUNTIME = "runtime"  # the local runtimes' own notes ("lost": no report, no exit status)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,11 @@ class CodeInfo:
     payload failure"): the log text and the resource use say more than the code.
     ``oversize``: the job's output or input is too large for a limit: fewer events per job.
     ``known``: False for a code missing from the tables.
+    ``site_dependent``: deterministic only where it happens (an image that cannot be pulled,
+    an architecture the image lacks): confined to one site while the same campaign runs
+    elsewhere, it is that site's problem; it is a kill only when it follows the campaign.
+    ``preemption``: the resource took its slot back (vacated by priority, preempted,
+    evicted): retry; the site is not at fault.
     """
 
     name: str
@@ -74,6 +81,8 @@ class CodeInfo:
     generic: bool = False
     oversize: bool = False
     known: bool = True
+    site_dependent: bool = False
+    preemption: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,8 @@ class FailureCode:
 
 
 def _info(name: str, category: Category, transient: bool, nature: str = "") -> CodeInfo:
-    """A table entry; ``nature`` is any of "deterministic", "generic", "oversize"."""
+    """A table entry; ``nature`` is any of "deterministic", "generic", "oversize",
+    "site_dependent", "preemption"."""
     return CodeInfo(
         name,
         category,
@@ -107,6 +117,8 @@ def _info(name: str, category: Category, transient: bool, nature: str = "") -> C
         deterministic="deterministic" in nature,
         generic="generic" in nature,
         oversize="oversize" in nature,
+        site_dependent="site_dependent" in nature,
+        preemption="preemption" in nature,
     )
 
 
@@ -122,7 +134,8 @@ S, ST, M, W, G, I, SW, P, U = (  # noqa: E741 - short aliases keep the tables re
     Category.UNKNOWN,
 )
 
-DET, GEN, BIG = "deterministic", "generic", "oversize"
+DET, GEN, BIG, PRE = "deterministic", "generic", "oversize", "preemption"
+IMAGE = "deterministic site_dependent"  # an image or architecture: judged by where it fails
 
 # HTCondor HoldReasonCode, from htcondor/htcondor src/condor_utils/condor_holdcodes.h.
 # Codes >= 1000 are vacate reasons (the job was evicted, not held): transient by nature.
@@ -148,18 +161,36 @@ HTCONDOR_HOLD: dict[int, CodeInfo] = {
     32: _info("MaxTransferInputSizeExceeded", I, False, BIG),
     33: _info("MaxTransferOutputSizeExceeded", ST, False, BIG),
     34: _info("JobOutOfResources", M, False),  # refined by subcode below
-    35: _info("InvalidDockerImage", SW, False, DET),
+    # docker_proc.cpp gives 35 ("Cannot start container: invalid image name") whenever the
+    # container cannot be created, a failed pull included: deterministic only if everywhere.
+    35: _info("InvalidDockerImage", SW, False, IMAGE),
     36: _info("FailedToCheckpoint", S, True),
     43: _info("PreScriptFailed (DAGMan)", SW, False),
     44: _info("PostScriptFailed (DAGMan)", SW, False),
     45: _info("SingularityTestFailed", S, True),  # a node's container runtime, not the image
     46: _info("JobDurationExceeded", W, False),
     47: _info("JobExecuteExceeded", W, False),
+    # Vacate reasons (same header, CONDOR_HOLD_CODE VacateBase = 1000 onwards).
+    1000: _info("JobPolicyVacate", S, True),
+    1001: _info("SystemPolicyVacate", S, True),
     1002: _info("ShadowException", S, True),
+    1003: _info("JobNotStarted", S, True),
+    1004: _info("UserVacateJob", S, True),
+    1005: _info("JobShouldRequeue", S, True),
+    1006: _info("FailedToActivateClaim", S, True),
     1007: _info("StarterError", S, True),
     1008: _info("ReconnectFailed", S, True),
+    1009: _info("ClaimDeactivated", S, True),
+    1010: _info("StartdVacateCommand", S, True, PRE),
+    1011: _info("StartdPreemptExpression", S, True, PRE),
+    1012: _info("StartdException", S, True),
     1013: _info("StartdShutdown", S, True),
     1014: _info("StartdDraining", S, True),
+    1015: _info("StartdCoalesce", S, True, PRE),
+    1016: _info("StartdHibernate", S, True),
+    1017: _info("StartdReleaseCommand", S, True),
+    1018: _info("StartdPreemptingClaimRank", S, True, PRE),
+    1019: _info("StartdPreemptingClaimUserPrio", S, True, PRE),
 }
 # Transfer and open holds carry the errno as subcode (same header).
 HTCONDOR_TRANSFER_HOLDS = (7, 8, 12, 13)
@@ -252,7 +283,7 @@ PILOT: dict[int, CodeInfo] = {
     1356: _info("PREPROCESSFAILURE", SW, False),
     1357: _info("POSTPROCESSFAILURE", SW, False),
     1359: _info("PANDAQUEUENOTACTIVE", S, True),
-    1360: _info("IMAGENOTFOUND", SW, False, DET),
+    1360: _info("IMAGENOTFOUND", SW, False, IMAGE),
     1361: _info("REMOTEFILECOULDNOTBEOPENED", ST, True),
     1362: _info("XRDCPERROR", ST, True),
     1367: _info("COMMANDTIMEDOUT", S, True),
@@ -261,7 +292,7 @@ PILOT: dict[int, CodeInfo] = {
     1373: _info("CERTIFICATEHASEXPIRED", S, True),
     1377: _info("CVMFSISNOTALIVE", S, True),
     1378: _info("LSETUPTIMEDOUT", S, True),
-    1379: _info("PREEMPTION", S, True),
+    1379: _info("PREEMPTION", S, True, PRE),
     1380: _info("ARCPROXYFAILURE", S, True),
     1383: _info("STAGEOUTAUTHENTICATIONFAILURE", ST, True),
     1384: _info("QUEUENOTSETUPFORCONTAINERS", S, False),
@@ -283,7 +314,7 @@ SLURM: dict[str, CodeInfo] = {
     "TIMEOUT": _info("time limit reached", W, False),
     "DEADLINE": _info("deadline reached", W, False),
     "NODE_FAIL": _info("node failure", S, True),
-    "PREEMPTED": _info("preempted", S, True),
+    "PREEMPTED": _info("preempted", S, True, PRE),
     "BOOT_FAIL": _info("node boot failure", S, True),
     "REQUEUED": _info("requeued", S, True),
     "REVOKED": _info("revoked (federated sibling started)", S, True),
@@ -295,8 +326,12 @@ SLURM: dict[str, CodeInfo] = {
 SIGNALS: dict[int, CodeInfo] = {
     1: _info("SIGHUP", S, True, GEN),
     2: _info("SIGINT", U, False),
+    3: _info("SIGQUIT", S, True, GEN),
+    4: _info("SIGILL", SW, False),  # an instruction the CPU lacks: a build for newer CPUs
+    5: _info("SIGTRAP", SW, False),
     6: _info("SIGABRT", SW, False),
     7: _info("SIGBUS", SW, False),
+    8: _info("SIGFPE", SW, False),
     9: _info("SIGKILL (likely a batch-system kill)", S, True, GEN),
     11: _info("SIGSEGV", SW, False),
     15: _info("SIGTERM", S, True, GEN),
@@ -340,6 +375,16 @@ WMCORE: dict[int, CodeInfo] = {
     99303: _info("job report lost", S, True),
     99305: _info("input too large for a pilot lifetime", W, False, BIG),
     99400: _info("removed by condor_rm or SYSTEM_PERIODIC_REMOVE", U, False, GEN),
+}
+
+# The docker runtime's container state (smartbkg_prod/backends/docker_runtime.py writes
+# docker:OOMKilled for a container the kernel killed at its memory limit).
+DOCKER: dict[str, CodeInfo] = {
+    "OOMKilled": _info("container OOM-killed at its memory limit", M, False)
+}
+# The local runtimes' own notes (smartbkg_prod/backends/local.py, docker_runtime.py).
+RUNTIME: dict[str, CodeInfo] = {
+    "lost": _info("worker lost (no report, no exit status)", S, True, GEN),
 }
 
 # The worker's own codes whose cause is in the campaign itself: the same job file, spec or
@@ -393,6 +438,9 @@ def describe(code: FailureCode) -> CodeInfo:
         if number >= 1000:
             return CodeInfo(f"vacate {number}", Category.SITE, True)
         return _unknown(f"hold code {number}")
+    if source in (Source.DOCKER, Source.RUNTIME):
+        table = DOCKER if source == Source.DOCKER else RUNTIME
+        return table.get(str(code.code), _unknown(f"{source} {code.code}"))
     if source == Source.SLURM:
         state = str(code.code)
         info = SLURM.get(state, _unknown(f"state {state}"))
@@ -461,8 +509,13 @@ _SOURCE_ALIASES = {
     "exit": Source.EXIT,
     "exitcode": Source.EXIT,
     "exeerrorcode": Source.EXIT,
+    "docker": Source.DOCKER,
+    "runtime": Source.RUNTIME,
 }
-_SIGNAL_NAMES = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGABRT": 6, "SIGBUS": 7,
+# Bare words the project's runtimes write as a native code.
+_BARE_WORDS = {"lost": FailureCode(Source.RUNTIME.value, "lost")}
+_SIGNAL_NAMES = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5,
+                 "SIGABRT": 6, "SIGBUS": 7, "SIGFPE": 8,
                  "SIGKILL": 9, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12, "SIGPIPE": 13,
                  "SIGALRM": 14, "SIGTERM": 15, "SIGXCPU": 24, "SIGXFSZ": 25}  # fmt: skip
 # HoldReasonCode=34/102, HoldReasonCode = 34 HoldReasonSubCode = 102, optionally followed
@@ -486,9 +539,9 @@ def parse_native(text: str) -> tuple[FailureCode, str]:
     Accepted forms: ``HoldReasonCode=34/102``, ``HoldReasonCode=34 HoldReasonSubCode=102``
     (either followed by the hold reason), ``SOURCE:CODE[/SUBCODE] [text]`` with SOURCE
     one of htcondor, slurm, pilot (pilotErrorCode), jobDispatcher, taskBuffer, wmcore,
-    signal, worker, exit — e.g. ``slurm:OUT_OF_MEMORY``, ``slurm:FAILED/137``,
-    ``slurm:FAILED 0:9``, ``slurm:CANCELLED by 0``, ``pilot:1379``, ``signal:SIGKILL``
-    — and a bare exit status (``137``). Raises ValueError for anything else.
+    signal, worker, exit, docker, runtime — e.g. ``slurm:OUT_OF_MEMORY``, ``slurm:FAILED/137``,
+    ``slurm:FAILED 0:9``, ``slurm:CANCELLED by 0``, ``pilot:1379``, ``signal:SIGKILL``,
+    ``docker:OOMKilled`` — a bare exit status (``137``) and the runtimes' ``lost``. Raises ValueError for anything else.
 
     >>> parse_native("slurm:CANCELLED by 0")[0].token
     'slurm:CANCELLED'
@@ -503,6 +556,8 @@ def parse_native(text: str) -> tuple[FailureCode, str]:
         return FailureCode(Source.HTCONDOR.value, int(held.group(1)), _int(sub)), rest
     if re.fullmatch(r"-?\d+", text):
         return exit_status_code(int(text)), ""
+    if text.lower() in _BARE_WORDS:
+        return _BARE_WORDS[text.lower()], ""
     match = _TOKEN.match(text)
     if not match or match.group(1).lower() not in _SOURCE_ALIASES:
         raise ValueError(
@@ -522,6 +577,8 @@ def parse_native(text: str) -> tuple[FailureCode, str]:
         return FailureCode(source.value, state, subcode), rest
     if source == Source.SIGNAL and raw.upper() in _SIGNAL_NAMES:
         return FailureCode(source.value, _SIGNAL_NAMES[raw.upper()], subcode), rest
+    if source in (Source.DOCKER, Source.RUNTIME):
+        return FailureCode(source.value, raw, subcode), rest
     if not re.fullmatch(r"-?\d+", raw):
         raise ValueError(f"unreadable native code {text!r}: {source.value} codes are numbers")
     return FailureCode(source.value, int(raw), subcode), rest
