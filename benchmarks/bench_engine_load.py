@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace, directory: Path, conf: Path) -> dict:
         for name in sorted({c.command for c in calls})
     }
     slurm_ends = slurm_end_times(conf.parent / "log" / "jobcomp.txt")
-    reports = store.reports(campaign.campaign_id)
+    reports = store.reports.of_campaign(campaign.campaign_id)
     from_slurm, from_worker = [], []
     for report in reports:
         seen = ingested.get((report.job_index, report.attempt))

@@ -121,7 +121,7 @@ def main() -> None:
         rng = np.random.default_rng(1)
         reports = [job_report(campaign, job, rng) for job in jobs[: args.jobs]]
         store = Store(f"sqlite:///{directory / 'bench.db'}")
-        store.register_campaign(campaign, jobs, directory / "out")
+        store.campaigns.register(campaign, jobs, directory / "out")
         ingest_seconds, _ = timed(lambda: ingest_reports(store, reports))
         with_monitor = len(reports[0].model_dump_json())
         without = len(reports[0].model_copy(update={"filter_monitor": None}).model_dump_json())

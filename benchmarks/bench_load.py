@@ -77,10 +77,10 @@ def track(store: Store, campaign: Campaign, directory: Path) -> dict:
     """Phase 1: plan, register, status and figures of the campaign."""
     phases = {}
     _, seconds, peak = measured(
-        store.register_campaign, campaign, iter_jobs(campaign), directory / "out"
+        store.campaigns.register, campaign, iter_jobs(campaign), directory / "out"
     )
     phases["plan_and_register"] = {"seconds": seconds, "heap_peak_mb": peak}
-    status, seconds, peak = measured(store.status, campaign.campaign_id)
+    status, seconds, peak = measured(store.campaigns.status, campaign.campaign_id)
     phases["status"] = {"seconds": seconds, "heap_peak_mb": peak}
     assert status.jobs_total == campaign.n_jobs
     _, seconds, peak = measured(campaign_figures, store, campaign.campaign_id)
@@ -233,7 +233,7 @@ def run(n_jobs: int, n_reports: int, max_requests: int, directory: Path) -> dict
     store = Store(f"sqlite:///{directory / 'load.db'}")
     tracking = track(store, campaign, directory)
     ingestion = ingest_while_polled(store, campaign, n_reports, max_requests)
-    status, seconds, peak = measured(store.status, campaign.campaign_id)
+    status, seconds, peak = measured(store.campaigns.status, campaign.campaign_id)
     tracking["status_after_ingestion"] = {"seconds": seconds, "heap_peak_mb": peak}
     _, seconds, peak = measured(campaign_figures, store, campaign.campaign_id)
     tracking["figures_after_ingestion"] = {"seconds": seconds, "heap_peak_mb": peak}

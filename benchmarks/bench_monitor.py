@@ -6,7 +6,7 @@ failing first on 20 sites, with log tails and stage timings), then measures
 - bulk ingestion of report objects into a fresh SQLite file (one transaction);
 - ``collect DIR`` end to end: parse the report files and ingest them;
 - the same reports delivered again (all duplicates);
-- ``Store.record_report`` one report at a time, for comparison;
+- ``store.reports.record`` one report at a time, for comparison;
 - HTTP latency of ``/metrics``, the campaign list, the campaign page and its JSON, served
   by the monitor with the 10k reports stored.
 
@@ -114,7 +114,7 @@ def fresh_store(directory: Path, name: str, campaign: Campaign) -> Store:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     store = Store(f"sqlite:///{path}")
-    store.register_campaign(campaign, plan_jobs(campaign), directory / "out")
+    store.campaigns.register(campaign, plan_jobs(campaign), directory / "out")
     return store
 
 
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument(
-        "--one-by-one", type=int, default=1000, help="reports for the record_report baseline"
+        "--one-by-one", type=int, default=1000, help="reports for the one-at-a-time baseline"
     )
     args = parser.parse_args()
 
@@ -166,7 +166,7 @@ def main() -> None:
         ingest_reports(store, reports)
         again = ingest_reports(store, reports)
         assert again.duplicates == len(reports)
-        status = store.status(campaign.campaign_id)
+        status = store.campaigns.status(campaign.campaign_id)
 
         files_dir = directory / "out" / campaign.campaign_id
         files_dir.mkdir(parents=True)
@@ -185,7 +185,7 @@ def main() -> None:
         single_store = fresh_store(directory, "single", campaign)
         start = time.perf_counter()
         for report in reports[: args.one_by_one]:
-            single_store.record_report(report)
+            single_store.reports.record(report)
         single_s = time.perf_counter() - start
 
         uncached = []

@@ -153,11 +153,11 @@ class CampaignRunner:
         self.jobs = {job.index: job for job in plan_jobs(campaign)}
         # Recovery may have split jobs (new indices, parent cancelled) and set per-job
         # resources / excluded sites for the next attempts.
-        self.jobs.update(store.split_jobs(campaign.campaign_id))
+        self.jobs.update(store.campaigns.split_jobs(campaign.campaign_id))
         self.max_parallel = (
             max_parallel or max_parallel_jobs(campaign, backend) or max(1, len(self.jobs))
         )
-        self.overrides = store.job_overrides(campaign.campaign_id)
+        self.overrides = store.campaigns.job_overrides(campaign.campaign_id)
         self.tries: Counter[int] = Counter()
         self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
         # filter.tune: auto: jobs from tune_pilot_jobs on wait for the choice the pilot
@@ -176,12 +176,12 @@ class CampaignRunner:
         """Drive the campaign; refused while another submitter drives it."""
         campaign_id = self.campaign.campaign_id
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.store.acquire_driver_lease(campaign_id, holder)
+        self.store.leases.acquire(campaign_id, holder)
         try:
             return self._drive(holder)
         finally:
             try:
-                self.store.release_driver_lease(campaign_id, holder)
+                self.store.leases.release(campaign_id, holder)
             except StoreError as error:
                 log.warning("could not release the campaign's driver lease: %s", error)
 
@@ -191,7 +191,7 @@ class CampaignRunner:
         self._close_stale_attempts()
         if self.verify_outputs != "none":
             self._reopen_damaged_outputs()
-        states = self.store.job_states(campaign_id)
+        states = self.store.campaigns.job_states(campaign_id)
         todo = deque(
             index for index in sorted(self.jobs) if states.get(index) not in (DONE, CANCELLED)
         )
@@ -221,7 +221,7 @@ class CampaignRunner:
                 time.sleep(max(0.0, wake - now))
                 now = time.monotonic()
                 if now - renewed >= LEASE_RENEW_S:
-                    self.store.renew_driver_lease(campaign_id, holder)
+                    self.store.leases.renew(campaign_id, holder)
                     renewed = now
                 due = self.schedule.due(now)
                 if due == "query":
@@ -263,7 +263,7 @@ class CampaignRunner:
             raise
         finally:
             bar.close()
-        return self.store.status(campaign_id)
+        return self.store.campaigns.status(campaign_id)
 
     def _handles(self) -> list[JobHandle]:
         return [handle for _, handle in self.inflight.values()]
@@ -365,10 +365,10 @@ class CampaignRunner:
     def _submit(self, campaign: Campaign, jobs: list[Job]) -> None:
         campaign_id = self.campaign.campaign_id
         resources = campaign.resources
-        before = self.store.job_states(campaign_id)
+        before = self.store.campaigns.job_states(campaign_id)
         job_inputs = []
         for job in jobs:
-            attempt = self.store.start_attempt(
+            attempt = self.store.attempts.start(
                 job,
                 self.backend.name,
                 memory_mb=resources.memory_mb,
@@ -393,7 +393,7 @@ class CampaignRunner:
             message = " ".join(redact(str(error)).split())
             for job_input in job_inputs:
                 index = job_input.job.index
-                self.store.withdraw_attempt(
+                self.store.attempts.withdraw(
                     campaign_id,
                     index,
                     job_input.attempt,
@@ -406,9 +406,9 @@ class CampaignRunner:
                 f"{message} ({len(job_inputs)} job(s) not submitted, no attempt used; "
                 "re-run submit once the engine takes them)"
             ) from None
-        self.store.clear_submit_refusals(campaign_id, [job.index for job in jobs])
+        self.store.attempts.clear_refusals(campaign_id, [job.index for job in jobs])
         for job_input, handle in zip(job_inputs, handles, strict=True):
-            self.store.set_backend_job_id(
+            self.store.attempts.set_backend_job_id(
                 campaign_id,
                 job_input.job.index,
                 job_input.attempt,
@@ -432,14 +432,14 @@ class CampaignRunner:
                 # The engine's code (a pilot's error code, a Slurm state) beside the
                 # worker's exit code.
                 native = None if report.succeeded else state.native_code
-                self.store.record_report(report, final=final, native_code=native)
+                self.store.reports.record(report, final=final, native_code=native)
                 return report.succeeded
             log.warning("job %d attempt %d: %s", index, job_input.attempt, problem)
             code, error_class = int(ExitCode.OUTPUT_VALIDATION), "output_validation"
         else:
             code = state.exit_code if state.exit_code not in (None, 0) else int(ExitCode.UNEXPECTED)
             error_class = "lost_report" if state.exit_code in (None, 0) else _error_class(code)
-        self.store.finish_attempt(
+        self.store.attempts.finish(
             job.campaign_id,
             index,
             job_input.attempt,
@@ -463,7 +463,7 @@ class CampaignRunner:
     def _reopen_damaged_outputs(self) -> None:
         """Done jobs whose output went missing or was damaged since are produced again."""
         campaign_id = self.campaign.campaign_id
-        for index, reports in self.store.done_outputs(campaign_id).items():
+        for index, reports in self.store.reports.done_outputs(campaign_id).items():
             # The files must match one successful attempt's report (two attempts of a
             # job may both have succeeded; the file is whichever was moved in last).
             problems = [
@@ -472,7 +472,7 @@ class CampaignRunner:
             ]
             if problems and all(problems):
                 log.warning("job %d is done but %s: producing it again", index, problems[-1])
-                self.store.reopen_job(campaign_id, index)
+                self.store.reports.invalidate_outputs(campaign_id, index)
 
     def _output_problem(self, output: dict) -> str | None:
         return output_problem(OutputFile.model_validate(output), self.verify_outputs)
@@ -480,7 +480,7 @@ class CampaignRunner:
     def _close_stale_attempts(self) -> None:
         """Attempts left running by an earlier submitter that died: ingest or close them."""
         campaign_id = self.campaign.campaign_id
-        for index, attempts in self.store.running_attempts(campaign_id).items():
+        for index, attempts in self.store.attempts.running(campaign_id).items():
             for attempt in attempts:
                 job_input = JobInput(
                     job=self.jobs[index],
@@ -494,9 +494,9 @@ class CampaignRunner:
                     report is not None
                     and validate_report(report, self.jobs[index], self.output_dir) is None
                 ):
-                    self.store.record_report(report)
+                    self.store.reports.record(report)
                 else:
-                    self.store.finish_attempt(
+                    self.store.attempts.finish(
                         campaign_id, index, attempt, int(ExitCode.UNEXPECTED), "lost", final=False
                     )
 
@@ -518,20 +518,20 @@ def check_image_provenance(store: Store, campaign: Campaign, digest: str) -> Non
     image name would mix two images' outputs in one campaign: refused with SubmitError
     unless every job is already done.
     """
-    row = store.campaign(campaign.campaign_id)
+    row = store.campaigns.get(campaign.campaign_id)
     if row is None:
         raise SubmitError(
             f"campaign {campaign.campaign_id} is not registered: register it before checking its image"
         )
     recorded = (row.provenance or {}).get("image_digest")
     if recorded is None:
-        store.update_provenance(
+        store.campaigns.update_provenance(
             campaign.campaign_id, {"image": campaign.container.image, "image_digest": digest}
         )
         return
     if recorded == digest:
         return
-    states = store.job_states(campaign.campaign_id)
+    states = store.campaigns.job_states(campaign.campaign_id)
     if states and all(state == DONE for state in states.values()):
         return
     raise SubmitError(
@@ -568,11 +568,11 @@ def submit_campaign(
         campaign = campaign.model_copy(
             update={"backend": campaign.backend.model_copy(update={"name": backend.name})}
         )
-    existing = store.campaign(campaign.campaign_id)
+    existing = store.campaigns.get(campaign.campaign_id)
     # A resumed campaign keeps the output directory it was registered with.
     output_dir = Path(existing.output_dir) if existing else campaign_output_dir(campaign, base_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    store.register_campaign(campaign, plan_jobs(campaign), output_dir, spec_path=spec_path)
+    store.campaigns.register(campaign, plan_jobs(campaign), output_dir, spec_path=spec_path)
     image_digest = getattr(backend, "image_digest", None)
     if image_digest:
         # The image is part of the campaign's provenance: refuse one that changed under it.

@@ -38,7 +38,7 @@ def is_tuned_job(job_index: int, pilot_jobs: int) -> bool:
 
 def recorded_tuning(store: Store, campaign_id: str) -> FilterTuning | None:
     """The choice recorded with the campaign (None before it is made)."""
-    row = store.campaign(campaign_id)
+    row = store.campaigns.get(campaign_id)
     block = (row.provenance or {}).get(PROVENANCE_KEY) if row is not None else None
     return FilterTuning.model_validate(block) if block else None
 
@@ -72,7 +72,7 @@ def tune_campaign(store: Store, campaign: Campaign, model_scale: float) -> Filte
     config = campaign.filter
     pilot_jobs = config.tune_pilot_jobs
     first: dict[int, JobReport] = {}
-    for report in store.reports(campaign.campaign_id, successful_only=True):
+    for report in store.reports.of_campaign(campaign.campaign_id, successful_only=True):
         if not is_tuned_job(report.job_index, pilot_jobs):
             first.setdefault(report.job_index, report)
     reports = [report for _index, report in sorted(first.items())]
@@ -106,7 +106,7 @@ def tune_campaign(store: Store, campaign: Campaign, model_scale: float) -> Filte
         biased=biased,
     )
     tuning.tuned_at = time.time()
-    store.update_provenance(campaign.campaign_id, {PROVENANCE_KEY: tuning.model_dump()})
+    store.campaigns.update_provenance(campaign.campaign_id, {PROVENANCE_KEY: tuning.model_dump()})
     log.info(
         "filter.tune: auto: k %.4g, p_min %g (%s; expected speedup %s at %s costs, model's "
         "values %s) from %d pilot jobs",

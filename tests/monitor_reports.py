@@ -104,15 +104,15 @@ def campaign_reports(jobs: list[Job]) -> list[JobReport]:
 
 def lose_job_9(store: Store, jobs: list[Job]) -> None:
     """Job 9's attempt is killed without a report (the driver closes it)."""
-    store.start_attempt(jobs[9], "local", site="T2_A")
-    store.finish_attempt(
+    store.attempts.start(jobs[9], "local", site="T2_A")
+    store.attempts.finish(
         jobs[9].campaign_id, 9, 1, 137, "signal_9", final=False, native_code="signal:9"
     )
 
 
 def register(store: Store, campaign: Campaign, tmp_path) -> list[Job]:
     jobs = plan_jobs(campaign)
-    store.register_campaign(campaign, jobs, tmp_path / "out")
+    store.campaigns.register(campaign, jobs, tmp_path / "out")
     return jobs
 
 

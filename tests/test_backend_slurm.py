@@ -25,7 +25,8 @@ from smartbkg_prod.backends.slurm import (
 from smartbkg_prod.cli import main
 from smartbkg_prod.plan import JobInput, plan_jobs, read_job_list_entry
 from smartbkg_prod.spec import Campaign, dump_campaign
-from smartbkg_prod.store import AttemptRow, Store
+from smartbkg_prod.store import Store
+from smartbkg_prod.store.tables import AttemptRow
 from smartbkg_prod.submit import render_campaign, submit_campaign
 
 pytest_plugins = ["slurm_fixture"]  # the real-cluster fixture `slurm_cluster`
@@ -523,7 +524,7 @@ def test_campaign_through_slurm_matches_local_accounting_with_a_retried_kill(
     assert status.events_generated == 600
     for key in ("events_generated", "events_kept", "events_simulated", "events_skimmed"):
         assert getattr(status, key) == getattr(local, key), key
-    reports = store.reports(slurm_campaign.campaign_id, successful_only=True)
+    reports = store.reports.of_campaign(slurm_campaign.campaign_id, successful_only=True)
     assert sorted((r.job_index, r.attempt) for r in reports) == [(0, 1), (1, 2), (2, 1)]
     assert all(r.backend == "slurm" and r.site == "localhost" for r in reports)
     assert all("_" in (r.backend_job_id or "") for r in reports)

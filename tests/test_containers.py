@@ -50,7 +50,8 @@ from smartbkg_prod.plan import (
     plan_jobs,
 )
 from smartbkg_prod.spec import Campaign
-from smartbkg_prod.store import DONE, JobRow
+from smartbkg_prod.store import DONE
+from smartbkg_prod.store.tables import JobRow
 from smartbkg_prod.submit import check_image_provenance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -321,14 +322,14 @@ def docker_campaign(tmp_path: Path) -> Campaign:
 
 
 def registered(store, campaign):
-    store.register_campaign(campaign, plan_jobs(campaign), campaign_output_dir(campaign))
+    store.campaigns.register(campaign, plan_jobs(campaign), campaign_output_dir(campaign))
     return campaign
 
 
 def test_first_submission_records_the_image_digest(store, docker_campaign):
     registered(store, docker_campaign)
     check_image_provenance(store, docker_campaign, IMAGE_ID)
-    provenance = store.campaign(docker_campaign.campaign_id).provenance
+    provenance = store.campaigns.get(docker_campaign.campaign_id).provenance
     assert provenance["image_digest"] == IMAGE_ID
     assert provenance["image"] == "smartbkg-prod-worker:test"
     check_image_provenance(store, docker_campaign, IMAGE_ID)
@@ -339,7 +340,7 @@ def test_a_changed_digest_is_refused_while_jobs_remain(store, docker_campaign):
     check_image_provenance(store, docker_campaign, IMAGE_ID)
     with pytest.raises(SubmitError, match="changed under campaign"):
         check_image_provenance(store, docker_campaign, "sha256:" + "e" * 64)
-    assert store.campaign(docker_campaign.campaign_id).provenance["image_digest"] == IMAGE_ID
+    assert store.campaigns.get(docker_campaign.campaign_id).provenance["image_digest"] == IMAGE_ID
 
 
 def test_a_changed_digest_does_not_matter_once_every_job_is_done(store, docker_campaign):
@@ -352,7 +353,7 @@ def test_a_changed_digest_does_not_matter_once_every_job_is_done(store, docker_c
             .values(state=DONE)
         )
     check_image_provenance(store, docker_campaign, "sha256:" + "e" * 64)
-    assert store.campaign(docker_campaign.campaign_id).provenance["image_digest"] == IMAGE_ID
+    assert store.campaigns.get(docker_campaign.campaign_id).provenance["image_digest"] == IMAGE_ID
 
 
 def test_an_unregistered_campaign_cannot_record_an_image(store, docker_campaign):

@@ -267,16 +267,23 @@ def test_campaign_in_containers_matches_the_bare_process_run(
     )
     bare_status = run(bare, box_store)
     backend = DockerLocalBackend.from_campaign(boxed)
-    box_store.register_campaign(boxed, plan_jobs(boxed), campaign_output_dir(boxed))
+    box_store.campaigns.register(boxed, plan_jobs(boxed), campaign_output_dir(boxed))
     check_image_provenance(box_store, boxed, backend.image_digest)
     started = time.perf_counter()
     boxed_status = run(boxed, box_store, backend)
     boxed_seconds = time.perf_counter() - started
     assert bare_status.complete and boxed_status.complete
 
-    assert box_store.campaign(boxed.campaign_id).provenance["image_digest"] == worker_image.image_id
-    bare_reports = sorted(box_store.reports(bare.campaign_id), key=lambda r: r.job_index)
-    boxed_reports = sorted(box_store.reports(boxed.campaign_id), key=lambda r: r.job_index)
+    assert (
+        box_store.campaigns.get(boxed.campaign_id).provenance["image_digest"]
+        == worker_image.image_id
+    )
+    bare_reports = sorted(
+        box_store.reports.of_campaign(bare.campaign_id), key=lambda r: r.job_index
+    )
+    boxed_reports = sorted(
+        box_store.reports.of_campaign(boxed.campaign_id), key=lambda r: r.job_index
+    )
     assert len(bare_reports) == len(boxed_reports) == 2
     for plain, contained in zip(bare_reports, boxed_reports, strict=True):
         for field in PHYSICS_FIELDS:
@@ -329,7 +336,7 @@ def test_a_rebuilt_image_under_the_same_name_is_refused(worker_image, workdir, b
     boxed = small_campaign(
         workdir, "rebuilt", container={"image": worker_image.reference, "runtime": "docker"}
     )
-    box_store.register_campaign(boxed, plan_jobs(boxed), campaign_output_dir(boxed))
+    box_store.campaigns.register(boxed, plan_jobs(boxed), campaign_output_dir(boxed))
     check_image_provenance(box_store, boxed, "sha256:" + "0" * 64)
     backend = DockerLocalBackend.from_campaign(boxed)
     with pytest.raises(SubmitError, match="changed under campaign"):

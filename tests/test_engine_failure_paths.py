@@ -27,7 +27,8 @@ from sqlalchemy import select
 from smartbkg_prod.plan import plan_jobs
 from smartbkg_prod.recovery.records import campaign_records
 from smartbkg_prod.spec import Campaign, dump_campaign
-from smartbkg_prod.store import AttemptRow, Store
+from smartbkg_prod.store import Store
+from smartbkg_prod.store.tables import AttemptRow
 
 pytest_plugins = ["slurm_fixture"]  # the real-cluster fixture `slurm_cluster`
 
@@ -210,13 +211,13 @@ def test_a_refused_retry_leaves_the_job_as_it_was_with_the_message_redacted(
     failed, its attempts unchanged, the engine's words kept without the credential."""
     monkeypatch.setenv("PANDA_AUTH_ID_TOKEN", "s3cr3t-token-value")
     job = plan_jobs(small_campaign)[0]
-    store.register_campaign(small_campaign, plan_jobs(small_campaign), tmp_path)
+    store.campaigns.register(small_campaign, plan_jobs(small_campaign), tmp_path)
     campaign_id = small_campaign.campaign_id
-    attempt = store.start_attempt(job, "panda")
-    store.finish_attempt(campaign_id, job.index, attempt, 50, "generator", final=True)
-    assert store.job_states(campaign_id)[job.index] == "failed"
-    retry = store.start_attempt(job, "panda")
-    store.withdraw_attempt(
+    attempt = store.attempts.start(job, "panda")
+    store.attempts.finish(campaign_id, job.index, attempt, 50, "generator", final=True)
+    assert store.campaigns.job_states(campaign_id)[job.index] == "failed"
+    retry = store.attempts.start(job, "panda")
+    store.attempts.withdraw(
         campaign_id,
         job.index,
         retry,
@@ -224,13 +225,13 @@ def test_a_refused_retry_leaves_the_job_as_it_was_with_the_message_redacted(
         "panda: cannot reach https://panda.example (token s3cr3t-token-value rejected)",
         state="failed",
     )
-    assert store.job_states(campaign_id)[job.index] == "failed"
-    assert store.job_attempts(campaign_id)[job.index] == 1
-    assert store.submit_refusals(campaign_id) == {
+    assert store.campaigns.job_states(campaign_id)[job.index] == "failed"
+    assert store.campaigns.job_attempts(campaign_id)[job.index] == 1
+    assert store.attempts.refusals(campaign_id) == {
         job.index: "panda: cannot reach https://panda.example (token *** rejected)"
     }
-    status = store.status(campaign_id)
+    status = store.campaigns.status(campaign_id)
     assert (status.failed_attempts, status.jobs_submit_refused) == (1, 1)
     # The next accepted submission forgets the refusal.
-    store.clear_submit_refusals(campaign_id, [job.index])
-    assert store.status(campaign_id).submit_error is None
+    store.attempts.clear_refusals(campaign_id, [job.index])
+    assert store.campaigns.status(campaign_id).submit_error is None

@@ -148,14 +148,17 @@ def test_tuned_campaign_records_its_choice_reuses_it_on_retry_and_shows_it(tmp_p
     assert tuning.tuned, tuning.note
     assert tuning.pilot_jobs_succeeded == 2 and tuning.p_min >= 0.005
     assert tuning.expected_speedup >= tuning.model_expected_speedup
-    reports = {r.job_index: r for r in store.reports(campaign.campaign_id, successful_only=True)}
+    reports = {
+        r.job_index: r
+        for r in store.reports.of_campaign(campaign.campaign_id, successful_only=True)
+    }
     assert reports[0].filter_tuning is None and reports[1].filter_tuning is None
     assert reports[2].filter_tuning == {"scale": tuning.scale, "p_min": tuning.p_min}
 
     # A retry of a tuned job makes the same events with the same weights.
     output = campaign_output_dir(campaign) / f"{campaign.campaign_id}.job000003.root"
     before = read_output(output)
-    store.reopen_job(campaign.campaign_id, 3)
+    store.reports.invalidate_outputs(campaign.campaign_id, 3)
     output.unlink()
     submit_campaign(campaign, store=store, poll_interval=0.05)
     after = read_output(output)

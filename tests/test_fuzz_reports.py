@@ -53,7 +53,7 @@ def mutated(changes) -> dict:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('reports') / 'jobs.db'}")
-    store.register_campaign(CAMPAIGN, plan_jobs(CAMPAIGN), Path("/tmp/unused"))
+    store.campaigns.register(CAMPAIGN, plan_jobs(CAMPAIGN), Path("/tmp/unused"))
     return store
 
 
@@ -70,7 +70,7 @@ def test_mutated_reports_are_valid_and_storable_or_a_report_error(changes, store
     result = ingest_reports(store, [report])
     assert result.stored + result.duplicates + len(result.rejected) == 1
     try:
-        store.record_report(report)
+        store.reports.record(report)
     except StoreError as error:  # e.g. a job index the campaign does not have
         assert result.rejected and report.campaign_id in str(error)
 
@@ -94,7 +94,7 @@ def test_collect_warns_and_exits_1_for_bad_report_files(content, tmp_path):
     (tmp_path / "bad.attempt1.report.json").write_bytes(content)
     good = JobReport.model_validate(VALID)
     db = f"sqlite:///{tmp_path / 'collect.db'}"
-    Store(db).register_campaign(CAMPAIGN, plan_jobs(CAMPAIGN), tmp_path)
+    Store(db).campaigns.register(CAMPAIGN, plan_jobs(CAMPAIGN), tmp_path)
     (tmp_path / "good.attempt1.report.json").write_text(good.model_dump_json())
     result = CliRunner().invoke(main, ["monitor", "collect", str(tmp_path), "--db", db])
     assert result.exit_code == 1, result.output

@@ -32,7 +32,7 @@ def test_a_100k_job_campaign_is_planned_stored_and_tracked_in_bounded_memory(tmp
     assert phases["plan_and_register"]["heap_peak_mb"] < REGISTER_HEAP_MB, phases
     assert phases["status"]["heap_peak_mb"] < TRACK_HEAP_MB, phases
     assert phases["figures"]["heap_peak_mb"] < TRACK_HEAP_MB, phases
-    status = store.status(campaign.campaign_id)
+    status = store.campaigns.status(campaign.campaign_id)
     assert status.jobs_total == 100_000 and status.jobs_by_state["pending"] == 100_000
 
 
@@ -46,6 +46,6 @@ def test_reports_are_ingested_exactly_while_the_page_and_metrics_are_polled(tmp_
     latencies = result["latency_while_ingesting"]
     assert all(page["requests"] >= 1 for page in latencies.values()), latencies
     assert all(page["max_ms"] < 60_000 for page in latencies.values()), latencies
-    status = store.status(campaign.campaign_id)
+    status = store.campaigns.status(campaign.campaign_id)
     assert status.jobs_by_state["done"] == 5_000
     assert status.events_generated == 5_000 * campaign.events_per_job

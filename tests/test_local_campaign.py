@@ -50,7 +50,7 @@ def test_small_campaign_produces_every_event_once(small_campaign, store):
 
 def test_reports_carry_counts_timings_and_provenance(small_campaign, store):
     run(small_campaign, store)
-    reports = store.reports(small_campaign.campaign_id)
+    reports = store.reports.of_campaign(small_campaign.campaign_id)
     assert len(reports) == 3
     for report in reports:
         assert report.exit_code == 0 and report.error_class == "success"
@@ -69,7 +69,7 @@ def test_killed_worker_is_retried_with_same_seed_and_nothing_double_counted(
     status = run(small_campaign, store)
     assert status.complete
     assert status.failed_attempts == 2
-    assert store.job_attempts(small_campaign.campaign_id) == {0: 1, 1: 2, 2: 2}
+    assert store.campaigns.job_attempts(small_campaign.campaign_id) == {0: 1, 1: 2, 2: 2}
     assert np.array_equal(np.sort(all_event_numbers(small_campaign)), np.arange(750))
     assert status.events_generated == 750
     # The write-stage kill leaves no temporary or partial file behind after the retry.
@@ -100,7 +100,7 @@ def test_lost_report_is_retried(small_campaign, store, monkeypatch):
     monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "exit=0@report:job=0:attempt=1")
     status = run(small_campaign, store)
     assert status.complete and status.events_generated == 750
-    assert store.job_attempts(small_campaign.campaign_id)[0] == 2
+    assert store.campaigns.job_attempts(small_campaign.campaign_id)[0] == 2
 
 
 def test_resume_runs_only_what_is_missing(small_campaign, store, monkeypatch):
@@ -110,13 +110,13 @@ def test_resume_runs_only_what_is_missing(small_campaign, store, monkeypatch):
     monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "raise=STAGE_OUT@write:job=2")
     first = run(one_try, store)
     assert not first.complete
-    assert store.job_states(one_try.campaign_id) == {0: DONE, 1: DONE, 2: FAILED}
-    failed = [r for r in store.reports(one_try.campaign_id) if r.exit_code]
+    assert store.campaigns.job_states(one_try.campaign_id) == {0: DONE, 1: DONE, 2: FAILED}
+    failed = [r for r in store.reports.of_campaign(one_try.campaign_id) if r.exit_code]
     assert [(r.job_index, r.exit_code, r.error_class) for r in failed] == [(2, 60, "stage_out")]
     monkeypatch.delenv("SMARTBKG_INJECT_FAULT")
     second = run(one_try, store)
     assert second.complete and second.events_generated == 750
-    assert store.job_attempts(one_try.campaign_id) == {0: 1, 1: 1, 2: 2}
+    assert store.campaigns.job_attempts(one_try.campaign_id) == {0: 1, 1: 1, 2: 2}
 
 
 def test_cli_submit_and_status_json(tmp_path):
@@ -147,5 +147,5 @@ def test_cli_submit_and_status_json(tmp_path):
     from smartbkg_prod.store import Store
 
     campaign = load_campaign(spec)
-    assert Store(db).job_attempts(campaign.campaign_id) == {0: 1, 1: 1}
+    assert Store(db).campaigns.job_attempts(campaign.campaign_id) == {0: 1, 1: 1}
     assert len(plan_jobs(campaign)) == 2

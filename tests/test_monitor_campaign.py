@@ -43,13 +43,13 @@ def finished_campaign(tmp_path_factory):
 def test_figures_of_a_real_campaign_match_its_reports(finished_campaign):
     campaign, store, _tmp_path = finished_campaign
     figures = campaign_figures(store, campaign.campaign_id)
-    successful = store.reports(campaign.campaign_id, successful_only=True)
+    successful = store.reports.of_campaign(campaign.campaign_id, successful_only=True)
     assert figures.status.events_generated == sum(r.events_generated for r in successful) == 750
     assert figures.status.events_skimmed == sum(r.events_skimmed for r in successful)
     assert figures.filter_pass_rate == 1.0  # filter off keeps everything
     assert figures.skim_retention == pytest.approx(figures.status.events_skimmed / 750)
     assert figures.speedups[0].value == 1.0
-    all_reports = store.reports(campaign.campaign_id)
+    all_reports = store.reports.of_campaign(campaign.campaign_id)
     assert figures.cpu_efficiency == pytest.approx(
         sum(r.cpu_seconds for r in all_reports) / sum(r.wall_seconds for r in all_reports)
     )
@@ -75,7 +75,7 @@ def test_collecting_the_campaign_directory_into_a_new_database(finished_campaign
     result = collect_directory(fresh, campaign_tmp / "out")
     assert result.registered_campaigns == [campaign.campaign_id]
     assert (result.stored, result.unreadable, result.rejected) == (4, [], [])
-    assert fresh.status(campaign.campaign_id).events_generated == 750
+    assert fresh.campaigns.status(campaign.campaign_id).events_generated == 750
     assert collect_directory(fresh, campaign_tmp / "out").duplicates == 4
     families = {f.name: f for f in text_string_to_metric_families(exposition(fresh).decode())}
     failures = {

@@ -1,4 +1,4 @@
-"""Collection: reports and backend states go into the store once, in bulk, like record_report."""
+"""Collection: reports and backend states go into the store once, in bulk, like Reports.record."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ from smartbkg_prod.store import FAILED, PENDING, Store
 
 
 def _snapshot(store: Store, campaign_id: str) -> dict:
-    status = store.status(campaign_id).model_dump()
+    status = store.campaigns.status(campaign_id).model_dump()
     return {
         "status": {key: value for key, value in status.items() if key != "throughput_events_per_s"},
-        "states": store.job_states(campaign_id),
-        "attempts": store.job_attempts(campaign_id),
-        "reports": [report.model_dump() for report in store.reports(campaign_id)],
+        "states": store.campaigns.job_states(campaign_id),
+        "attempts": store.campaigns.job_attempts(campaign_id),
+        "reports": [report.model_dump() for report in store.reports.of_campaign(campaign_id)],
     }
 
 
@@ -38,7 +38,7 @@ def test_bulk_ingest_has_the_effect_of_record_report_one_by_one(tmp_path):
     register(bulk, campaign, tmp_path)
     reports = campaign_reports(jobs)
     for report in reports:
-        one_by_one.record_report(report)
+        one_by_one.reports.record(report)
     result = ingest_reports(bulk, reports, final=False)
     assert (result.received, result.stored, result.duplicates, result.rejected) == (11, 11, 0, [])
     assert _snapshot(bulk, campaign.campaign_id) == _snapshot(one_by_one, campaign.campaign_id)
@@ -52,14 +52,14 @@ def test_a_report_delivered_twice_counts_once(store, tmp_path):
     again = ingest_reports(store, reports)
     assert (first.stored, first.duplicates) == (11, 3)
     assert (again.stored, again.duplicates) == (0, 11)
-    assert not store.record_report(reports[5])
-    status = store.status(campaign.campaign_id)
+    assert not store.reports.record(reports[5])
+    status = store.campaigns.status(campaign.campaign_id)
     assert (status.events_generated, status.events_skimmed, status.failed_attempts) == (
         8000,
         240,
         3,
     )
-    assert len(store.reports(campaign.campaign_id)) == 11
+    assert len(store.reports.of_campaign(campaign.campaign_id)) == 11
 
 
 def test_a_late_success_of_a_done_job_adds_no_events(store, tmp_path):
@@ -78,10 +78,10 @@ def test_failed_last_attempt_marks_the_job_failed(store, tmp_path):
     ingest_reports(
         store, [make_report(jobs[8], attempt, "T2_C", T0 + attempt, 60) for attempt in (1, 2)]
     )
-    assert store.job_states(campaign.campaign_id)[8] == PENDING
+    assert store.campaigns.job_states(campaign.campaign_id)[8] == PENDING
     ingest_reports(store, [make_report(jobs[8], 3, "T2_C", T0 + 3, 60)])
-    assert store.job_states(campaign.campaign_id)[8] == FAILED
-    assert store.job_attempts(campaign.campaign_id)[8] == 3
+    assert store.campaigns.job_states(campaign.campaign_id)[8] == FAILED
+    assert store.campaigns.job_attempts(campaign.campaign_id)[8] == 3
 
 
 def test_reports_of_unknown_campaigns_or_jobs_are_rejected_with_a_reason(store, tmp_path):
@@ -118,7 +118,7 @@ def test_collecting_a_directory_registers_its_campaign_and_is_idempotent(store, 
     assert len(first.unreadable) == 1 and "broken.report.json" in first.unreadable[0]
     second = collect_directory(store, tmp_path / "out")
     assert (second.stored, second.duplicates, second.registered_campaigns) == (0, 11, [])
-    assert store.status(campaign.campaign_id).events_generated == 8000
+    assert store.campaigns.status(campaign.campaign_id).events_generated == 8000
 
 
 def test_cli_collect_reports_counts_and_warns_about_bad_files(store, tmp_path):
@@ -140,7 +140,7 @@ def test_cli_collect_reports_counts_and_warns_about_bad_files(store, tmp_path):
 def test_backend_states_are_upserted_and_held_attempts_counted(store, tmp_path):
     campaign = filtered_campaign(tmp_path)
     jobs = register(store, campaign, tmp_path)
-    store.start_attempt(jobs[9], "htcondor", site="T2_A")
+    store.attempts.start(jobs[9], "htcondor", site="T2_A")
 
     def state(value: str, reason: str = "") -> JobState:
         handle = JobHandle(
@@ -163,7 +163,7 @@ def test_backend_states_are_upserted_and_held_attempts_counted(store, tmp_path):
     ingest_backend_states(store, [state("held", "memory usage exceeded request")])
     figures = campaign_figures(store, campaign.campaign_id)
     assert (figures.attempts_held, figures.attempts_running) == (1, 1)
-    assert store.running_attempts(campaign.campaign_id) == {
+    assert store.attempts.running(campaign.campaign_id) == {
         9: [1]
     }  # the driver's view is untouched
 
@@ -178,7 +178,7 @@ def test_polling_a_backend_records_what_it_says(store, tmp_path):
 
     campaign = filtered_campaign(tmp_path)
     jobs = register(store, campaign, tmp_path)
-    store.start_attempt(jobs[3], "htcondor", site="T2_A")
+    store.attempts.start(jobs[3], "htcondor", site="T2_A")
     handle = JobHandle(
         campaign_id=campaign.campaign_id,
         job_index=3,

@@ -241,9 +241,9 @@ def test_cached_figures_follow_every_change_of_the_campaign(store, monitored, tm
     assert campaign_figures(store, monitored, now=NOW).status.events_generated == 9000
     set_filter_expectation(store, monitored, pass_rate=0.2)
     assert campaign_figures(store, monitored, now=NOW).drift.alarm
-    store.start_attempt(jobs[9], "local", site="T2_B")
+    store.attempts.start(jobs[9], "local", site="T2_B")
     assert campaign_figures(store, monitored, now=NOW).attempts_running == 1
-    store.finish_attempt(monitored, 9, 2, 51, "walltime", final=True)
+    store.attempts.finish(monitored, 9, 2, 51, "walltime", final=True)
     figures = campaign_figures(store, monitored, now=NOW)
     assert (figures.attempts_running, figures.status.jobs_by_state["failed"]) == (0, 1)
     assert figures == campaign_figures(store, monitored, now=NOW, cached=False)

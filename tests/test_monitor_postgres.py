@@ -67,7 +67,7 @@ def test_duplicates_count_once_on_postgres(store, monitored):
     campaign_id, jobs = monitored
     again = ingest_reports(store, campaign_reports(jobs))
     assert (again.stored, again.duplicates) == (0, 11)
-    assert store.status(campaign_id).events_generated == 8000
+    assert store.campaigns.status(campaign_id).events_generated == 8000
 
 
 def test_concurrent_collectors_store_each_report_once(store, tmp_path):
@@ -87,7 +87,7 @@ def test_concurrent_collectors_store_each_report_once(store, tmp_path):
         thread.join()
     assert sum(result.stored for result in results) == 11
     assert sum(result.duplicates for result in results) == 22
-    assert store.status(campaign.campaign_id).events_generated == 8000
+    assert store.campaigns.status(campaign.campaign_id).events_generated == 8000
 
 
 def test_metrics_on_postgres(store, monitored):

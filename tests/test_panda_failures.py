@@ -41,7 +41,8 @@ def failing_pilots(panda_stack):
 def test_a_failed_job_is_retried_and_the_campaign_completes(panda_stack, failing_pilots, tmp_path):
     from sqlalchemy import select
 
-    from smartbkg_prod.store import AttemptRow, Store
+    from smartbkg_prod.store import Store
+    from smartbkg_prod.store.tables import AttemptRow
 
     spec = write_spec(tmp_path, panda_stack, "pandafail", events=200, per_job=100)
     env = {**os.environ, "PYTHONPATH": str(REPO), "SMARTBKG_DB": f"sqlite:///{tmp_path}/store.db"}

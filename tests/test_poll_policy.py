@@ -55,7 +55,7 @@ def test_spec_and_command_line_set_the_interval_and_the_campaign_id_stays(small_
         update={"backend": small_campaign.backend.model_copy(update={"poll_interval_s": 5.0})}
     )
     assert spec.campaign_id == small_campaign.campaign_id
-    store.register_campaign(spec, plan_jobs(spec), spec.outputs.directory)
+    store.campaigns.register(spec, plan_jobs(spec), spec.outputs.directory)
     runner = CampaignRunner(spec, store, SlurmBackend(), spec.outputs.directory)
     assert runner.schedule.policy.interval_s == 5.0
     runner = CampaignRunner(spec, store, SlurmBackend(), spec.outputs.directory, poll_interval=7)
@@ -152,9 +152,9 @@ def test_watching_a_campaign_reads_the_store_and_never_the_engine(small_campaign
         update={"backend": small_campaign.backend.model_copy(update={"name": "slurm"})}
     )
     jobs = plan_jobs(campaign)
-    store.register_campaign(campaign, jobs, tmp_path / "out")
-    attempt = store.start_attempt(jobs[0], "slurm")
-    store.set_backend_job_id(campaign.campaign_id, 0, attempt, "4242_0")  # in flight
+    store.campaigns.register(campaign, jobs, tmp_path / "out")
+    attempt = store.attempts.start(jobs[0], "slurm")
+    store.attempts.set_backend_job_id(campaign.campaign_id, 0, attempt, "4242_0")  # in flight
     log = tmp_path / "calls.log"
     env = {
         **os.environ,

@@ -54,10 +54,10 @@ def failed_store(db, tmp_path):
 
     store = Store(db)
     campaign = Campaign(name="cli", process="bbbar_mixed", events=400, events_per_job=200)
-    store.register_campaign(campaign, plan_jobs(campaign), output_dir=tmp_path / "out")
+    store.campaigns.register(campaign, plan_jobs(campaign), output_dir=tmp_path / "out")
     for job in plan_jobs(campaign):
-        attempt = store.start_attempt(job, "local", site="local", memory_mb=2000, walltime_s=3600)
-        store.finish_attempt(
+        attempt = store.attempts.start(job, "local", site="local", memory_mb=2000, walltime_s=3600)
+        store.attempts.finish(
             campaign.campaign_id,
             job.index,
             attempt,
@@ -175,7 +175,7 @@ def test_train_and_evaluate_need_decisions(failed_store):
 def test_matrix_counts_failures_by_code_and_site(failed_store):
     from smartbkg_prod.store import Store
 
-    (campaign_id,) = Store(failed_store).campaign_ids()
+    (campaign_id,) = Store(failed_store).campaigns.ids()
     matrix = json.loads(invoke("matrix", campaign_id, "--json", "--db", failed_store).output)
     assert matrix == {
         "codes": ["signal:9"], "sites": ["local"], "failures": [[2]], "attempts_per_site": [2]

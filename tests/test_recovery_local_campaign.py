@@ -41,7 +41,7 @@ def failed_once(campaign, store, monkeypatch, fault: str):
     monkeypatch.setenv("SMARTBKG_INJECT_FAULT", fault)
     status = run(campaign, store)
     monkeypatch.delenv("SMARTBKG_INJECT_FAULT")
-    assert not status.complete and store.job_states(campaign.campaign_id)[1] == FAILED
+    assert not status.complete and store.campaigns.job_states(campaign.campaign_id)[1] == FAILED
     (recommendation,) = refresh_recommendations(store)
     assert recommendation.job_index == 1
     return recommendation
@@ -72,8 +72,8 @@ def test_overridden_split_regenerates_exactly_the_parent_events(campaign, store,
     assert recommendation.failure_code == "signal:9"
     override(store, recommendation.id, "split_job", operator="shifter")
     apply_decisions(store)
-    assert sorted(store.split_jobs(campaign.campaign_id)) == [3, 4]
-    assert store.job_states(campaign.campaign_id)[1] == CANCELLED
+    assert sorted(store.campaigns.split_jobs(campaign.campaign_id)) == [3, 4]
+    assert store.campaigns.job_states(campaign.campaign_id)[1] == CANCELLED
     rerun_and_check_every_event_once(campaign, store)
 
 
@@ -86,5 +86,9 @@ def test_accepted_memory_raise_reaches_the_next_attempt(campaign, store, monkeyp
     accept(store, recommendation.id, operator="shifter")
     apply_decisions(store)
     rerun_and_check_every_event_once(campaign, store)
-    retried = [r for r in store.reports(campaign.campaign_id) if r.job_index == 1 and r.succeeded]
+    retried = [
+        r
+        for r in store.reports.of_campaign(campaign.campaign_id)
+        if r.job_index == 1 and r.succeeded
+    ]
     assert retried[0].memory_requested_mb == 3000

@@ -194,10 +194,10 @@ def test_rates_come_from_the_stores_campaign_when_it_holds_it(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
     campaign = Campaign(name="ctx", process="bbbar_mixed", events=2000, events_per_job=200)
     jobs = plan_jobs(campaign)
-    store.register_campaign(campaign, jobs, output_dir=tmp_path / "out")
+    store.campaigns.register(campaign, jobs, output_dir=tmp_path / "out")
     for job in jobs[1:]:
-        number = store.start_attempt(job, "local", site="T2_A", memory_mb=2000, walltime_s=3600)
-        store.finish_attempt(campaign.campaign_id, job.index, number, 0, "success", final=True)
+        number = store.attempts.start(job, "local", site="T2_A", memory_mb=2000, walltime_s=3600)
+        store.attempts.finish(campaign.campaign_id, job.index, number, 0, "success", final=True)
     rows = [{"campaign_id": campaign.campaign_id, "job_index": 0, "site": "T2_A",
              "native_code": "pilot:1137"}]  # fmt: skip
     result = recommend_from_file(store, write_lines(tmp_path / "one.jsonl", rows))

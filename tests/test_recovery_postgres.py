@@ -26,16 +26,16 @@ def test_review_loop_and_model_storage_on_postgres(postgres_url, tmp_path):
     store = Store(postgres_url)
     assert store.engine.dialect.name == "postgresql"
     campaign = Campaign(name="pg", process="bbbar_mixed", events=1000, events_per_job=250)
-    store.register_campaign(campaign, plan_jobs(campaign), output_dir=tmp_path)
+    store.campaigns.register(campaign, plan_jobs(campaign), output_dir=tmp_path)
     fail(store, campaign, 0, 60)
     fail(store, campaign, 1, 50, peak_rss_mb=2050, progress=0.8)
     recs = by_job(refresh_recommendations(store))
     accept(store, recs[0].id, operator="alice")
     override(store, recs[1].id, "split_job", operator="bob")
     assert all(result.applied for result in apply_decisions(store))
-    assert sorted(store.split_jobs(campaign.campaign_id)) == [4, 5]
-    assert store.job_states(campaign.campaign_id)[1] == CANCELLED
-    assert store.job_overrides(campaign.campaign_id) == {}
+    assert sorted(store.campaigns.split_jobs(campaign.campaign_id)) == [4, 5]
+    assert store.campaigns.job_states(campaign.campaign_id)[1] == CANCELLED
+    assert store.campaigns.job_overrides(campaign.campaign_id) == {}
     result = train(store, min_labels=2)
     policy = current_policy(store)
     assert policy.name == result.model and policy.model.n_labels == 2

@@ -45,9 +45,9 @@ def fail(
 ):
     """One failed, final attempt of job ``index`` as the driver would record it."""
     job = plan_jobs(campaign)[index]
-    attempt = store.start_attempt(job, "local", site=site, memory_mb=2000, walltime_s=3600)
+    attempt = store.attempts.start(job, "local", site=site, memory_mb=2000, walltime_s=3600)
     if native_code is not None:  # an engine-level failure: no report
-        store.finish_attempt(
+        store.attempts.finish(
             campaign.campaign_id,
             index,
             attempt,
@@ -65,12 +65,12 @@ def fail(
         walltime_requested_s=3600, exit_code=exit_code, error_class="injected",
         log_tail=["stage-out failed: No space left on device"] if exit_code == 60 else [],
     )  # fmt: skip
-    store.record_report(report, final=True)
+    store.reports.record(report, final=True)
 
 
 @pytest.fixture
 def failed_campaign(store, campaign):
-    store.register_campaign(campaign, plan_jobs(campaign), output_dir=campaign.outputs.directory)
+    store.campaigns.register(campaign, plan_jobs(campaign), output_dir=campaign.outputs.directory)
     fail(store, campaign, 0, 60)  # stage-out: resubmit
     fail(store, campaign, 1, 50, peak_rss_mb=2050, progress=0.8)  # OOM late: more memory
     fail(store, campaign, 2, 1, native_code="HoldReasonCode=46")  # walltime hold, no report
@@ -133,8 +133,13 @@ def test_apply_resets_jobs_with_their_overrides(store, failed_campaign):
     results = apply_decisions(store)
     assert all(result.applied for result in results)
     campaign_id = failed_campaign.campaign_id
-    assert store.job_states(campaign_id) == {0: PENDING, 1: PENDING, 2: PENDING, 3: PENDING}
-    overrides = store.job_overrides(campaign_id)
+    assert store.campaigns.job_states(campaign_id) == {
+        0: PENDING,
+        1: PENDING,
+        2: PENDING,
+        3: PENDING,
+    }
+    overrides = store.campaigns.job_overrides(campaign_id)
     assert overrides[1].memory_mb == 3000 and overrides[2].walltime_s == 7200
     assert 0 not in overrides
     assert apply_decisions(store) == []  # applied once
@@ -147,23 +152,23 @@ def test_split_covers_exactly_the_parent_events_from_its_stream(store, failed_ca
     override(store, recs[1].id, "split_job", operator="bob")
     (result,) = apply_decisions(store)
     assert result.applied
-    parts = store.split_jobs(campaign_id)
+    parts = store.campaigns.split_jobs(campaign_id)
     assert sorted(parts) == [4, 5]  # 1.28x projected need: 2 parts
     parent = plan_jobs(failed_campaign)[1]
     covered = sorted(e for p in parts.values() for e in range(p.first_event, p.last_event))
     assert covered == list(range(parent.first_event, parent.last_event))
     assert {p.stream_start for p in parts.values()} == {parent.first_event}
     assert {p.seed for p in parts.values()} == {parent.seed}
-    states = store.job_states(campaign_id)
+    states = store.campaigns.job_states(campaign_id)
     assert states[1] == CANCELLED and all(states[i] == PENDING for i in parts)
-    status = store.status(campaign_id)
+    status = store.campaigns.status(campaign_id)
     assert status.jobs_total == 5  # 4 planned - 1 split parent + 2 parts
 
 
 def test_kill_is_never_auto_accepted_and_cancels_only_what_is_not_done(store, failed_campaign):
     campaign_id = failed_campaign.campaign_id
     job = plan_jobs(failed_campaign)[3]
-    store.record_report(  # job 3 succeeded: a kill leaves it alone
+    store.reports.record(  # job 3 succeeded: a kill leaves it alone
         JobReport.for_job(
             job, "recov", 1, started_at=0,
             finished_at=1, wall_seconds=1, cpu_seconds=1, events_generated=job.n_events,
@@ -177,11 +182,11 @@ def test_kill_is_never_auto_accepted_and_cancels_only_what_is_not_done(store, fa
     assert kill_id not in {r.id for r in accepted} and len(accepted) == 3
     assert [r.id for r in list_recommendations(store, status="open")] == [kill_id]
     apply_decisions(store)
-    assert store.job_states(campaign_id)[0] == PENDING
+    assert store.campaigns.job_states(campaign_id)[0] == PENDING
     accept(store, kill_id, operator="carol")
     (result,) = apply_decisions(store)
     assert result.action is Action.KILL and result.applied
-    states = store.job_states(campaign_id)
+    states = store.campaigns.job_states(campaign_id)
     assert states[3] == DONE and {states[i] for i in (0, 1, 2)} == {CANCELLED}
 
 
@@ -220,14 +225,14 @@ def test_decisions_train_a_model_that_then_recommends(store, failed_campaign):
 
 def test_failed_state_is_required_for_a_recommendation(store, failed_campaign):
     refresh_recommendations(store)
-    assert FAILED in store.job_states(failed_campaign.campaign_id).values()
+    assert FAILED in store.campaigns.job_states(failed_campaign.campaign_id).values()
     assert all(r.job_index != 3 for r in list_recommendations(store))
 
 
 def test_open_recommendation_is_superseded_once_its_job_moves_on(store, failed_campaign):
     recs = by_job(refresh_recommendations(store))
     job = plan_jobs(failed_campaign)[0]
-    store.record_report(  # the operator reran job 0 by hand and it succeeded
+    store.reports.record(  # the operator reran job 0 by hand and it succeeded
         JobReport.for_job(
             job, "recov", 2, started_at=0,
             finished_at=1, wall_seconds=1, cpu_seconds=1, events_generated=job.n_events,

@@ -29,7 +29,7 @@ from smartbkg_prod.monitor.operators import (
 from smartbkg_prod.monitor.web import start_server
 from smartbkg_prod.recovery.records import get_recommendation, live_jobs
 from smartbkg_prod.recovery.review import refresh_recommendations
-from smartbkg_prod.store import RecommendationRow
+from smartbkg_prod.store.tables import RecommendationRow
 
 TOKENS = {"alice": "alice-0f3c9e7d1b2a", "bob": "bob-77aa19c0de42"}
 
@@ -218,7 +218,7 @@ def test_apply_carries_out_the_campaigns_decisions_only(store, client, recommend
     assert status == 303 and headers["Location"] == f"/campaign/{campaign_id}"
     jobs = live_jobs(store, campaign_id)
     assert {0, 1} <= set(jobs["pending"]) and jobs["failed"] == [2]
-    assert store.job_overrides(campaign_id)[1].memory_mb == 3000
+    assert store.campaigns.job_overrides(campaign_id)[1].memory_mb == 3000
     assert get_recommendation(store, recommendations[0].id).status == "applied"
     assert is_open(store, recommendations[2])
 

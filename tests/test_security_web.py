@@ -50,7 +50,7 @@ def test_cli_serve_defaults_to_localhost():
 def leaky_campaign(store, tmp_path) -> Campaign:
     """A failed attempt whose report (from an older or foreign worker) quotes credentials."""
     campaign = Campaign(name="leaky", process="bbbar_mixed", events=20, events_per_job=10)
-    store.register_campaign(campaign, plan_jobs(campaign), tmp_path)
+    store.campaigns.register(campaign, plan_jobs(campaign), tmp_path)
     job = plan_jobs(campaign)[0]
     report = JobReport.for_job(
         job,
@@ -142,7 +142,7 @@ def test_an_accepted_recommendation_is_recorded_under_the_authenticated_operator
     monkeypatch.setenv("SMARTBKG_OPERATORS_FILE", str(operators_file))
     # Job 0's only attempt becomes its last: a recommendation is made for it.
     with store.session() as session:
-        from smartbkg_prod.store import JobRow
+        from smartbkg_prod.store.tables import JobRow
 
         row = (
             session.query(JobRow)

@@ -114,11 +114,13 @@ def test_failing_external_stage_is_retried_and_nothing_is_lost_or_double_counted
     )
     status = run(campaign, store)
     assert status.complete and status.failed_attempts == 2
-    assert store.job_attempts(campaign.campaign_id) == {0: 2, 1: 2}
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 2, 1: 2}
     assert status.events_generated == status.events_simulated == 400
     events = np.concatenate([contents.event_number for contents in outputs(campaign)])
     assert np.array_equal(np.sort(events), np.arange(400))
-    failed = [report for report in store.reports(campaign.campaign_id) if report.exit_code]
+    failed = [
+        report for report in store.reports.of_campaign(campaign.campaign_id) if report.exit_code
+    ]
     assert {(r.exit_code, r.error_class) for r in failed} == {(40, "simulation")}
     for report in failed:
         assert "stage simulation: command exited with code 3" in report.error_message
@@ -141,9 +143,9 @@ def test_stage_writing_too_few_events_fails_the_job_with_no_output(tmp_path, sto
     )
     status = run(campaign, store)
     assert not status.complete
-    assert store.job_states(campaign.campaign_id) == {0: FAILED, 1: FAILED}
+    assert store.campaigns.job_states(campaign.campaign_id) == {0: FAILED, 1: FAILED}
     assert status.events_generated == 0
-    [report, _] = store.reports(campaign.campaign_id)
+    [report, _] = store.reports.of_campaign(campaign.campaign_id)
     assert report.exit_code == ExitCode.OUTPUT_VALIDATION
     assert "stage simulation:" in report.error_message and "199 events, expected 200" in (
         report.error_message

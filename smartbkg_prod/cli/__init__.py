@@ -399,10 +399,10 @@ def status(
         watch(db_url, campaign, interval=watch_interval)
         return
     store = Store(db_url, create=False)
-    ids = store.find_campaigns(campaign) if campaign else store.campaign_ids()
+    ids = store.campaigns.find(campaign) if campaign else store.campaigns.ids()
     if campaign and not ids:
         raise StoreError(f"no campaign named or with id {campaign!r} in {redact_url(store.url)}")
-    statuses = [store.status(campaign_id) for campaign_id in ids]
+    statuses = [store.campaigns.status(campaign_id) for campaign_id in ids]
     if as_json:
         for campaign_status in statuses:
             if campaign_status.filter_tuning:

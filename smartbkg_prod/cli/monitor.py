@@ -122,7 +122,7 @@ def watch(
     count = 0
     try:
         while not stop.is_set() and (iterations is None or count < iterations):
-            ids = store.find_campaigns(campaign) if campaign else store.campaign_ids()
+            ids = store.campaigns.find(campaign) if campaign else store.campaigns.ids()
             if campaign and not ids:
                 raise StoreError(f"no campaign named or with id {campaign!r} in {store.url}")
             figures = [campaign_figures(store, campaign_id) for campaign_id in ids]

@@ -88,7 +88,7 @@ def register_campaigns_from_job_files(
     """Register campaigns unknown to ``store`` from the job files a submitter left in
     ``directory`` (``<output_dir>/jobs/*.json`` carry the full campaign spec)."""
     registered: list[str] = []
-    missing = {cid for cid in campaign_ids if store.campaign(cid) is None}
+    missing = {cid for cid in campaign_ids if store.campaigns.get(cid) is None}
     if not missing:
         return registered
     for path in sorted(Path(directory).rglob("jobs/*.json")):
@@ -102,7 +102,7 @@ def register_campaigns_from_job_files(
         # A job file written by another version of the spec schema may hash to another
         # id; registering it would create a campaign no report points to.
         if campaign_id in missing and job_input.campaign.campaign_id == campaign_id:
-            store.register_campaign(
+            store.campaigns.register(
                 job_input.campaign, plan_jobs(job_input.campaign), Path(job_input.output_dir)
             )
             missing.discard(campaign_id)

@@ -300,7 +300,7 @@ def set_filter_expectation(
         retention_unfiltered=retention_unfiltered,
         source=source,
     )
-    store.update_provenance(
+    store.campaigns.update_provenance(
         campaign_id,
         {"filter_expectation": {**expectation.model_dump(exclude={"source"}), "source": source}},
     )

@@ -2,8 +2,9 @@
 
 Everything is computed with aggregate SQL over the store (a campaign with 10k reports costs
 a few queries, not 10k objects). Event counts come from each job's first successful
-attempt, exactly as :meth:`Store.status <smartbkg_prod.store.Store.status>` counts them;
-resources (CPU, wall time, failures) from every attempt.
+attempt, exactly as ``store.campaigns.status``
+(:meth:`~smartbkg_prod.store.campaigns.Campaigns.status`) counts them; resources (CPU,
+wall time, failures) from every attempt.
 
 Definitions:
 
@@ -310,7 +311,7 @@ def campaign_figures(
     unchanged (see :class:`_FiguresCache`); time-dependent figures are always recomputed.
     """
     now = time.time() if now is None else now
-    if store.campaign(campaign_id) is None:
+    if store.campaigns.get(campaign_id) is None:
         raise StoreError(f"no campaign {campaign_id!r} in {store.url}")
     data = (
         _cache_for(store).data(store, campaign_id, recent)
@@ -680,5 +681,5 @@ def all_campaign_figures(
     """Figures of every campaign in the store, oldest first."""
     return [
         campaign_figures(store, campaign_id, now=now, **options)
-        for campaign_id in store.campaign_ids()
+        for campaign_id in store.campaigns.ids()
     ]

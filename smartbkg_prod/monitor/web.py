@@ -97,8 +97,8 @@ def create_app(store: Store, operators: Operators | None = None) -> Starlette:
 
     def figures_of(request: Request) -> CampaignFigures:
         campaign_id = request.path_params["campaign_id"]
-        if store.campaign(campaign_id) is None:
-            matches = store.find_campaigns(campaign_id)
+        if store.campaigns.get(campaign_id) is None:
+            matches = store.campaigns.find(campaign_id)
             if not matches:
                 raise StoreError(f"no campaign {campaign_id!r}")
             campaign_id = matches[-1]

@@ -16,7 +16,7 @@ The flow, one module per step::
     apply       carry out decided actions in the store with exact event accounting
     cases       the independent operator corpus that scores rules and classifier
 
-A driver reads :meth:`Store.job_overrides <smartbkg_prod.store.Store.job_overrides>` and
-:meth:`Store.split_jobs <smartbkg_prod.store.Store.split_jobs>` to run what
-``recover apply`` changed; ``smartbkg-prod recover ...`` is the command line.
+A driver reads ``store.campaigns.job_overrides`` and ``store.campaigns.split_jobs``
+(:class:`~smartbkg_prod.store.campaigns.Campaigns`) to run what ``recover apply`` changed;
+``smartbkg-prod recover ...`` is the command line.
 """

@@ -2,8 +2,7 @@
 
 - resubmit: the job goes back to ``pending``;
 - more memory / more walltime / exclude site: the change is merged into the job's
-  overrides (:meth:`~smartbkg_prod.store.Store.job_overrides`, read by the driver for
-  the next attempts) and the job goes back to ``pending``;
+  overrides (``store.campaigns.job_overrides``, read by the driver for the next attempts) and the job goes back to ``pending``;
 - split: the job's range is cut into contiguous parts that share its random stream
   (:func:`~smartbkg_prod.backends.base.split_job`), inserted as new jobs of the campaign;
   the parent becomes ``cancelled`` so its events are never counted twice;
@@ -78,7 +77,7 @@ def _apply(store: Store, recommendation: StoredRecommendation) -> tuple[bool, st
         return False, f"job {index} is already {state}"
     if decision.action is Action.SPLIT_JOB:
         parts = split_job(job, decision.changes.split_into or 2)
-        inherited = store.job_overrides(campaign_id).get(index)
+        inherited = store.campaigns.job_overrides(campaign_id).get(index)
         indices = add_split(store, job, parts, decision.id)
         if inherited is not None:
             for child in indices:

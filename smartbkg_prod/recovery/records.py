@@ -1,11 +1,11 @@
 """Every store access recovery makes, on recovery's tables (declared in
-:mod:`smartbkg_prod.store`; the queries are in :mod:`smartbkg_prod.store.recovery`):
+:mod:`smartbkg_prod.store.tables`; the queries are in :mod:`smartbkg_prod.store.recovery`):
 
 - ``recommendations``: one per failed attempt reviewed, with the feature row the policy saw;
 - ``decisions``: who accepted or overrode a recommendation, when, with which action — the
   classifier's training labels; ``applied_at`` once the action was carried out;
 - ``job_overrides``: per (campaign, job) resources and excluded sites for the next
-  attempts, read by the driver through :meth:`Store.job_overrides`;
+  attempts, read by the driver through ``store.campaigns.job_overrides``;
 - ``job_splits``: sub-jobs made by a split, with the parent's random stream start;
 - ``recovery_models``: trained classifiers (newest is used), with their label counts.
 

@@ -13,16 +13,15 @@ from sqlalchemy import and_, func, select
 
 from smartbkg_prod.filter.control import add_monitors
 from smartbkg_prod.filter.summary import FilterMonitor
-from smartbkg_prod.store import (
+from smartbkg_prod.store import CampaignStatus, Store
+from smartbkg_prod.store.tables import (
     FAILED,
     RUNNING,
     AttemptRow,
     BackendStateRow,
     CampaignRow,
-    CampaignStatus,
     JobRow,
     ReportRow,
-    Store,
 )
 
 COST_SAMPLE_REPORTS = 1000  # successful attempts whose stage times give t_g, t_NN, t_s
@@ -108,7 +107,7 @@ def load_campaign_rows(
     store: Store, campaign_id: str, recent: int, control_sums: ControlSums | None = None
 ) -> CampaignRows:
     """Every row the figures of one campaign need, read in one transaction."""
-    status = store.status(campaign_id)
+    status = store.campaigns.status(campaign_id)
     with store.session() as session:
         campaign = session.get(CampaignRow, campaign_id)
         spec, provenance, created_at = campaign.spec, campaign.provenance, campaign.created_at

@@ -1,7 +1,7 @@
 """Bulk ingestion: job reports and backend states into the store, idempotently.
 
 :func:`ingest_reports` has the same effect as calling
-:meth:`Store.record_report <smartbkg_prod.store.Store.record_report>` for each report in
+:meth:`Reports.record <smartbkg_prod.store.reports.Reports.record>` for each report in
 order, but in one transaction with set-based reads and ``executemany`` writes, so tens of
 thousands of reports go in per second. A report already stored (same campaign, job,
 attempt) is counted as a duplicate and changes nothing. The monitor's collection
@@ -23,19 +23,18 @@ from sqlalchemy.exc import IntegrityError
 
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.report import JobReport
-from smartbkg_prod.store import (
+from smartbkg_prod.store import Store
+from smartbkg_prod.store.reports import REPORT_FIELDS, report_field_values
+from smartbkg_prod.store.tables import (
     CANCELLED,
     DONE,
     FAILED,
     PENDING,
-    REPORT_FIELDS,
     AttemptRow,
     BackendStateRow,
     CampaignRow,
     JobRow,
     ReportRow,
-    Store,
-    report_field_values,
 )
 
 log = logging.getLogger("smartbkg_prod.store.ingest")
@@ -86,7 +85,7 @@ def ingest_reports(
             log.info("a concurrent writer stored some of these reports; re-reading")
     result = IngestCounts(received=len(reports))
     for report in reports:
-        stored = store.record_report(report, final=bool(final))
+        stored = store.reports.record(report, final=bool(final))
         result.stored += stored
         result.duplicates += not stored
     return result
@@ -199,7 +198,7 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
                         attempt_id,
                     )
                 )
-            # As Store.record_report: a cancelled job stays cancelled on a late report.
+            # As Reports.record: a cancelled job stays cancelled on a late report.
             if job[1] not in (DONE, CANCELLED):
                 if report.succeeded:
                     job[1] = DONE

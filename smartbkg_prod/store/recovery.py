@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from smartbkg_prod.plan import Job, RetryChanges
-from smartbkg_prod.store import (
+from smartbkg_prod.store import Store
+from smartbkg_prod.store.tables import (
     ACCEPTED,
     APPLIED,
     OPEN,
@@ -39,7 +40,6 @@ from smartbkg_prod.store import (
     ModelRow,
     RecommendationRow,
     ReportRow,
-    Store,
 )
 
 

@@ -76,7 +76,9 @@ def coverage(campaign: Campaign, output_dir: Path, store: Store | None = None) -
     present, counts = np.unique(numbers, return_counts=True)
     lost = int(np.setdiff1d(planned, present).size)
     duplicated = int((counts - 1).sum()) + int(np.setdiff1d(present, planned).size)
-    counted = store.status(campaign.campaign_id).events_generated if store else campaign.events
+    counted = (
+        store.campaigns.status(campaign.campaign_id).events_generated if store else campaign.events
+    )
     lost = max(lost, campaign.events - counted)
     duplicated = max(duplicated, counted - campaign.events)
     return Coverage(len(files), int(numbers.size), lost, duplicated, counted)

@@ -28,7 +28,8 @@ from smartbkg_prod.errors import StoreError, SubmitError
 from smartbkg_prod.monitor.collect import collect_directory
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.report import read_report
-from smartbkg_prod.store import DONE, RUNNING, AttemptRow, JobRow, Store
+from smartbkg_prod.store import DONE, RUNNING, Store
+from smartbkg_prod.store.tables import AttemptRow, JobRow
 from smartbkg_prod.submit import submit_campaign
 
 pytestmark = pytest.mark.slow
@@ -264,7 +265,7 @@ def test_output_damaged_after_completion_is_found_at_resume_and_reproduced(
     flip_byte(files[1])
     files[2].unlink()
     resumed = run(campaign, store, verify_outputs="sha256")
-    assert store.job_attempts(campaign.campaign_id) == {0: 2, 1: 2, 2: 2}
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 2, 1: 2, 2: 2}
     check_and_record(
         fault_table,
         "output truncated / corrupted / deleted, found at resume",
@@ -281,7 +282,7 @@ def test_truncated_output_is_found_at_resume_by_the_default_size_check(campaign,
     truncate(output_files(campaign_output_dir(campaign))[1])
     resumed = run(campaign, store)
     assert resumed.complete
-    assert store.job_attempts(campaign.campaign_id) == {0: 1, 1: 2, 2: 1}
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 1, 1: 2, 2: 1}
     assert coverage(campaign, campaign_output_dir(campaign), store).exact
 
 
@@ -291,7 +292,7 @@ def test_report_never_delivered(campaign, store, monkeypatch, fault_table, refer
         "SMARTBKG_INJECT_FAULT", "exit=0@report:job=0:attempt=1;exit=0@report:job=2:attempt=1"
     )
     status = run(campaign, store)
-    assert store.job_attempts(campaign.campaign_id) == {0: 2, 1: 1, 2: 2}
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 2, 1: 1, 2: 2}
     check_and_record(
         fault_table, "report never delivered", 2, campaign, store, status, reference_outputs
     )
@@ -312,13 +313,13 @@ def test_report_delivered_twice(campaign, store, fault_table, reference_outputs)
     status = run(
         campaign, store, backend=MisbehavingBackend(LocalBackend(), repeat_terminal_states)
     )
-    before = store.status(campaign.campaign_id)
+    before = store.campaigns.status(campaign.campaign_id)
     output_dir = campaign_output_dir(campaign)
     reports = [read_report(path) for path in sorted(output_dir.glob("*.report.json"))]
-    assert not any(store.record_report(report) for report in reports)
+    assert not any(store.reports.record(report) for report in reports)
     assert collect_directory(store, output_dir).duplicates == len(reports)
     assert collect_directory(store, output_dir).stored == 0
-    assert store.status(campaign.campaign_id) == before
+    assert store.campaigns.status(campaign.campaign_id) == before
     check_and_record(
         fault_table,
         "report delivered twice (engine + store + collect)",
@@ -349,11 +350,11 @@ def test_report_delivered_late(campaign, store, fault_table, reference_outputs):
         return states
 
     status = run(campaign, store, backend=MisbehavingBackend(LocalBackend(), hold_report))
-    assert store.job_attempts(campaign.campaign_id)[1] == 2
+    assert store.campaigns.job_attempts(campaign.campaign_id)[1] == 2
     held["late"].rename(held["path"])
     result = collect_directory(store, campaign_output_dir(campaign))
     assert result.stored == 1 and not result.rejected
-    after = store.status(campaign.campaign_id)
+    after = store.campaigns.status(campaign.campaign_id)
     assert after.events_generated == campaign.events and after.complete
     check_and_record(
         fault_table, "report delivered late", 1, campaign, store, after, reference_outputs
@@ -418,9 +419,9 @@ def test_store_locked_past_the_busy_timeout_is_a_clear_error_then_resume(
     """A writer holds the lock longer than the busy timeout (shortened to 0.5 s here): the
     driver stops with one clear StoreError instead of a traceback, and a resume after the
     lock is gone completes the campaign; workers started before the error are absorbed."""
-    import smartbkg_prod.store as store_module
+    import smartbkg_prod.store.database as database_module
 
-    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 500)
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_TIMEOUT_MS", 500)
     db_file = tmp_path / "locked.db"
     store = Store(f"sqlite:///{db_file}")
     lockers = []
@@ -449,7 +450,7 @@ def test_store_locked_past_the_busy_timeout_is_a_clear_error_then_resume(
         1,
         campaign,
         store,
-        store.status(campaign.campaign_id),
+        store.campaigns.status(campaign.campaign_id),
         reference_outputs,
     )
     assert status.complete
@@ -486,7 +487,7 @@ def test_submitter_killed_and_restarted(campaign, store, tmp_path, fault_table, 
     def one_done_and_one_just_started() -> bool:
         # A worker started less than a second ago has seconds of work left: it will
         # certainly outlive the submitter.
-        states = store.job_states(campaign.campaign_id) if store.campaign_ids() else {}
+        states = store.campaigns.job_states(campaign.campaign_id) if store.campaigns.ids() else {}
         with store.session() as session:
             started = session.scalars(
                 select(AttemptRow.submitted_at)
@@ -507,7 +508,7 @@ def test_submitter_killed_and_restarted(campaign, store, tmp_path, fault_table, 
     wait_for(lambda: not any(pid_alive(pid) for pid in orphans), 120, "orphaned workers to end")
     collected = collect_directory(store, campaign_output_dir(campaign))
     assert not collected.rejected and not collected.unreadable
-    after = store.status(campaign.campaign_id)
+    after = store.campaigns.status(campaign.campaign_id)
     check_and_record(
         fault_table,
         "submitter SIGKILLed mid-campaign, restarted (workers still running)",
@@ -521,9 +522,9 @@ def test_submitter_killed_and_restarted(campaign, store, tmp_path, fault_table, 
     assert status.complete and after.events_generated == campaign.events
     # Two attempts of a job may both have succeeded: the file matches one of them, so a
     # resume with full checksums finds nothing to produce again.
-    attempts = store.job_attempts(campaign.campaign_id)
+    attempts = store.campaigns.job_attempts(campaign.campaign_id)
     assert run(campaign, store, verify_outputs="sha256").complete
-    assert store.job_attempts(campaign.campaign_id) == attempts
+    assert store.campaigns.job_attempts(campaign.campaign_id) == attempts
 
 
 # -- the backend's poll ------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_faults_on_a_real_slurm_cluster(
     )
     assert status.complete, slurm_cluster.logs()
     assert truncated, "job 2's first output should have been truncated"
-    assert store.job_attempts(campaign.campaign_id) == {0: 2, 1: 2, 2: 2}
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 2, 1: 2, 2: 2}
     assert (cover.lost, cover.duplicated) == (0, 0), cover
     assert_same_content(output_dir, reference_outputs)
 
@@ -87,7 +87,7 @@ def test_submitter_killed_and_restarted_on_slurm(
         queue = subprocess.run(
             ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True
         )
-        return bool(queue.stdout.strip()) and bool(store.campaign_ids())
+        return bool(queue.stdout.strip()) and bool(store.campaigns.ids())
 
     try:
         wait_for(tasks_running, 120, "array tasks running")
@@ -103,7 +103,7 @@ def test_submitter_killed_and_restarted_on_slurm(
         "the killed submitter's tasks to end",
     )
     collect_directory(store, campaign_output_dir(campaign))
-    after = store.status(campaign.campaign_id)
+    after = store.campaigns.status(campaign.campaign_id)
     cover = coverage(campaign, campaign_output_dir(campaign), store)
     fault_table.record(
         "submitter SIGKILLed while array tasks run, restarted",
@@ -111,7 +111,7 @@ def test_submitter_killed_and_restarted_on_slurm(
         bool(after.complete and cover.exact),
         cover,
         backend="slurm",
-        note=f"attempts per job {store.job_attempts(campaign.campaign_id)}",
+        note=f"attempts per job {store.campaigns.job_attempts(campaign.campaign_id)}",
     )
     assert status.complete, slurm_cluster.logs()
     assert (cover.lost, cover.duplicated) == (0, 0), cover

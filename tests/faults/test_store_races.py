@@ -14,7 +14,8 @@ from fault_harness import assert_same_content, coverage, fault_campaign
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.spec import dump_campaign
-from smartbkg_prod.store import LEASE_STALE_S, DriverLeaseRow, Store
+from smartbkg_prod.store import LEASE_STALE_S, Store
+from smartbkg_prod.store.tables import DriverLeaseRow
 
 OPEN_STORE = "import sys; from smartbkg_prod.store import Store; Store(sys.argv[1])"
 
@@ -29,7 +30,7 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
     ]
     errors = [(opener.wait(timeout=120), opener.stderr.read()) for opener in openers]
     assert all(code == 0 for code, _ in errors), errors
-    assert Store(url).campaign_ids() == []
+    assert Store(url).campaigns.ids() == []
 
 
 @pytest.mark.slow
@@ -51,12 +52,12 @@ def test_a_second_submitter_of_a_running_campaign_refuses_to_start(
     fault_table.record(
         "second submitter started on a running campaign (refused)",
         1,
-        bool(store.status(campaign.campaign_id).complete and cover.exact),
+        bool(store.campaigns.status(campaign.campaign_id).complete and cover.exact),
         cover,
     )
     assert cover.exact
     assert_same_content(campaign_output_dir(campaign), reference_outputs)
-    assert store.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
     assert codes == [0, 1]
     assert "being driven" in first.stderr.read() + second.stderr.read()
 
@@ -81,19 +82,19 @@ def test_driver_lease_is_kept_by_a_live_local_process_and_taken_from_dead_or_sil
     try:
         lease(store, "slow", here, sleeper.pid, age_s=1000)  # alive, just slow to renew
         with pytest.raises(StoreError, match="being driven by another submitter"):
-            store.acquire_driver_lease("slow", "me")
+            store.leases.acquire("slow", "me")
     finally:
         sleeper.kill()
         sleeper.wait()
-    store.acquire_driver_lease("slow", "me")  # its process is gone
+    store.leases.acquire("slow", "me")  # its process is gone
     lease(store, "remote-live", "elsewhere", 1, age_s=5)
     with pytest.raises(StoreError, match="pid 1 on elsewhere"):
-        store.acquire_driver_lease("remote-live", "me")
+        store.leases.acquire("remote-live", "me")
     lease(store, "remote-silent", "elsewhere", 1, age_s=LEASE_STALE_S + 1)
-    store.acquire_driver_lease("remote-silent", "me")
-    store.renew_driver_lease("remote-silent", "me")
+    store.leases.acquire("remote-silent", "me")
+    store.leases.renew("remote-silent", "me")
     with pytest.raises(StoreError, match="taken over"):
-        store.renew_driver_lease("remote-silent", "someone-else")
+        store.leases.renew("remote-silent", "someone-else")
 
 
 REGISTER = """
@@ -105,7 +106,7 @@ from smartbkg_prod.store import Store
 store = Store(sys.argv[1])
 campaign = Campaign(name="race", process="bbbar_mixed", events=20000, events_per_job=10)
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
-print(store.register_campaign(campaign, iter_jobs(campaign), Path("/tmp/race")))
+print(store.campaigns.register(campaign, iter_jobs(campaign), Path("/tmp/race")))
 """
 
 
@@ -128,5 +129,5 @@ def test_submitters_registering_one_campaign_at_once_do_not_fail(tmp_path):
     assert all(registrar.returncode == 0 for registrar in registrars), results
     assert sorted(out.strip() for out, _ in results) == ["False", "False", "True"]
     store = Store(url)
-    [campaign_id] = store.campaign_ids()
-    assert len(store.job_states(campaign_id)) == 2000
+    [campaign_id] = store.campaigns.ids()
+    assert len(store.campaigns.job_states(campaign_id)) == 2000
