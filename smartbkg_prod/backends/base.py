@@ -15,7 +15,6 @@ only *inside* one attempt: HTCondor's ``periodic_release`` of transient holds, P
 
 from __future__ import annotations
 
-import shlex
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -244,7 +243,3 @@ def worker_command(
     """
     command = [python or sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", job_file]
     return command if index is None else [*command, "--index", str(index)]
-
-
-def worker_shell_command(job_file: str, python: str = "python3") -> str:
-    return shlex.join(worker_command(job_file, python))

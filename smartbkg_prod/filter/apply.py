@@ -41,10 +41,6 @@ class FilterDecision:
     def n_kept(self) -> int:
         return int(self.keep.sum())
 
-    @property
-    def sum_of_weights(self) -> float:
-        return float(self.weights.sum())
-
 
 def run_filter(
     particles: ParticleBatch,

@@ -33,10 +33,6 @@ class IngestResult(IngestCounts):
     registered_campaigns: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
-    @property
-    def reports_per_second(self) -> float:
-        return self.received / self.seconds if self.seconds > 0 else 0.0
-
 
 def ingest_reports(
     store: Store, reports: Iterable[JobReport], final: bool | None = None

@@ -373,11 +373,6 @@ def _decode(text: str, source: str) -> dict:
     return data
 
 
-def parse_failure_line(text: str, source: str, warnings: list[str] | None = None) -> FailureRecord:
-    """One JSON-lines entry: a JobReport (possibly partial) with an optional ``native_code``."""
-    return record_from_line(_decode(text, source), source, [] if warnings is None else warnings)
-
-
 def read_failure_lines(lines: Iterable[str], name: str) -> FailureExport:
     """Read export lines; an unreadable line is skipped with a warning naming its number.
 
