@@ -15,8 +15,8 @@ from smartbkg_prod.filter.control import (
     filter_check,
     job_monitor,
     monitor_edges,
-    unweighted_weighted_chi2,
 )
+from smartbkg_prod.filter.metrics import unweighted_weighted_chi2
 from smartbkg_prod.filter.speedup import reference_costs
 from smartbkg_prod.monitor.collect import ingest_reports
 from smartbkg_prod.monitor.figures import campaign_figures

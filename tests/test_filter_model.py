@@ -69,6 +69,13 @@ def test_evaluate_command_reports_auc_speedup_and_bias(tmp_path):
     assert report["auc"] > 0.7
     assert report["reference"]["max_speedup"] > report["reference"]["sample_speedup"] > 1.0
     assert {test["variable"] for test in report["bias_sample"]} >= {"mbc", "delta_e", "best_mode"}
+    # Against an independent sample as large as the evaluated one, p-values from toys; a
+    # 3000-event run does not judge bias: the verdict names the check that did not run.
+    assert report["reference_events"] == report["n_events"]
+    assert all(test["toys"] == report["bias_toys"] > 0 for test in report["bias_sample"])
+    verdict = report["bias_verdict"]
+    assert verdict["unbiased"] is None
+    assert {c["name"]: c["status"] for c in verdict["checks"]}["sample_size"] == "not run"
     assert (tmp_path / "filter_roc_scores.png").stat().st_size > 0
 
 

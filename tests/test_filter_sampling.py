@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smartbkg_prod.filter.metrics import bias_test, histogram_edges
+from smartbkg_prod.filter.metrics import bias_tests, histogram_edges
 from smartbkg_prod.filter.sampling import SamplingCalibration, decide, fit_calibration
 from smartbkg_prod.filter.speedup import (
     StageCosts,
@@ -70,18 +70,26 @@ def test_keeping_everything_gives_no_speedup_but_costs_the_filter():
     assert cut_speedup(0.05, 1.0, 1.0, costs) == pytest.approx(97.08 / 97.18)
 
 
-def test_unweighted_full_sample_has_no_bias():
-    values = np.random.default_rng(0).normal(size=5000)
-    result = bias_test("x", values, np.ones(5000, bool), np.ones(5000))
+def test_a_sample_tested_against_itself_has_no_bias():
+    values = {"x": np.random.default_rng(0).normal(size=5000)}
+    (result,) = bias_tests(values, np.ones(5000), np.ones(5000), values, {"x": "continuous"})
     assert result.kl_divergence == pytest.approx(0.0, abs=1e-12)
     assert result.p_value == 1.0
 
 
 def test_dropping_a_region_is_detected_as_bias():
-    values = np.random.default_rng(0).normal(size=20000)
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=20000)
     keep = values < 1.0
-    result = bias_test("x", values, keep, np.where(keep, 1.0, 0.0))
+    (result,) = bias_tests(
+        {"x": values},
+        np.where(keep, 1.0, 0.0),
+        keep.astype(float),
+        {"x": rng.normal(size=20000)},
+        {"x": "continuous"},
+    )
     assert result.kl_divergence > 0.05
+    assert result.p_value < 1e-10
 
 
 def test_distance_correlation_separates_dependent_from_independent_variables():

@@ -1,4 +1,4 @@
-"""Soft labels (the skim pass fraction over re-simulations) and the bias verdict."""
+"""Soft labels (the skim pass fraction over re-simulations)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from smartbkg_prod.filter.data import LabelledEvents, add_pass_fraction, simulate_labelled
-from smartbkg_prod.filter.evaluate import PULL_SEEDS, SamplingSeedScan, bias_verdict
 from smartbkg_prod.filter.oracle import resimulate_passes
 from smartbkg_prod.filter.sampling import fit_calibration
 from smartbkg_prod.filter.speedup import reference_costs, sampling_speedup
@@ -80,27 +79,6 @@ def test_soft_labels_train_a_model_that_records_them(soft_events):
         soft_events, TrainOptions(hidden=8, max_epochs=1, threads=1, soft_labels=False)
     )
     assert hard.metrics["labels"] == "skim decision"
-
-
-def _scan(mean_pull: float, seeds: int = PULL_SEEDS) -> SamplingSeedScan:
-    return SamplingSeedScan(
-        seeds=seeds,
-        mean_pull=mean_pull,
-        mean_pull_error=0.07,
-        pull_std=1.0,
-        max_kl_median=1e-3,
-        max_kl_fraction_below_limit=0.5,
-    )
-
-
-def test_bias_verdict_needs_every_p_value_and_the_seed_pull():
-    assert bias_verdict(0.2, _scan(0.05)).unbiased
-    assert not bias_verdict(0.0005, _scan(0.05)).unbiased
-    failing_pull = bias_verdict(0.2, _scan(-0.3))
-    assert failing_pull.pull_pass is False and not failing_pull.unbiased
-    # Without (enough) seeds the pull is not judged, and says so.
-    assert bias_verdict(0.2, None).pull_pass is None
-    assert bias_verdict(0.2, _scan(0.5, seeds=20)).pull_pass is None
 
 
 @pytest.mark.slow

@@ -40,7 +40,12 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from smartbkg_prod.filter.metrics import histogram
+from smartbkg_prod.filter.metrics import (
+    chi2_p_value,
+    histogram,
+    kl_and_noise,
+    unweighted_weighted_chi2,
+)
 from smartbkg_prod.filter.speedup import (
     StageCosts,
     cut_speedup_from_keep,
@@ -258,52 +263,13 @@ def _control_speedup(
     return None
 
 
-def unweighted_weighted_chi2(
-    counts: np.ndarray, weights: np.ndarray, squares: np.ndarray
-) -> tuple[float, int]:
-    """Shape χ² of an unweighted histogram against a weighted one (Gagunashvili, NIM A 614
-    (2010) 287, the "UW" test of ROOT's ``TH1::Chi2Test``): the common bin probabilities
-    are fitted, so normalisations are free; ndf = used bins − 1. A bin the weighted sample
-    left empty gets the variance of one average weight, Σw²/Σw."""
-    n = np.asarray(counts, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    s2 = np.asarray(squares, dtype=np.float64)
-    used = (n > 0) | (w > 0)
-    n, w, s2 = n[used], w[used], s2[used]
-    total_n, total_w = n.sum(), w.sum()
-    if total_n <= 0 or total_w <= 0 or len(n) < 2:
-        return 0.0, 0
-    s2 = np.where(s2 > 0, s2, np.sum(s2) / total_w)
-    a = total_w * w - total_n * s2
-    probability = (a + np.sqrt(a * a + 4.0 * total_w**2 * s2 * n)) / (2.0 * total_w**2)
-    expected_n = total_n * probability
-    # A bin the control sample left empty can get p = 0: its first term tends to 0.
-    first = np.divide((n - expected_n) ** 2, expected_n, out=np.zeros_like(n), where=expected_n > 0)
-    chi2 = np.sum(first) + np.sum((w - total_w * probability) ** 2 / s2)
-    return float(chi2), len(n) - 1
-
-
 def compare_histogram(name: str, histogram: BiasHistogram, fraction: float) -> VariableBias:
     """Shape χ² (:func:`unweighted_weighted_chi2`) and KL of one variable."""
-    # Imported here: the monitor tests the summed histograms; the worker only fills them.
-    from scipy import stats
-
     control = np.asarray(histogram.control, dtype=np.float64)
     weighted = np.asarray(histogram.weighted, dtype=np.float64)
     squares = np.asarray(histogram.weighted_squares, dtype=np.float64)
     chi2, ndf = unweighted_weighted_chi2(control, weighted, squares)
-    total_c, total_w = control.sum(), weighted.sum()
-    populated = control > 0
-    kl = noise = None
-    # KL(P‖Q) is infinite where the weighted sample left a control bin empty: undefined.
-    if total_c > 0 and total_w > 0 and (weighted[populated] > 0).all():
-        p_hist = control[populated] / total_c
-        q_hist = weighted[populated] / total_w
-        kl = float(np.sum(p_hist * np.log(p_hist / q_hist)))
-        # E[KL] ≈ Σ_b (Var p̂_b + Var q̂_b) / (2 p_b) for two unbiased samples of this size.
-        noise = float(
-            np.sum(1.0 / (2.0 * total_c) + squares[populated] / (2.0 * total_w**2 * p_hist))
-        )
+    kl, noise = kl_and_noise(control, weighted, squares)
     return VariableBias(
         variable=name,
         edges=histogram.edges,
@@ -312,9 +278,9 @@ def compare_histogram(name: str, histogram: BiasHistogram, fraction: float) -> V
         control_events=int(control.sum()),
         kl_divergence=kl,
         kl_sampling_noise=noise,
-        chi2=chi2,
-        ndf=ndf,
-        p_value=float(stats.chi2.sf(chi2, ndf)) if ndf else 1.0,
+        chi2=float(chi2),
+        ndf=int(ndf),
+        p_value=float(chi2_p_value(chi2, ndf)),
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,6 +267,23 @@ def simulate_labelled(
             "skim": skimmed - simulated,
         },
     )
+
+
+def simulate_chunks(
+    process: str,
+    n_events: int,
+    seed: int,
+    simulation: SimulationConfig,
+    skim: SkimConfig,
+    chunk_events: int = 100_000,
+) -> Iterator[LabelledEvents]:
+    """``n_events`` events made ``chunk_events`` at a time (a generator: memory stays at one
+    chunk), each chunk from its own generator seed derived from (``seed``, chunk number),
+    so no two chunks repeat events."""
+    for number, first in enumerate(range(0, n_events, chunk_events)):
+        chunk_seed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0] >> 1)
+        size = min(chunk_events, n_events - first)
+        yield simulate_labelled(process, size, chunk_seed, simulation, skim, first_event=first)
 
 
 # Re-simulation seeds of a job: far from the job's own detector seed (the label's).
