@@ -7,10 +7,10 @@ A worker image is built from a small context that :func:`assemble_build_context`
     entrypoint.sh   containers/entrypoint.sh
     wheels/         the package and its dependencies as wheels, and constraints.txt
 
-The wheels are made on the host (``pip wheel``, torch as its CPU build from pip's
-find-links), so building the CPU image downloads nothing: it runs with ``--network none``
-on any base that has Python 3.11 (``scripts/bootstrap-base-image.sh`` makes one offline).
-The GPU image takes CUDA-enabled torch from PyPI while building (see its Dockerfile).
+The wheels are made on the host (``pip wheel`` of the core install: no torch), so building
+the CPU image downloads nothing: it runs with ``--network none`` on any base that has
+Python 3.11 (``scripts/bootstrap-base-image.sh`` makes one offline). The GPU image takes
+onnxruntime-gpu and its CUDA wheels from PyPI while building (see its Dockerfile).
 
 Tags say what is inside: package version, flavour and git commit of the source.
 
@@ -50,14 +50,16 @@ FLAVOURS: tuple[str, ...] = ("cpu", "gpu")
 IMAGE_REPOSITORY = "smartbkg-prod-worker"
 DEFAULT_BASE_IMAGES: dict[str, str] = {
     "cpu": "python:3.11-slim-bookworm",
-    # torch's CUDA wheels carry the CUDA runtime: a plain Python base plus the host driver.
+    # onnxruntime-gpu's nvidia-* wheels carry the CUDA runtime: a plain Python base plus the
+    # host driver.
     "gpu": "python:3.11-slim-bookworm",
 }
 # Sources that go into the image: a change there makes the tag "-dirty".
 IMAGE_SOURCES = ("smartbkg_prod", "pyproject.toml", "containers")
 CONTEXT_FILES = ("entrypoint.sh", ".dockerignore", "warm-worker.py")
-# Wheels the GPU image takes from its index instead of the host's wheelhouse.
-GPU_INDEX_PACKAGES = ("torch",)
+# Wheels the GPU image does not take from the host's wheelhouse: onnxruntime-gpu from its
+# index replaces the CPU onnxruntime.
+GPU_INDEX_PACKAGES = ("onnxruntime",)
 _TAG_ALLOWED = re.compile(r"[^A-Za-z0-9_.-]")
 _TAG_MAX = 128
 
@@ -190,8 +192,8 @@ def _normalize(name: str) -> str:
 def wheel_name_version(filename: str) -> tuple[str, str]:
     """Distribution name and version of a wheel file name (PEP 427).
 
-    >>> wheel_name_version("torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
-    ('torch', '2.13.0+cpu')
+    >>> wheel_name_version("onnxruntime-1.32.0-cp311-cp311-manylinux_2_27_x86_64.whl")
+    ('onnxruntime', '1.32.0')
     """
     parts = Path(filename).name.removesuffix(".whl").split("-")
     if len(parts) < 5:
@@ -259,18 +261,14 @@ def select_wheels(wheels: Iterable[Path], flavour: Flavour) -> list[Path]:
     return [path for path, _ in newest.values()]
 
 
-def wheel_constraints(wheels: Iterable[Path], flavour: Flavour, all_wheels: Iterable[Path]) -> str:
-    """constraints.txt for the image: every shipped wheel pinned; for the GPU image the
-    index packages pinned to the host's version without its local label (``+cpu``)."""
+def wheel_constraints(wheels: Iterable[Path]) -> str:
+    """constraints.txt for the image: every shipped wheel pinned (the GPU image pins its
+    index package, onnxruntime-gpu, in its Dockerfile: its releases differ from the CPU
+    build's)."""
     lines = []
     for path in wheels:
         name, version = wheel_name_version(path.name)
         lines.append(f"{name}=={version}")
-    if flavour == "gpu":
-        for path in all_wheels:
-            name, version = wheel_name_version(path.name)
-            if _normalize(name) in GPU_INDEX_PACKAGES:
-                lines.append(f"{name}=={version.split('+')[0]}")
     return "\n".join(sorted(set(lines), key=str.lower)) + "\n"
 
 
@@ -306,7 +304,7 @@ def assemble_build_context(
     wheel_target.mkdir()
     for path in chosen:
         _link_or_copy(path, wheel_target / path.name)
-    (wheel_target / "constraints.txt").write_text(wheel_constraints(chosen, flavour, all_wheels))
+    (wheel_target / "constraints.txt").write_text(wheel_constraints(chosen))
     return BuildContext(
         path=context_dir, flavour=flavour, wheels=tuple(sorted(p.name for p in chosen))
     )

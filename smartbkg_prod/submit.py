@@ -285,9 +285,9 @@ class CampaignRunner:
 
         if any(not is_tuned_job(index, self.pilot_jobs) for index in [*todo, *self.inflight]):
             return
-        from smartbkg_prod.filter.artifact import load_model
+        from smartbkg_prod.filter.artifact import load_card
 
-        model_scale = load_model(self.campaign.filter.model).calibration.scale
+        model_scale = load_card(self.campaign.filter.model).calibration.scale
         self.tuning = tune_campaign(self.store, self.campaign, model_scale)
 
     def _job_tuning(self, index: int):

@@ -136,7 +136,7 @@ def children_usage() -> tuple[float, float]:
 
 def _versions() -> dict[str, str]:
     versions = {"smartbkg-prod": __version__, "python": sys.version.split()[0]}
-    for package in ("pythia8mc", "numpy", "awkward", "uproot", "torch"):
+    for package in ("pythia8mc", "numpy", "awkward", "uproot", "onnxruntime"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return versions
@@ -246,6 +246,7 @@ def _process_job(
                 job.seed,
                 scale=tuning.scale if tuning else None,
                 p_min=tuning.p_min if tuning else None,
+                threads=campaign.resources.cores,
             )
             counts["filter_tuning"] = (
                 {"scale": tuning.scale, "p_min": tuning.p_min} if tuning else None

@@ -60,7 +60,7 @@ CONTAINERS = REPO / "containers"
 DOCKER_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 FAKE_WHEELS = (
     "smartbkg_prod-0.1.0-py3-none-any.whl",
-    "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+    "onnxruntime-1.32.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
     "numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
     "pythia8mc-8.317.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
 )
@@ -144,7 +144,7 @@ def test_push_keeps_the_repository_path_under_the_target_registry():
 
 
 def test_wheel_file_names_give_name_and_version():
-    assert wheel_name_version(FAKE_WHEELS[1]) == ("torch", "2.13.0+cpu")
+    assert wheel_name_version(FAKE_WHEELS[1]) == ("onnxruntime", "1.32.0")
     with pytest.raises(ContainerError):
         wheel_name_version("README.md")
 
@@ -159,17 +159,18 @@ def test_cpu_context_holds_dockerfile_entrypoint_and_every_wheel(tmp_path, wheel
     assert entrypoint.stat().st_mode & stat.S_IXUSR
     assert set(context.wheels) == set(FAKE_WHEELS)
     constraints = (context.path / "wheels" / "constraints.txt").read_text().splitlines()
-    assert "torch==2.13.0+cpu" in constraints
+    assert "onnxruntime==1.32.0" in constraints
     assert "smartbkg_prod==0.1.0" in constraints
 
 
-def test_gpu_context_leaves_torch_to_the_index_pinned_to_the_same_release(tmp_path, wheelhouse):
+def test_gpu_context_leaves_onnxruntime_to_the_index_for_onnxruntime_gpu(tmp_path, wheelhouse):
     context = assemble_build_context(tmp_path / "ctx", "gpu", wheelhouse, CONTAINERS)
     assert context.dockerfile.read_text() == (CONTAINERS / "Dockerfile.gpu").read_text()
-    assert not any(name.startswith("torch-") for name in context.wheels)
-    assert not list((context.path / "wheels").glob("torch-*"))
+    assert not any(name.startswith("onnxruntime-") for name in context.wheels)
+    assert not list((context.path / "wheels").glob("onnxruntime-*"))
     constraints = (context.path / "wheels" / "constraints.txt").read_text().splitlines()
-    assert "torch==2.13.0" in constraints
+    assert not any(line.startswith("onnxruntime") for line in constraints)
+    assert "onnxruntime-gpu[cuda,cudnn]==" in context.dockerfile.read_text()
 
 
 def test_context_archive_is_what_the_sdk_sends_without_caches(tmp_path, wheelhouse):

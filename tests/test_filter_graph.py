@@ -1,4 +1,5 @@
-"""Graph construction checked against hand-built decay trees."""
+"""Graph construction checked against hand-built decay trees; the worker's numpy builder
+(filter.inputs) against the training's torch one."""
 
 from __future__ import annotations
 
@@ -6,16 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from smartbkg_prod.filter.encoding import FEATURE_COLUMNS, UNKNOWN_PDG_INDEX, GraphEncoding
 from smartbkg_prod.filter.graph import (
-    FEATURE_COLUMNS,
-    UNKNOWN_PDG_INDEX,
     EncodingTensors,
-    GraphEncoding,
     ParticleTensors,
     build_graphs,
     build_graphs_from_tensors,
     take_events,
 )
+from smartbkg_prod.filter.inputs import DECAY_TREE_GCN_INPUTS, decay_tree_graph
 from smartbkg_prod.filter.model import FilterNet
 from smartbkg_prod.physics.events import ParticleBatch, offsets_from_counts
 
@@ -133,3 +133,17 @@ def test_event_scores_do_not_depend_on_the_rest_of_the_batch(trees):
             [net(build_graphs(trees.select(np.arange(4) == i), encoding)) for i in range(4)]
         )
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_inputs_equal_the_torch_graph_field_by_field(trees):
+    foreign = make_batch([[511, 9000221, 211], [22, 22]], [[-1, 0, 7], [-1, 0]])
+    batch = ParticleBatch.concatenate([trees, foreign])  # unknown PDG, bad mother index
+    encoding = GraphEncoding.fit(trees)
+    graph = build_graphs(batch, encoding)
+    inputs = decay_tree_graph(batch, encoding)
+    assert list(inputs.arrays) == list(DECAY_TREE_GCN_INPUTS)
+    for name, array in inputs.arrays.items():
+        expected = getattr(graph, name).numpy()
+        assert array.dtype == expected.dtype and array.shape == expected.shape, name
+        np.testing.assert_allclose(array, expected, rtol=1e-6, atol=1e-7, err_msg=name)
+    assert inputs.n_unknown_pdg == int(graph.n_unknown_pdg) == 2

@@ -12,12 +12,8 @@ from click.testing import CliRunner
 from smartbkg_prod.cli.filter import evaluate, train
 from smartbkg_prod.files import sha256_file
 from smartbkg_prod.filter.apply import run_filter
-from smartbkg_prod.filter.artifact import (
-    FORMAT_VERSION,
-    SHIPPED_MODEL,
-    load_model,
-    sidecar_path,
-)
+from smartbkg_prod.filter.artifact import FORMAT_VERSION, SHIPPED_MODEL, sidecar_path
+from smartbkg_prod.filter.checkpoint import load_model
 from smartbkg_prod.filter.data import LabelledEvents, simulate_labelled
 from smartbkg_prod.filter.metrics import auc
 from smartbkg_prod.spec import (
@@ -38,6 +34,9 @@ def test_shipped_model_is_small_and_matches_its_metadata():
     sidecar = json.loads(sidecar_path(SHIPPED_MODEL).read_text())
     assert sidecar["sha256"] == sha256_file(SHIPPED_MODEL)
     assert sidecar["format_version"] == FORMAT_VERSION
+    # The worker's file: the ONNX export of these weights, recorded beside them.
+    assert sidecar["onnx"]["sha256"] == sha256_file(SHIPPED_MODEL.with_suffix(".onnx"))
+    assert sidecar["onnx"]["export_check_max_abs_difference"] <= 1e-5
     # Provenance: the command as run is quoted in the models README, with the repository
     # spec it was run on, whose campaign is the training data.
     readme = (SHIPPED_MODEL.parent / "README.md").read_text()
@@ -125,7 +124,7 @@ def test_train_command_runs_the_campaign_and_writes_a_model_the_worker_loads(tmp
     decision = run_filter(
         events.particles, FilterConfig(mode="sample", model=str(out), device="cpu"), 2
     )
-    assert decision.model_sha256 == sha256_file(out)
+    assert decision.model_sha256 == sha256_file(out.with_suffix(".onnx"))
     metadata = load_model(out).metadata
     assert metadata["training"]["n_events"] == 3000
     assert metadata["net_shape"]["embedding_dim"] == 12

@@ -88,7 +88,7 @@ def test_train_command_resimulates_and_fine_tunes(tmp_path):
     from click.testing import CliRunner
 
     from smartbkg_prod.cli.filter import train
-    from smartbkg_prod.filter.artifact import load_model
+    from smartbkg_prod.filter.checkpoint import load_model
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text(

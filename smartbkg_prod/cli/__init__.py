@@ -57,6 +57,12 @@ def _evaluate() -> click.Command:
     return evaluate
 
 
+def _export_onnx() -> click.Command:
+    from smartbkg_prod.cli.filter import export_onnx
+
+    return export_onnx
+
+
 def _monitor() -> click.Command:
     from smartbkg_prod.cli.monitor import monitor
 
@@ -79,6 +85,7 @@ LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
     "build": _build,
     "train": _train,
     "evaluate": _evaluate,
+    "export-onnx": _export_onnx,
     "monitor": _monitor,
     "recover": _recover,
     "stage": _stage,
@@ -94,10 +101,13 @@ MODULE_EXTRAS = {
     "htcondor": "htcondor",
     "htcondor2": "htcondor",
     "pandaclient": "panda",
+    "torch": "train",
+    "onnxscript": "train",
 }
 COMMAND_EXTRAS = {
     "train": "train",
     "evaluate": "train",
+    "export-onnx": "train",
     "monitor": "monitor",
     "recover": "recovery",
     "build": "build",

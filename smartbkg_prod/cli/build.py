@@ -14,7 +14,10 @@ import click
 
 @click.command("build")
 @click.option(
-    "--gpu/--cpu", "gpu", default=False, help="GPU image (CUDA torch from PyPI) or CPU image."
+    "--gpu/--cpu",
+    "gpu",
+    default=False,
+    help="GPU image (onnxruntime-gpu and CUDA 13 wheels from PyPI) or CPU image.",
 )
 @click.option(
     "--tag",

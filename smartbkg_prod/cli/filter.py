@@ -219,6 +219,17 @@ def train(
         )
 
 
+@click.command("export-onnx")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+def export_onnx(model) -> None:
+    """Add the ONNX export the worker runs (MODEL.onnx, recorded in MODEL.json) to a .pt
+    model trained before the worker ran ONNX Runtime (`train` writes it itself)."""
+    from smartbkg_prod.filter.checkpoint import export_artifact
+
+    sha256 = export_artifact(model)
+    click.echo(f"{Path(model).with_suffix('.onnx')}: sha256 {sha256}")
+
+
 @click.command("evaluate")
 @click.option(
     "--model",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from smartbkg_prod.filter.config import FilterConfig
-from smartbkg_prod.filter.infer import score_events, scoring_model
+from smartbkg_prod.filter.runtime import open_scorer, score_events
 from smartbkg_prod.filter.sampling import decide
 from smartbkg_prod.physics.events import ParticleBatch
 
@@ -32,7 +32,7 @@ class FilterDecision:
     keep_probability: np.ndarray  # float64[n_events]
     model_sha256: str  # "" when mode is off
     device: str  # "cpu" or "cuda:0 <GPU name>"
-    seconds: float  # wall time of scoring + decision (model loading excluded once cached)
+    seconds: float  # wall time of scoring + decision (model check and session excluded)
     # The model's calibrated skim pass probability q of each event (sample mode), which
     # ``filter.tune: auto`` histograms; None otherwise.
     pass_probability: np.ndarray | None = None
@@ -48,11 +48,13 @@ def run_filter(
     seed: int,
     scale: float | None = None,
     p_min: float | None = None,
+    threads: int = 1,
 ) -> FilterDecision:
     """Apply ``config`` (mode off / cut / sample) to ``particles``.
 
     ``scale`` and ``p_min``, when given, replace the sample mode's k of the model and
-    ``config.p_min`` (the values ``filter.tune: auto`` chose for the job).
+    ``config.p_min`` (the values ``filter.tune: auto`` chose for the job); ``threads`` is
+    the job's CPU cores (ONNX Runtime's intra-op threads).
     Deterministic given ``seed`` (one numpy Generator draw per event in sample mode).
     Model problems raise :class:`~smartbkg_prod.filter.errors.ModelLoadError`, an unusable
     requested GPU :class:`~smartbkg_prod.filter.errors.FilterDeviceError`.
@@ -69,10 +71,10 @@ def run_filter(
             device="cpu",
             seconds=0.0,
         )
-    scorer = scoring_model(config.model, config.device)
+    scorer = open_scorer(config.model, config.device, threads, config.batch_size)
     start = time.perf_counter()
-    scores = score_events(scorer, particles, config.batch_size)
-    calibration = scorer.model.calibration
+    scores = score_events(scorer, particles)
+    calibration = scorer.card.calibration
     if scale is not None:
         calibration = replace(calibration, scale=scale)
     decision = decide(

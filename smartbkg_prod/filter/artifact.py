@@ -1,10 +1,17 @@
-"""The model artifact: one ``.pt`` file (weights + metadata) and a ``.json`` sidecar.
+"""The model artifact: ``model.pt`` (torch weights, for training), ``model.onnx`` (the
+exported network the worker runs) and the ``model.json`` sidecar that ties them together.
 
-The ``.pt`` file is ``torch.save`` of a plain dict of tensors, numbers, strings and lists,
-so it loads with ``weights_only=True`` (no pickled code runs). The sidecar repeats the
-metadata in readable form and records the ``.pt`` file's sha256; the worker refuses a model
-whose bytes do not match it. Every problem is a
-``ModelLoadError`` naming the file and the fix.
+The sidecar holds the metadata in readable form (encoding, calibration, threshold, the
+unknown-PDG policy, training provenance), the ``.pt`` file's sha256 and, under ``onnx``,
+the ``.onnx`` file's name, sha256, model ``kind`` and input names. The worker reads only the
+sidecar and the ``.onnx`` file (no torch): :func:`load_card` refuses a model whose ``.onnx``
+bytes do not match the recorded sha256, is missing, or was written for another format;
+the torch side (:mod:`checkpoint`) checks the ``.pt`` file the same way. Every problem is a
+``ModelLoadError`` naming the file and the fix. ``filter.model`` may name the ``.pt`` or the
+``.onnx`` file: both share the sidecar.
+
+>>> sidecar_path("models/filter.onnx").name
+'filter.json'
 """
 
 from __future__ import annotations
@@ -12,42 +19,44 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import IO, Any
 
 from smartbkg_prod import __version__
 from smartbkg_prod.files import sha256_file
+from smartbkg_prod.filter.encoding import GraphEncoding
 from smartbkg_prod.filter.errors import ModelLoadError
-from smartbkg_prod.filter.graph import GraphEncoding
-from smartbkg_prod.filter.model import FilterNet, NetShape
 from smartbkg_prod.filter.sampling import SamplingCalibration
 
 ARTIFACT_FORMAT = "smartbkg-prod/filter-model"
 FORMAT_VERSION = 1
+ONNX_OPSET = 18
 # The one policy this worker implements for PDG codes missing from the vocabulary: embed
 # them with the shared "unknown" row, and refuse events where they are more than
 # ``max_fraction`` of the particles (the model was then trained on another process).
 UNKNOWN_PDG_POLICY = "embed_as_unknown"
 DEFAULT_MAX_UNKNOWN_FRACTION = 0.01
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.pt"
+RETRAIN = "retrain with `smartbkg-prod train SPEC` or set filter.model to a model made by it"
 
 
-@dataclass
-class FilterModel:
-    """A loaded model: network (on CPU until :mod:`infer` moves it) and its metadata."""
+@dataclass(frozen=True)
+class ModelCard:
+    """What the worker needs of a model, read from its checked sidecar (no torch)."""
 
-    net: FilterNet
+    path: Path  # the file filter.model named (.pt or .onnx)
+    onnx_path: Path
+    onnx_sha256: str
+    kind: str  # which builder makes its inputs (smartbkg_prod.filter.inputs.INPUT_BUILDERS)
+    input_names: tuple[str, ...]
+    output_name: str
     encoding: GraphEncoding
     calibration: SamplingCalibration
     threshold: float
     max_unknown_fraction: float
     metadata: dict[str, Any]
-    sha256: str
-    path: Path
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -61,47 +70,12 @@ def resolve_model_path(model: str | Path | None) -> Path:
     return Path(model).expanduser()
 
 
-def package_versions() -> dict[str, str]:
-    return {"smartbkg_prod": __version__, "torch": str(torch.__version__), "numpy": np.__version__}
+def model_error(path: Path, problem: str, fix: str) -> ModelLoadError:
+    return ModelLoadError(f"filter model {path}: {problem}; {fix}")
 
 
-def save_model(
-    path: str | Path,
-    net: FilterNet,
-    encoding: GraphEncoding,
-    calibration: SamplingCalibration,
-    threshold: float,
-    metadata: dict[str, Any],
-    max_unknown_fraction: float = DEFAULT_MAX_UNKNOWN_FRACTION,
-) -> str:
-    """Write ``path`` (.pt) and its sidecar (.json) atomically; return the sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header: dict[str, Any] = {
-        "format": ARTIFACT_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "net_shape": net.shape.to_dict(),
-        "encoding": encoding.to_dict(),
-        "unknown_pdg": {"policy": UNKNOWN_PDG_POLICY, "max_fraction": max_unknown_fraction},
-        "sampling": calibration.to_dict(),
-        "threshold": float(threshold),
-        "versions": package_versions(),
-        **metadata,
-    }
-    # Plain JSON types only (numpy scalars are not allowed by weights_only loading).
-    header = json.loads(json.dumps(header, default=float))
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in net.state_dict().items()}
-    _atomic_write(path, lambda handle: torch.save({**header, "state_dict": state}, handle))
-    sha256 = sha256_file(path)
-    sidecar = {**header, "model_file": path.name, "sha256": sha256}
-    _atomic_write(
-        sidecar_path(path),
-        lambda handle: handle.write(json.dumps(sidecar, indent=2, sort_keys=True).encode() + b"\n"),
-    )
-    return sha256
-
-
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` through a temporary file in its folder, then rename it into place."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -113,80 +87,112 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def _model_error(path: Path, problem: str, fix: str) -> ModelLoadError:
-    return ModelLoadError(f"filter model {path}: {problem}; {fix}")
+def write_sidecar(model_path: Path, sidecar: dict[str, Any]) -> None:
+    blob = json.dumps(sidecar, indent=2, sort_keys=True).encode() + b"\n"
+    atomic_write(sidecar_path(model_path), lambda handle: handle.write(blob))
 
 
-def load_model(model: str | Path | None) -> FilterModel:
-    """Read and check a model artifact (see module docstring for what is checked)."""
-    path = resolve_model_path(model)
-    retrain = "retrain with `smartbkg-prod train SPEC` or set filter.model to a model made by it"
-    if not path.is_file():
-        raise _model_error(
-            path, "no such file", f"check filter.model (the shipped model is 'default'); {retrain}"
-        )
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The sidecar of ``path``, its format and policies checked (not the files' hashes)."""
     sidecar = sidecar_path(path)
     try:
         recorded = json.loads(sidecar.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise _model_error(
+        raise model_error(
             path,
             f"metadata file {sidecar} is missing",
-            "copy the .json written by `train` next to the .pt",
+            "copy the .json written by `train` next to the model files",
         ) from None
     except (OSError, ValueError) as error:
-        raise _model_error(
-            path, f"metadata file {sidecar} is unreadable ({error})", retrain
+        raise model_error(
+            path, f"metadata file {sidecar} is unreadable ({error})", RETRAIN
         ) from None
-    sha256 = sha256_file(path)
-    if recorded.get("sha256") != sha256:
-        raise _model_error(
+    check_header(path, recorded)
+    return recorded
+
+
+def check_header(path: Path, header: Any) -> None:
+    """The format, version and unknown-PDG policy this worker reads (sidecar or .pt header)."""
+    if not isinstance(header, dict) or header.get("format") != ARTIFACT_FORMAT:
+        raise model_error(path, f"not a {ARTIFACT_FORMAT} artifact", RETRAIN)
+    if header.get("format_version") != FORMAT_VERSION:
+        raise model_error(
             path,
-            f"sha256 {sha256[:16]}… does not match {recorded.get('sha256', 'none')!s:.16}… recorded in {sidecar.name} "
-            "(file corrupt, truncated or replaced)",
-            "copy the .pt and .json pair again from where the model was trained",
-        )
-    try:
-        artifact = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for bad pickles and zip files
-        raise _model_error(
-            path, f"not a readable torch file ({type(error).__name__}: {error})", retrain
-        ) from None
-    if not isinstance(artifact, dict) or artifact.get("format") != ARTIFACT_FORMAT:
-        raise _model_error(path, f"not a {ARTIFACT_FORMAT} artifact", retrain)
-    if artifact.get("format_version") != FORMAT_VERSION:
-        raise _model_error(
-            path,
-            f"format version {artifact.get('format_version')} but this worker (smartbkg-prod {__version__}) "
+            f"format version {header.get('format_version')} but this worker (smartbkg-prod {__version__}) "
             f"reads version {FORMAT_VERSION}",
-            "use a worker image matching the model, or " + retrain,
+            "use a worker image matching the model, or " + RETRAIN,
         )
-    policy = artifact.get("unknown_pdg", {})
-    if policy.get("policy") != UNKNOWN_PDG_POLICY:
-        raise _model_error(
+    policy = header.get("unknown_pdg")
+    if not isinstance(policy, dict) or policy.get("policy") != UNKNOWN_PDG_POLICY:
+        found = policy.get("policy") if isinstance(policy, dict) else None
+        raise model_error(
             path,
-            f"unknown-PDG policy {policy.get('policy')!r} is not supported (this worker: {UNKNOWN_PDG_POLICY!r})",
-            retrain,
+            f"unknown-PDG policy {found!r} is not supported (this worker: {UNKNOWN_PDG_POLICY!r})",
+            RETRAIN,
         )
+
+
+def check_sha256(path: Path, file: Path, recorded: Any, sidecar_name: str) -> str:
+    """sha256 of ``file``; a ModelLoadError when it is not ``recorded``."""
+    if not file.is_file():
+        raise model_error(
+            path,
+            f"{file.name} (recorded in {sidecar_name}) is missing",
+            "copy the model files written by `train` together (.pt, .onnx and .json)",
+        )
+    sha256 = sha256_file(file)
+    if recorded != sha256:
+        raise model_error(
+            path,
+            f"sha256 {sha256[:16]}… of {file.name} does not match {recorded or 'none'!s:.16}… "
+            f"recorded in {sidecar_name} (file corrupt, truncated or replaced)",
+            "copy the model files again from where the model was trained",
+        )
+    return sha256
+
+
+def open_model(model: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """The path ``filter.model`` names, checked to exist, and its checked sidecar."""
+    path = resolve_model_path(model)
+    if not path.is_file():
+        raise model_error(
+            path, "no such file", f"check filter.model (the shipped model is 'default'); {RETRAIN}"
+        )
+    return path, read_sidecar(path)
+
+
+def load_card(model: str | Path | None) -> ModelCard:
+    """Read and check the sidecar and the ``.onnx`` file of a model (no torch)."""
+    path, recorded = open_model(model)
+    export = recorded.get("onnx")
+    if not isinstance(export, dict) or not isinstance(export.get("file"), str):
+        raise model_error(
+            path,
+            f"{sidecar_path(path).name} records no ONNX export (a model from before the worker "
+            "ran ONNX Runtime)",
+            "export it with `smartbkg-prod export-onnx MODEL.pt` (needs the [train] extra), or "
+            + RETRAIN,
+        )
+    onnx_path = path.parent / Path(export["file"]).name  # a name, never a path elsewhere
+    onnx_sha256 = check_sha256(path, onnx_path, export.get("sha256"), sidecar_path(path).name)
     try:
-        encoding = GraphEncoding.from_dict(artifact["encoding"])
-        shape = NetShape(**artifact["net_shape"])
-        if shape.n_pdg != encoding.n_pdg:
-            raise ValueError(f"embedding has {shape.n_pdg} rows, vocabulary needs {encoding.n_pdg}")
-        net = FilterNet.from_shape(shape)
-        net.load_state_dict(artifact["state_dict"])
-        calibration = SamplingCalibration.from_dict(artifact["sampling"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise _model_error(path, f"weights and metadata do not fit ({error})", retrain) from None
-    net.eval()
-    metadata = {key: value for key, value in artifact.items() if key != "state_dict"}
-    return FilterModel(
-        net=net,
-        encoding=encoding,
-        calibration=calibration,
-        threshold=float(artifact["threshold"]),
-        max_unknown_fraction=float(policy.get("max_fraction", DEFAULT_MAX_UNKNOWN_FRACTION)),
-        metadata=metadata,
-        sha256=sha256,
-        path=path.resolve(),
-    )
+        encoding = GraphEncoding.from_dict(recorded["encoding"])
+        calibration = SamplingCalibration.from_dict(recorded["sampling"])
+        card = ModelCard(
+            path=path.resolve(),
+            onnx_path=onnx_path.resolve(),
+            onnx_sha256=onnx_sha256,
+            kind=str(export["kind"]),
+            input_names=tuple(str(name) for name in export["inputs"]),
+            output_name=str(export["output"]),
+            encoding=encoding,
+            calibration=calibration,
+            threshold=float(recorded["threshold"]),
+            max_unknown_fraction=float(
+                recorded["unknown_pdg"].get("max_fraction", DEFAULT_MAX_UNKNOWN_FRACTION)
+            ),
+            metadata=recorded,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise model_error(path, f"metadata incomplete or malformed ({error})", RETRAIN) from None
+    return card

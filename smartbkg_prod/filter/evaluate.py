@@ -29,7 +29,6 @@ the weight arithmetic, not a bias test: w = 1/p makes it zero on average for any
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +44,12 @@ from smartbkg_prod.filter.data import (
     DISCRETE_VARIABLES,
     LabelledEvents,
 )
-from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors
-from smartbkg_prod.filter.infer import cpu_filter_ms, score_events, scoring_model
 from smartbkg_prod.filter.metrics import BiasTest, auc, bias_tests, roc_points
+from smartbkg_prod.filter.runtime import onnx_filter_ms, open_scorer, score_events
 from smartbkg_prod.filter.sampling import KeepDecision, SamplingCalibration, decide
 from smartbkg_prod.filter.speedup import (
     StageCosts,
+    best_threshold,
     cut_speedup,
     max_speedup,
     reference_costs,
@@ -259,7 +258,6 @@ def oracle_figures(
     upward-biased bound (:mod:`smartbkg_prod.filter.oracle`) from the same seeds."""
     from smartbkg_prod.filter.oracle import pass_fraction, resimulate_passes, upper_bound
     from smartbkg_prod.filter.sampling import fit_calibration
-    from smartbkg_prod.filter.train import best_threshold
 
     q = pass_fraction(resimulate_passes(events.particles, resimulations, first_seed=seed))
     passed = events.passed
@@ -402,8 +400,9 @@ def evaluate_model(
     ``reference``: the independent unfiltered sample of the bias tests (labelled events or
     chunks of them, e.g. a generator; without it the bias criterion does not run).
     """
-    scorer = scoring_model(model, device)
-    loaded = scorer.model
+    # The worker's runtime: the ONNX export on ONNX Runtime, one thread.
+    scorer = open_scorer(model, device, threads=1)
+    loaded = scorer.card
     scores = score_events(scorer, events.particles)
     if isinstance(reference, LabelledEvents):
         reference = [reference]
@@ -416,11 +415,7 @@ def evaluate_model(
         scores, "sample", np.random.default_rng(seed), p_min=p_min, calibration=loaded.calibration
     )
     timing = events.particles.select(np.arange(events.n_events) < TIMING_EVENTS)
-    filter_ms = cpu_filter_ms(
-        copy.deepcopy(loaded.net).cpu(),
-        EncodingTensors(loaded.encoding),
-        ParticleTensors.from_batch(timing),
-    )
+    filter_ms = onnx_filter_ms(open_scorer(model, "cpu", threads=1), timing)
     n = max(events.n_events, 1)
     seconds = events.seconds
     generation_ms = 1e3 * seconds.get("generation", float("nan")) / n
@@ -439,7 +434,7 @@ def evaluate_model(
     p_passed = sample.keep_probability[passed]
     report = EvaluationReport(
         model=str(loaded.path),
-        model_sha256=loaded.sha256,
+        model_sha256=scorer.sha256,
         n_events=events.n_events,
         n_passed=int(passed.sum()),
         retention=events.retention,

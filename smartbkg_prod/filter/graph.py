@@ -5,12 +5,14 @@ its mother (both directions) plus a self loop, normalised as ``D^-1/2 (A + I) D^
 (Kipf & Welling; SmartBKG). A batch of events is one block-diagonal graph stored as an
 edge list (``edge_src``, ``edge_dst``) plus ``inv_sqrt_degree``; :meth:`GraphBatch.propagate`
 applies the normalised adjacency with one gather and one ``index_add``, the same code on
-CPU and CUDA. Node features are the PDG
+CPU and CUDA. This is the training's builder; the worker builds the same arrays in numpy
+(:mod:`inputs`) for the ONNX export. Node features are the PDG
 code (as a vocabulary index for a learned embedding) and the 8 kinematic/vertex columns
 ``(px, py, pz, E, x, y, z, t)``, each squashed with ``asinh(v / scale)`` (vertices span
 1 µm to 1 m) and standardised.
 
 >>> import numpy as np
+>>> from smartbkg_prod.filter.encoding import FEATURE_COLUMNS
 >>> from smartbkg_prod.physics.events import ParticleBatch
 >>> kinematics = {name: np.ones(3) for name in FEATURE_COLUMNS}
 >>> tree = ParticleBatch(event_number=np.array([7]), offsets=np.array([0, 3]),
@@ -18,80 +20,19 @@ code (as a vocabulary index for a learned embedding) and the 8 kinematic/vertex 
 ...     status=np.zeros(3, dtype=np.int32), **kinematics)
 >>> encoding = GraphEncoding.fit(tree)
 >>> graph = build_graphs(tree, encoding)
->>> graph.dense_adjacency().diagonal().tolist()  # 1 / degree: the B has 2 daughters + itself
-[0.3333333432674896, 0.5, 0.5]
+>>> [round(v, 4) for v in graph.dense_adjacency().diagonal().tolist()]  # 1 / degree
+[0.3333, 0.5, 0.5]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from smartbkg_prod.filter.encoding import FEATURE_COLUMNS, UNKNOWN_PDG_INDEX, GraphEncoding
 from smartbkg_prod.physics.events import ParticleBatch
-
-FEATURE_COLUMNS: tuple[str, ...] = ("px", "py", "pz", "energy", "x", "y", "z", "t")
-UNKNOWN_PDG_INDEX = 0  # embedding row shared by every PDG code missing from the vocabulary
-
-
-@dataclass(frozen=True)
-class GraphEncoding:
-    """What turns particles into node inputs; fitted on training data, stored in the model.
-
-    ``pdg_codes`` is the sorted vocabulary: code ``pdg_codes[k]`` maps to embedding row
-    ``k + 1``; anything else maps to :data:`UNKNOWN_PDG_INDEX`.
-    """
-
-    pdg_codes: tuple[int, ...]
-    feature_scale: tuple[float, ...]
-    feature_mean: tuple[float, ...]
-    feature_std: tuple[float, ...]
-
-    @property
-    def n_pdg(self) -> int:
-        """Embedding rows, the unknown-PDG row included."""
-        return len(self.pdg_codes) + 1
-
-    @classmethod
-    def fit(cls, particles: ParticleBatch, min_pdg_count: int = 1) -> GraphEncoding:
-        """Vocabulary of PDG codes seen at least ``min_pdg_count`` times; feature scaling."""
-        codes, counts = np.unique(particles.pdg, return_counts=True)
-        raw = _raw_features(particles)
-        if len(raw) == 0:
-            raise ValueError("cannot fit a graph encoding on a batch without particles")
-        # Median |v| sets where asinh turns from linear to logarithmic, per column.
-        scale = np.maximum(np.median(np.abs(raw), axis=0), 1e-6)
-        squashed = np.arcsinh(raw / scale)
-        return cls(
-            pdg_codes=tuple(int(c) for c in codes[counts >= min_pdg_count]),
-            feature_scale=tuple(float(v) for v in scale),
-            feature_mean=tuple(float(v) for v in squashed.mean(axis=0)),
-            feature_std=tuple(float(v) for v in np.maximum(squashed.std(axis=0), 1e-6)),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pdg_codes": list(self.pdg_codes),
-            "feature_columns": list(FEATURE_COLUMNS),
-            "feature_scale": list(self.feature_scale),
-            "feature_mean": list(self.feature_mean),
-            "feature_std": list(self.feature_std),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GraphEncoding:
-        if tuple(data["feature_columns"]) != FEATURE_COLUMNS:
-            raise ValueError(
-                f"model expects feature columns {data['feature_columns']}, this version builds {list(FEATURE_COLUMNS)}"
-            )
-        return cls(
-            pdg_codes=tuple(int(c) for c in data["pdg_codes"]),
-            feature_scale=tuple(float(v) for v in data["feature_scale"]),
-            feature_mean=tuple(float(v) for v in data["feature_mean"]),
-            feature_std=tuple(float(v) for v in data["feature_std"]),
-        )
 
 
 @dataclass
@@ -109,7 +50,8 @@ class GraphBatch:
 
     @property
     def n_graphs(self) -> int:
-        return len(self.inverse_counts)
+        # shape[0], not len(): len() would fix the number of events in an ONNX export.
+        return self.inverse_counts.shape[0]
 
     @property
     def n_nodes(self) -> int:
@@ -142,10 +84,6 @@ def fast_asinh(x: torch.Tensor) -> torch.Tensor:
     quarter of the whole filter's time. Odd symmetry keeps it accurate for x << 0."""
     magnitude = x.abs()
     return torch.copysign(torch.log(magnitude + torch.sqrt(magnitude * magnitude + 1.0)), x)
-
-
-def _raw_features(particles: ParticleBatch) -> np.ndarray:
-    return np.stack([getattr(particles, name) for name in FEATURE_COLUMNS], axis=1)
 
 
 @dataclass

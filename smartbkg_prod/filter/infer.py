@@ -1,4 +1,6 @@
-"""Batched inference: events -> scores on CPU or CUDA, model loaded once per process.
+"""Batched torch inference (training, evaluation of the torch net, the runtime comparison
+in ``benchmarks/bench_filter.py``): events -> scores on CPU or CUDA, model loaded once per
+process. The worker scores with the ONNX export instead (:mod:`runtime`, no torch).
 
 On CPU events are scored in cache-sized chunks (the per-node layers are memory-bound:
 ~128 events of ~40 particles keep the activations in cache); on CUDA in chunks of
@@ -18,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smartbkg_prod.filter.artifact import FilterModel, load_model, resolve_model_path
-from smartbkg_prod.filter.errors import FilterDeviceError, ModelLoadError
+from smartbkg_prod.filter.artifact import resolve_model_path
+from smartbkg_prod.filter.checkpoint import FilterModel, load_model
+from smartbkg_prod.filter.errors import FilterDeviceError
 from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors, build_graphs_from_tensors
+from smartbkg_prod.filter.inputs import check_unknown_fraction
 from smartbkg_prod.filter.model import FilterNet
 from smartbkg_prod.physics.events import ParticleBatch
 
@@ -113,7 +117,10 @@ def score_events(
                 f"CUDA error in the filter on {scorer.device_name}: {error}"
             ) from None
         raise
-    check_unknown_fraction(scorer.model, n_unknown, particles)
+    model = scorer.model
+    check_unknown_fraction(
+        model.path, model.encoding, model.max_unknown_fraction, n_unknown, particles
+    )
     return scores
 
 
@@ -161,19 +168,3 @@ def cpu_filter_ms(
     finally:
         torch.set_num_threads(threads)
     return 1e3 * best / max(len(tensors.offsets) - 1, 1)
-
-
-def check_unknown_fraction(model: FilterModel, n_unknown: int, particles: ParticleBatch) -> None:
-    if (
-        particles.n_particles == 0
-        or n_unknown <= model.max_unknown_fraction * particles.n_particles
-    ):
-        return
-    known = np.asarray(model.encoding.pdg_codes)
-    unknown = np.unique(particles.pdg[~np.isin(particles.pdg, known)])
-    raise ModelLoadError(
-        f"filter model {model.path}: {n_unknown / particles.n_particles:.1%} of particles have PDG codes "
-        f"outside its vocabulary (e.g. {unknown[:5].tolist()}; the model allows "
-        f"{model.max_unknown_fraction:.1%}): it was trained on another process; "
-        "train a model on this process with `smartbkg-prod train SPEC`",
-    )

@@ -92,3 +92,34 @@ class FilterNet(nn.Module):
         for layer in self.head_layers[:-1]:
             h = F.relu(layer(h))
         return self.head_layers[-1](h).squeeze(1)
+
+
+class GraphScorer(nn.Module):
+    """The network as exported to ONNX: the named ``decay_tree_gcn`` arrays of
+    :mod:`smartbkg_prod.filter.inputs` in, the pass-probability score of each event out."""
+
+    def __init__(self, net: FilterNet):
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self,
+        pdg_index: torch.Tensor,
+        features: torch.Tensor,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
+        inv_sqrt_degree: torch.Tensor,
+        node_graph: torch.Tensor,
+        inverse_counts: torch.Tensor,
+    ) -> torch.Tensor:
+        graph = GraphBatch(
+            pdg_index=pdg_index,
+            features=features,
+            edge_src=edge_src,
+            edge_dst=edge_dst,
+            inv_sqrt_degree=inv_sqrt_degree,
+            node_graph=node_graph,
+            inverse_counts=inverse_counts,
+            n_unknown_pdg=pdg_index.new_zeros(()),
+        )
+        return torch.sigmoid(self.net(graph))

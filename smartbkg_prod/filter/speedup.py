@@ -99,3 +99,18 @@ def campaign_sampling_speedup(
         return float("nan")
     mean_inverse_p = float(np.sum(weights**2) / np.sum(weights))
     return sampling_speedup_from_means(mean_inverse_p, n_kept / n_generated, costs)
+
+
+def best_threshold(scores: np.ndarray, passed: np.ndarray, costs: StageCosts) -> float:
+    """Cut threshold with the best hard-cut speedup (never keeping < 50% of passing events)."""
+    retention = float(passed.mean())
+    best = (-np.inf, 0.5)
+    for threshold in np.unique(np.quantile(scores, np.linspace(0.0, 0.999, 400))):
+        keep = scores > threshold
+        keep_pass = float(keep[passed].mean())
+        if keep_pass < 0.5:
+            continue
+        speedup = cut_speedup(retention, keep_pass, float(keep[~passed].mean()), costs)
+        if speedup > best[0]:
+            best = (speedup, float(threshold))
+    return best[1]

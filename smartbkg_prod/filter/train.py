@@ -33,11 +33,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
-from smartbkg_prod.filter.artifact import save_model
+from smartbkg_prod.filter.checkpoint import save_model
 from smartbkg_prod.filter.data import LabelledEvents
+from smartbkg_prod.filter.encoding import GraphEncoding
 from smartbkg_prod.filter.graph import (
     EncodingTensors,
-    GraphEncoding,
     ParticleTensors,
     build_graphs_from_tensors,
     take_events,
@@ -48,6 +48,7 @@ from smartbkg_prod.filter.model import FilterNet
 from smartbkg_prod.filter.sampling import SamplingCalibration, fit_calibration
 from smartbkg_prod.filter.speedup import (
     StageCosts,
+    best_threshold,
     cut_speedup,
     max_speedup,
     reference_costs,
@@ -142,7 +143,7 @@ class _Trainer:
         train_mask[self.train_ids] = True
         initial = None
         if options.init_model:
-            from smartbkg_prod.filter.artifact import load_model
+            from smartbkg_prod.filter.checkpoint import load_model
 
             initial = load_model(options.init_model)
             self.encoding = initial.encoding
@@ -283,21 +284,6 @@ class _Trainer:
             self.net.load_state_dict(best_state)
         self.net.eval()
         return history, best_epoch
-
-
-def best_threshold(scores: np.ndarray, passed: np.ndarray, costs: StageCosts) -> float:
-    """Cut threshold with the best hard-cut speedup (never keeping < 50% of passing events)."""
-    retention = float(passed.mean())
-    best = (-np.inf, 0.5)
-    for threshold in np.unique(np.quantile(scores, np.linspace(0.0, 0.999, 400))):
-        keep = scores > threshold
-        keep_pass = float(keep[passed].mean())
-        if keep_pass < 0.5:
-            continue
-        speedup = cut_speedup(retention, keep_pass, float(keep[~passed].mean()), costs)
-        if speedup > best[0]:
-            best = (speedup, float(threshold))
-    return best[1]
 
 
 def train_filter(events: LabelledEvents, options: TrainOptions | None = None) -> TrainResult:

@@ -118,6 +118,15 @@ class ParticleBatch(EventGrouped):
             **{name: column[rows] for name, column in self.columns().items()},
         )
 
+    def event_range(self, start: int, stop: int) -> ParticleBatch:
+        """Events ``start`` to ``stop - 1``: views of the columns, no copies (chunked scoring)."""
+        first, last = int(self.offsets[start]), int(self.offsets[stop])
+        return ParticleBatch(
+            event_number=self.event_number[start:stop],
+            offsets=self.offsets[start : stop + 1] - first,
+            **{name: column[first:last] for name, column in self.columns().items()},
+        )
+
     @classmethod
     def concatenate(cls, batches: Sequence[ParticleBatch]) -> ParticleBatch:
         """One batch holding the events of ``batches`` in order."""

@@ -1,0 +1,154 @@
+"""The worker's scorer: the exported model on ONNX Runtime, inputs built in numpy (no torch).
+
+:func:`open_scorer` checks the model (:func:`~smartbkg_prod.filter.artifact.load_card`),
+creates one inference session with ``threads`` intra-op threads (the job's
+``resources.cores``: two jobs on one machine must not each take every core), and checks
+that the session's inputs are the ones the sidecar records and the model kind's builder
+makes. :func:`score_events` feeds it chunks of events by input name.
+
+On CPU events are scored in cache-sized chunks (the per-node layers are memory-bound:
+256 events of ~40 particles keep the activations in cache; 128 and 512 were 4-6 % slower
+in ``benchmarks/bench_filter.py``); on CUDA in chunks of ``batch_size`` events.
+
+>>> resolve_providers("cpu")
+(['CPUExecutionProvider'], 'cpu')
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+from smartbkg_prod.filter.artifact import ModelCard, load_card, model_error
+from smartbkg_prod.filter.errors import FilterDeviceError
+from smartbkg_prod.filter.inputs import INPUT_BUILDERS, InputBuilder, check_unknown_fraction
+from smartbkg_prod.physics.events import ParticleBatch
+
+CPU_CHUNK_EVENTS = 256
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def resolve_providers(requested: str) -> tuple[list[str], str]:
+    """``auto`` -> CUDA when this onnxruntime has it, else CPU; ``cuda`` without it ->
+    FilterDeviceError (whether a GPU is really usable shows when the session is made)."""
+    if requested not in {"auto", "cpu", "cuda"}:
+        raise ValueError(f"unknown device {requested!r} (allowed: auto, cpu, cuda)")
+    has_cuda = CUDA in onnxruntime.get_available_providers()
+    if requested == "cpu" or (requested == "auto" and not has_cuda):
+        return [CPU], "cpu"
+    if not has_cuda:
+        raise FilterDeviceError(
+            f"filter.device 'cuda' needs onnxruntime with CUDA (the GPU worker image); this "
+            f"one ({onnxruntime.__version__}) has {onnxruntime.get_available_providers()}; "
+            "run the GPU image on a GPU slot or set filter.device: cpu",
+        )
+    return [CUDA, CPU], "cuda:0"
+
+
+@dataclass
+class OnnxScorer:
+    """One model's inference session and the builder of its inputs."""
+
+    card: ModelCard
+    session: onnxruntime.InferenceSession
+    build: InputBuilder
+    device_name: str
+    chunk_events: int
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the ``.onnx`` file that runs (checked against the sidecar)."""
+        return self.card.onnx_sha256
+
+
+def open_scorer(
+    model: str | Path | None, device: str = "auto", threads: int = 1, batch_size: int = 4096
+) -> OnnxScorer:
+    """Check ``model`` and open its session on ``device`` with ``threads`` CPU threads."""
+    card = load_card(model)
+    if card.kind not in INPUT_BUILDERS:
+        raise model_error(
+            card.path,
+            f"model kind {card.kind!r} has no input builder in this worker "
+            f"(smartbkg-prod: {sorted(INPUT_BUILDERS)})",
+            "use a worker image as new as the model",
+        )
+    build, builder_inputs = INPUT_BUILDERS[card.kind]
+    providers, device_name = resolve_providers(device)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: a CUDA fallback is reported below
+    try:
+        session = onnxruntime.InferenceSession(str(card.onnx_path), options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own types for unreadable models
+        raise model_error(
+            card.path,
+            f"{card.onnx_path.name} is not a model ONNX Runtime {onnxruntime.__version__} "
+            f"can load ({type(error).__name__}: {str(error).strip()[:300]})",
+            "copy the model files again, or retrain with `smartbkg-prod train SPEC`",
+        ) from None
+    if CUDA in providers and session.get_providers()[0] != CUDA:
+        if device == "cuda":
+            raise FilterDeviceError(
+                "filter.device 'cuda' needs a usable CUDA GPU: ONNX Runtime could not start "
+                "its CUDA provider (no driver or no visible device); run on a GPU slot or "
+                "set filter.device: cpu"
+            )
+        device_name = "cpu"
+    session_inputs = tuple(node.name for node in session.get_inputs())
+    if not set(session_inputs) == set(card.input_names) == set(builder_inputs):
+        raise model_error(
+            card.path,
+            f"inputs of {card.onnx_path.name} {list(session_inputs)}, recorded "
+            f"{list(card.input_names)}, built for kind {card.kind!r} {list(builder_inputs)} "
+            "differ",
+            "export the model again with the `train` of this version",
+        )
+    chunk = batch_size if device_name.startswith("cuda") else min(batch_size, CPU_CHUNK_EVENTS)
+    return OnnxScorer(card, session, build, device_name, chunk)
+
+
+def score_events(scorer: OnnxScorer, particles: ParticleBatch) -> np.ndarray:
+    """Pass-probability scores (float32[n_events]) of every event.
+
+    Raises :class:`ModelLoadError` when more than the model's allowed fraction of
+    particles carry PDG codes outside its vocabulary (it was trained on another process).
+    """
+    n_events = particles.n_events
+    scores = np.empty(n_events, dtype=np.float32)
+    n_unknown = 0
+    for start in range(0, n_events, scorer.chunk_events):
+        stop = min(start + scorer.chunk_events, n_events)
+        inputs = scorer.build(particles.event_range(start, stop), scorer.card.encoding)
+        n_unknown += inputs.n_unknown_pdg
+        try:
+            (scores[start:stop],) = scorer.session.run([scorer.card.output_name], inputs.arrays)
+        except Exception as error:  # onnxruntime's own error types
+            if scorer.device_name.startswith("cuda"):
+                raise FilterDeviceError(
+                    f"CUDA error in the filter on {scorer.device_name}: {error}; "
+                    "lower filter.batch_size if it ran out of memory"
+                ) from None
+            raise
+    card = scorer.card
+    check_unknown_fraction(
+        card.path, card.encoding, card.max_unknown_fraction, n_unknown, particles
+    )
+    return scores
+
+
+def onnx_filter_ms(scorer: OnnxScorer, particles: ParticleBatch, repeats: int = 3) -> float:
+    """Filter cost per event (input building included) of ``scorer``, best of ``repeats``."""
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        score_events(scorer, particles)
+        best = min(best, time.perf_counter() - start)
+    return 1e3 * best / max(particles.n_events, 1)

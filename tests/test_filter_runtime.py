@@ -1,0 +1,95 @@
+"""The worker's filter runtime (ONNX Runtime, no torch) against the torch network it was
+exported from, on real Pythia events; and its threads in real worker processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from smartbkg_prod.filter import infer
+from smartbkg_prod.filter.runtime import open_scorer, score_events
+from smartbkg_prod.physics.generate import generate_events
+from smartbkg_prod.plan import JobInput, plan_jobs
+from smartbkg_prod.report import read_report
+from smartbkg_prod.spec import Campaign
+
+# Largest |ONNX Runtime - torch| score allowed (float32 rounding of the same graph: ~1e-6).
+SCORE_TOLERANCE = 1e-5
+
+
+@pytest.mark.slow
+def test_onnx_scores_agree_with_torch_on_100k_pythia_events_and_cut_decisions_match():
+    particles = generate_events("bbbar_generic", 100_000, seed=25_2025)
+    scorer = open_scorer("default", "cpu")
+    onnx_scores = score_events(scorer, particles)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # both on one thread: torch's default oversubscribes a shared host
+    try:
+        torch_scores = infer.score_events(infer.scoring_model("default", "cpu"), particles)
+    finally:
+        torch.set_num_threads(threads)
+    assert particles.n_events == len(onnx_scores) == 100_000
+    assert np.max(np.abs(onnx_scores - torch_scores)) <= SCORE_TOLERANCE
+    threshold = scorer.card.threshold
+    flipped = (onnx_scores > threshold) != (torch_scores > threshold)
+    # A decision may differ only where the two scores straddle the threshold itself.
+    assert np.all(np.abs(torch_scores[flipped] - threshold) <= SCORE_TOLERANCE)
+    calibration = scorer.card.calibration
+    np.testing.assert_allclose(
+        calibration.keep_probability(onnx_scores),
+        calibration.keep_probability(torch_scores),
+        atol=1e-4,  # the isotonic calibration's steepest step times the score difference
+    )
+
+
+def filtered_job(directory: Path, name: str, events: int) -> Path:
+    campaign = Campaign(
+        name=name,
+        process="bbbar_generic",
+        events=events,
+        events_per_job=events,
+        filter={"mode": "cut", "model": "default", "device": "cpu"},
+        resources={"cores": 1},
+        outputs={"directory": str(directory)},
+    )
+    job_input = JobInput(job=plan_jobs(campaign)[0], campaign=campaign, output_dir=str(directory))
+    path = directory / f"{name}.job.json"
+    path.write_text(job_input.model_dump_json())
+    return path
+
+
+def filter_seconds(job_files: list[Path]) -> list[float]:
+    """Run the jobs as concurrent real worker processes; their filter stage wall times."""
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for path in job_files
+    ]
+    seconds = []
+    for worker, path in zip(workers, job_files, strict=True):
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-2000:]
+        job_input = JobInput.model_validate_json(path.read_text())
+        seconds.append(read_report(job_input.report_file).stage_seconds["filter"])
+    return seconds
+
+
+@pytest.mark.slow
+def test_two_concurrent_filtered_jobs_on_two_cores_each_keep_their_single_job_filter_time(
+    tmp_path,
+):
+    """One intra-op thread per core of the job: with torch's default threads two workers
+    on a 2-core machine each took 15x their single-job filter time (issue 25)."""
+    events = 20_000
+    [alone] = filter_seconds([filtered_job(tmp_path, "alone", events)])
+    together = filter_seconds([filtered_job(tmp_path, f"pair{i}", events) for i in range(2)])
+    assert max(together) <= 2 * alone, (alone, together)
