@@ -217,6 +217,14 @@ def _process_job(
         memory_limit_mb=campaign.resources.memory_mb,
         events_to_skip=job.events_to_skip,
     )
+    if campaign.filter.mode != "off" and campaign.filter.device == "cuda":
+        # A GPU job on a runtime without a usable GPU (the CPU image, or a GPU image started
+        # without --gpus) stops before generating; the check counts in the filter stage.
+        started = time.perf_counter()
+        from smartbkg_prod.filter.runtime import require_cuda
+
+        require_cuda()
+        stages.seconds["filter"] = time.perf_counter() - started
     with stages.stage("generate", job.index, attempt):
         particles = chain.generation.generate(stage_job)
         _check_events(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.filter import infer
 from smartbkg_prod.filter.runtime import open_scorer, score_events
 from smartbkg_prod.physics.generate import generate_events
@@ -93,3 +94,28 @@ def test_two_concurrent_filtered_jobs_on_two_cores_each_keep_their_single_job_fi
     [alone] = filter_seconds([filtered_job(tmp_path, "alone", events)])
     together = filter_seconds([filtered_job(tmp_path, f"pair{i}", events) for i in range(2)])
     assert max(together) <= 2 * alone, (alone, together)
+
+
+@pytest.mark.slow
+def test_a_cuda_filter_job_on_a_runtime_without_a_gpu_exits_31_before_generating(tmp_path):
+    campaign = Campaign(
+        name="gpu-job",
+        process="bbbar_generic",
+        events=100,
+        events_per_job=100,
+        filter={"mode": "cut", "model": "default", "device": "cuda"},
+        outputs={"directory": str(tmp_path)},
+    )
+    job_input = JobInput(job=plan_jobs(campaign)[0], campaign=campaign, output_dir=str(tmp_path))
+    path = tmp_path / "job.json"
+    path.write_text(job_input.model_dump_json())
+    done = subprocess.run(
+        [sys.executable, "-m", "smartbkg_prod.cli", "worker", "--job", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == int(ExitCode.GPU), done.stderr[-2000:]
+    report = read_report(job_input.report_file)
+    assert report.error_class == "gpu" and "filter.device: cpu" in report.error_message
+    assert report.events_generated == 0 and "generate" not in report.stage_seconds

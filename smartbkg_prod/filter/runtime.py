@@ -16,6 +16,7 @@ in ``benchmarks/bench_filter.py``); on CUDA in chunks of ``batch_size`` events.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,24 +85,19 @@ def open_scorer(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only: a CUDA fallback is reported below
-    try:
-        session = onnxruntime.InferenceSession(str(card.onnx_path), options, providers=providers)
-    except Exception as error:  # onnxruntime raises its own types for unreadable models
-        raise model_error(
-            card.path,
-            f"{card.onnx_path.name} is not a model ONNX Runtime {onnxruntime.__version__} "
-            f"can load ({type(error).__name__}: {str(error).strip()[:300]})",
-            "copy the model files again, or retrain with `smartbkg-prod train SPEC`",
-        ) from None
-    if CUDA in providers and session.get_providers()[0] != CUDA:
-        if device == "cuda":
-            raise FilterDeviceError(
-                "filter.device 'cuda' needs a usable CUDA GPU: ONNX Runtime could not start "
-                "its CUDA provider (no driver or no visible device); run on a GPU slot or "
-                "set filter.device: cpu"
-            )
-        device_name = "cpu"
+    options.log_severity_level = 3  # errors only: a CUDA failure is reported below
+    if CUDA in providers:
+        session, cuda_problem = _cuda_session(card, options, providers)
+        if session is None:
+            session = _session(card, options, [CPU])  # a broken model is MODEL_LOAD, not GPU
+            if device == "cuda":
+                raise FilterDeviceError(
+                    f"filter.device 'cuda' needs a usable CUDA GPU: {cuda_problem}; run on a "
+                    "GPU slot (docker --gpus, apptainer --nv) or set filter.device: cpu"
+                )
+            device_name = "cpu"
+    else:
+        session = _session(card, options, providers)
     session_inputs = tuple(node.name for node in session.get_inputs())
     if not set(session_inputs) == set(card.input_names) == set(builder_inputs):
         raise model_error(
@@ -113,6 +109,63 @@ def open_scorer(
         )
     chunk = batch_size if device_name.startswith("cuda") else min(batch_size, CPU_CHUNK_EVENTS)
     return OnnxScorer(card, session, build, device_name, chunk)
+
+
+def _session(
+    card: ModelCard, options: onnxruntime.SessionOptions, providers: list[str]
+) -> onnxruntime.InferenceSession:
+    try:
+        # No silent fallback to CPU (onnxruntime's default prints it on stdout and goes on).
+        return onnxruntime.InferenceSession(
+            str(card.onnx_path), options, providers=providers, enable_fallback=0
+        )
+    except Exception as error:  # onnxruntime raises its own types for unreadable models
+        raise model_error(
+            card.path,
+            f"{card.onnx_path.name} is not a model ONNX Runtime {onnxruntime.__version__} "
+            f"can load ({type(error).__name__}: {str(error).strip()[:300]})",
+            "copy the model files again, or retrain with `smartbkg-prod train SPEC`",
+        ) from None
+
+
+def _cuda_session(
+    card: ModelCard, options: onnxruntime.SessionOptions, providers: list[str]
+) -> tuple[onnxruntime.InferenceSession | None, str]:
+    """A session on the CUDA provider, or None and why not (no driver, no device)."""
+    problem = cuda_driver_problem()
+    if problem:
+        return None, problem
+    try:
+        session = onnxruntime.InferenceSession(
+            str(card.onnx_path), options, providers=providers, enable_fallback=0
+        )
+    except Exception as error:  # the CUDA provider's own errors
+        return None, f"ONNX Runtime's CUDA provider failed ({str(error).strip()[:300]})"
+    if session.get_providers()[0] != CUDA:
+        return None, "ONNX Runtime could not start its CUDA provider"
+    return session, ""
+
+
+def cuda_driver_problem() -> str:
+    """Why this process cannot use an NVIDIA GPU ('' when the driver library loads): a GPU
+    image started without ``--gpus`` / ``--nv`` has the CUDA runtime but no driver."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "no NVIDIA driver (libcuda.so.1) in this runtime"
+    return ""
+
+
+def require_cuda() -> None:
+    """FilterDeviceError (exit 31) when this runtime cannot run the filter on CUDA: the
+    worker's check before it generates the events of a ``filter.device: cuda`` job."""
+    resolve_providers("cuda")
+    problem = cuda_driver_problem()
+    if problem:
+        raise FilterDeviceError(
+            f"filter.device 'cuda' needs a usable CUDA GPU: {problem}; run on a GPU slot "
+            "(docker --gpus, apptainer --nv) or set filter.device: cpu"
+        )
 
 
 def score_events(scorer: OnnxScorer, particles: ParticleBatch) -> np.ndarray:
