@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from unavailable import require_module
 
-htcondor2 = pytest.importorskip("htcondor2")
-classad2 = pytest.importorskip("classad2")
-schedd_transport = pytest.importorskip("htcondor2._schedd")
-SubmitResult = pytest.importorskip("htcondor2._submit_result").SubmitResult
+htcondor2 = require_module("htcondor2")
+classad2 = require_module("classad2")
+schedd_transport = require_module("htcondor2._schedd")
+SubmitResult = require_module("htcondor2._submit_result").SubmitResult
 
 RECORDS = Path(__file__).parent / "htcondor_records"
 SCHEDD_ADDRESS = "<127.0.0.1:9618?addrs=127.0.0.1-9618&noUDP>"

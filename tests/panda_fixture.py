@@ -4,9 +4,9 @@
 panda-server 1.0.4, JEDI, the server daemons and a pilot pool on 127.0.0.1, once per
 session, in ``$SMARTBKG_PANDA_STACK_DIR`` (default ``/var/tmp/smartbkg-panda-tests``, kept
 between sessions so that the PanDA venv is installed only once), and stops it at the end.
-Tests are skipped, with the reason, only when the stack cannot start (no schema, not
-root, no package mirror, a daemon failing to come up); a stack that started and then
-misbehaves fails them.
+When the stack cannot start (not root, no package mirror, a daemon failing to come up)
+its tests are skipped with the reason, or fail with it under ``CI=true``
+(``unavailable.py``); a stack that started and then misbehaves fails them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from unavailable import run_start_script, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 START = REPO / "scripts" / "start-panda-test-stack.sh"
@@ -61,15 +62,12 @@ class PandaStack:
 
 def _start(directory: Path, pilots: int) -> PandaStack:
     if os.geteuid() != 0:
-        pytest.skip("the PanDA test stack needs root (Debian packages, the postgres user)")
+        unavailable("the PanDA test stack needs root (Debian packages, the postgres user)")
     started_at = time.monotonic()
     env = {**os.environ, "PANDA_STACK_PILOTS": str(pilots)}
-    started = subprocess.run(
-        ["bash", str(START), str(directory)], capture_output=True, text=True, timeout=900, env=env
+    started = run_start_script(
+        ["bash", str(START), str(directory)], "the PanDA test stack", timeout=900, env=env
     )
-    if started.returncode != 0:
-        reason = started.stderr.strip().splitlines()[-1:] or ["no message"]
-        pytest.skip(f"the PanDA test stack did not start (exit {started.returncode}): {reason[0]}")
     exports = {}
     for line in started.stdout.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")

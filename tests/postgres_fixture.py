@@ -3,8 +3,9 @@
 ``postgres_server`` (session) starts one server with ``scripts/start-postgres-test-server.sh``
 in a fresh temporary directory on a free 127.0.0.1 port, installing the Debian package first
 if it is missing; it stops the server at the end of the session. ``postgres_url`` (per test)
-is a fresh, empty database on it, so tests never see each other's rows. Tests are skipped,
-with the reason, only when the server cannot start.
+is a fresh, empty database on it, so tests never see each other's rows. When the server
+cannot start its tests are skipped with the reason, or fail with it under ``CI=true``
+(``unavailable.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from unavailable import require_module, run_start_script, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "start-postgres-test-server.sh"
@@ -50,9 +52,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    pytest.importorskip(
-        "psycopg", reason="psycopg 3 is not installed (pip install -e '.[postgres]')"
-    )
+    require_module("psycopg", install="pip install -e '.[postgres]'")
     if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
         install = subprocess.run(
             ["bash", str(REPO / "scripts" / "install-system-deps.sh"), "postgresql"],
@@ -61,18 +61,18 @@ def postgres_server():
             timeout=600,
         )
         if install.returncode != 0:
-            pytest.skip(f"cannot install the postgresql package: {install.stderr.strip()[-300:]}")
+            unavailable(f"cannot install the postgresql package: {install.stderr.strip()[-300:]}")
     # Not pytest's tmp_path: its parents are private to root, and the server runs as `postgres`.
     directory = Path(tempfile.mkdtemp(prefix="smartbkg-pg-"))
-    started = subprocess.run(
-        ["bash", str(SCRIPT), str(directory), str(_free_port())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if started.returncode != 0:
+    try:
+        started = run_start_script(
+            ["bash", str(SCRIPT), str(directory), str(_free_port())],
+            "the PostgreSQL test server",
+            timeout=120,
+        )
+    except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
-        pytest.skip(f"the PostgreSQL test server did not start: {started.stderr.strip()[-500:]}")
+        raise
     server = PostgresServer(directory=directory, url=started.stdout.strip().splitlines()[-1])
     try:
         yield server

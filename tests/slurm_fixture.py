@@ -2,8 +2,9 @@
 
 The cluster is started by ``scripts/start-slurm-test-cluster.sh`` in a fresh temporary
 directory (own config, state, munged socket and TCP ports) and stopped at the end of the
-session; missing Debian packages are installed first. Tests are skipped, with the reason,
-only when the cluster cannot start (not root, no apt mirror, daemons failing).
+session; missing Debian packages are installed first. When the cluster cannot start (not
+root, no apt mirror, daemons failing) its tests are skipped with the reason, or fail with it
+under ``CI=true`` (``unavailable.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from unavailable import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +39,7 @@ class SlurmCluster:
 
 
 class ClusterUnavailable(Exception):
-    """Why the test cluster cannot start here (tests skip with this reason)."""
+    """Why the test cluster cannot start here (the reason its tests skip, or fail in CI)."""
 
 
 def start_cluster(directory: Path) -> SlurmCluster:
@@ -64,8 +66,9 @@ def start_cluster(directory: Path) -> SlurmCluster:
         timeout=120,
     )
     if started.returncode != 0:
+        lines = started.stderr.strip().splitlines() or ["no message"]
         raise ClusterUnavailable(
-            f"the Slurm test cluster did not start: {started.stderr.strip()[-500:]}"
+            f"the Slurm test cluster did not start (exit {started.returncode}): {lines[-1]}"
         )
     return SlurmCluster(directory=directory, conf=directory / "slurm.conf")
 
@@ -89,7 +92,7 @@ def slurm_cluster():
         try:
             cluster = start_cluster(directory)
         except ClusterUnavailable as reason:
-            pytest.skip(str(reason))
+            unavailable(str(reason))
         os.environ["SLURM_CONF"] = str(cluster.conf)
         yield cluster
     finally:

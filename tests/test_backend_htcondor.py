@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from unavailable import require_module
 
-htcondor2 = pytest.importorskip("htcondor2")
-classad2 = pytest.importorskip("classad2")
+htcondor2 = require_module("htcondor2")
+classad2 = require_module("classad2")
 
 from htcondor_wire import (  # noqa: E402
     RECORDS,
@@ -398,7 +399,8 @@ def test_site_comes_from_the_glidein_site_machine_attribute():
 
 
 def test_native_codes_are_readable_by_the_recovery_taxonomy():
-    taxonomy = pytest.importorskip("smartbkg_prod.recovery.taxonomy")
+    from smartbkg_prod.recovery import taxonomy
+
     code = taxonomy.parse_native_code("HoldReasonCode=34/102")
     assert (code.source, code.code, code.subcode) == ("htcondor", 34, 102)
     assert taxonomy.describe(code).category == "memory"

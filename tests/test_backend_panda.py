@@ -18,8 +18,9 @@ from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner
+from unavailable import require_module
 
-pytest.importorskip("pandaclient")
+require_module("pandaclient")
 
 from smartbkg_prod.backends.base import JobHandle  # noqa: E402
 from smartbkg_prod.backends.panda import (  # noqa: E402
@@ -214,7 +215,8 @@ def test_error_fields_become_native_codes_with_their_source(job, native):
 
 
 def test_native_codes_are_readable_by_the_recovery_taxonomy():
-    taxonomy = pytest.importorskip("smartbkg_prod.recovery.taxonomy")
+    from smartbkg_prod.recovery import taxonomy
+
     assert taxonomy.describe(taxonomy.parse_native_code("pilot:1212")).category == "memory"
     assert taxonomy.parse_native_code("jobDispatcher:100").source == "jobDispatcher"
     # The pilot's "payload failed" read with the payload's exit status, as slurm:FAILED/N.

@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from unavailable import require_module
 
-pytest.importorskip("pandaclient")
+require_module("pandaclient")
 
 
 from test_backend_panda import job_inputs  # noqa: E402

@@ -148,7 +148,8 @@ def test_jobcomp_file_is_read_as_it_grows_and_reread_when_rotated(tmp_path):
 
 
 def test_native_codes_are_readable_by_the_recovery_taxonomy():
-    taxonomy = pytest.importorskip("smartbkg_prod.recovery.taxonomy")
+    from smartbkg_prod.recovery import taxonomy
+
     for native in ("slurm:FAILED/137", "slurm:OUT_OF_MEMORY", "slurm:TIMEOUT", "slurm:CANCELLED"):
         assert taxonomy.parse_native_code(native).source == "slurm"
     assert taxonomy.describe(taxonomy.parse_native_code("slurm:OUT_OF_MEMORY")).category == "memory"
@@ -499,7 +500,6 @@ def slurm_campaign(tmp_path: Path) -> Campaign:
 def test_campaign_through_slurm_matches_local_accounting_with_a_retried_kill(
     slurm_cluster, slurm_campaign, tmp_path, monkeypatch
 ):
-    pytest.importorskip("smartbkg_prod.physics.rootio", reason="physics layer not finished")
     local_campaign = slurm_campaign.model_copy(
         update={
             "outputs": slurm_campaign.outputs.model_copy(

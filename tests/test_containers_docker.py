@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from unavailable import unavailable
 
 from smartbkg_prod.backends.docker_runtime import DockerLocalBackend
 from smartbkg_prod.containers import (
@@ -105,7 +106,7 @@ def docker_host() -> str:
         text=True,
     )
     if shutil.which("dockerd") is None:
-        pytest.skip(f"no Docker engine: docker.io is not installed ({_tail(install.stderr)})")
+        unavailable(f"no Docker engine: docker.io is not installed ({_tail(install.stderr)})")
     state = Path(tempfile.mkdtemp(prefix="sbk-docker-", dir="/tmp"))
     env = dict(os.environ)
     started_at = time.perf_counter()
@@ -120,7 +121,7 @@ def docker_host() -> str:
     )
     if started.returncode != 0:
         shutil.rmtree(state, ignore_errors=True)
-        pytest.skip(f"no Docker engine could start here: {_tail(started.stderr)}")
+        unavailable(f"no Docker engine could start here: {_tail(started.stderr)}")
     host = started.stdout.strip().split("=", 1)[1]
     TIMINGS["engine_start"] = round(time.perf_counter() - started_at, 2)
     TIMINGS["engine_on_tmpfs"] = "SMARTBKG_DOCKER_TMPFS_GB" in env
@@ -492,7 +493,7 @@ def registry(docker_host, workdir):
     insecure registry, so plain HTTP is fine)."""
     binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
     if not Path(binary).exists():
-        pytest.skip("docker-registry is not installed (install-system-deps.sh docker-registry)")
+        unavailable("docker-registry is not installed (install-system-deps.sh docker-registry)")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

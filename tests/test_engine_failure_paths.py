@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from unavailable import require_module
 
 from smartbkg_prod.plan import plan_jobs
 from smartbkg_prod.recovery.records import campaign_records
@@ -84,7 +85,7 @@ def assert_refused_without_attempts(db: str, message: str, recovery: bool = True
 
 @pytest.mark.slow
 def test_htcondor_without_a_pool_uses_no_attempt_and_names_the_schedd(tmp_path):
-    pytest.importorskip("htcondor2")
+    require_module("htcondor2")
     spec = two_job_spec(tmp_path, {"name": "htcondor"})
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
     for again in (False, True):  # a second try changes nothing either
@@ -133,7 +134,7 @@ def test_driver_waits_out_periodic_release_and_removes_holds_nothing_releases(
     leaves it to the schedd, it is released and succeeds. Job 1 is held for memory, which no
     release fixes: the driver removes it through Schedd.act at once, counts a failure and
     submits its next attempt, which succeeds."""
-    pytest.importorskip("htcondor2")
+    require_module("htcondor2")
     from htcondor_wire import PoolOnRecords, install_wire, use_schedd
 
     from smartbkg_prod.backends.htcondor import HTCondorBackend

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from click.testing import CliRunner
 from monitor_reports import T0, campaign_reports, filtered_campaign, make_report, register
+from unavailable import require_module
 
 from smartbkg_prod.backends.base import JobHandle, JobState, write_job_file
 from smartbkg_prod.cli.monitor import monitor
@@ -171,7 +171,7 @@ def test_backend_states_are_upserted_and_held_attempts_counted(store, tmp_path):
 def test_polling_a_backend_records_what_it_says(store, tmp_path):
     """The HTCondor backend following an event log in HTCondor's own format (a job held
     for memory; tests/htcondor_records), the schedd never asked."""
-    pytest.importorskip("htcondor2")
+    require_module("htcondor2")
     from htcondor_wire import log_blocks
 
     from smartbkg_prod.backends.htcondor import HTCondorBackend

@@ -8,6 +8,7 @@ import math
 import pytest
 from click.testing import CliRunner
 from monitor_reports import T0, filtered_campaign, make_report, populate, register
+from unavailable import require_module
 
 from smartbkg_prod.cli.monitor import monitor, watch
 from smartbkg_prod.monitor.collect import ingest_reports
@@ -202,7 +203,7 @@ def test_garbage_metadata_gives_no_expectation(provenance):
 
 
 def test_binomial_p_value_agrees_with_scipy():
-    stats = pytest.importorskip("scipy.stats")
+    stats = require_module("scipy.stats")
     for k, n, p in [
         (3, 10, 0.5),
         (0, 30, 0.1),

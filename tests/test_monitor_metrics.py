@@ -13,6 +13,7 @@ import pytest
 import yaml
 from monitor_reports import populate
 from prometheus_client.parser import text_string_to_metric_families
+from unavailable import unavailable
 
 from smartbkg_prod.monitor.metrics import exposed_names
 from smartbkg_prod.monitor.web import start_server
@@ -124,7 +125,7 @@ def test_alert_rules_use_served_metrics(scrape):
 def test_prometheus_files_pass_promtool_and_alert_unit_tests():
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (Debian package `prometheus`)")
+        unavailable("promtool not installed (Debian package `prometheus`)")
     for command in (
         [promtool, "check", "config", "prometheus.yml"],
         [promtool, "test", "rules", "alerts.test.yml"],
@@ -136,7 +137,7 @@ def test_prometheus_files_pass_promtool_and_alert_unit_tests():
 def test_exposition_passes_promtool_lint(scrape, store):
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (Debian package `prometheus`)")
+        unavailable("promtool not installed (Debian package `prometheus`)")
     from smartbkg_prod.monitor.metrics import exposition
 
     result = subprocess.run(

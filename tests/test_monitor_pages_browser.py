@@ -4,11 +4,10 @@ recovery recommendations. Screenshots go to test-artifacts/ for a person to look
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from test_monitor_web import CHROMIUM, CHROMIUM_ARGS
+from test_monitor_web import CHROMIUM, CHROMIUM_ARGS, chromium_playwright
 from test_recovery_review import campaign, fail, failed_campaign  # noqa: F401 - fixtures
 
 from smartbkg_prod.monitor.web import start_server
@@ -25,9 +24,7 @@ def test_list_filter_check_and_review_pages_render_in_chromium(
     failed_campaign,  # noqa: F811 - the imported fixture
     artifacts_dir: Path,
 ):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} missing (bash scripts/install-system-deps.sh chromium)")
+    playwright_api = chromium_playwright()
     sampled = Campaign(
         name="control-sample",
         process="bbbar_generic",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from monitor_reports import filtered_campaign, make_report, populate, register
 from starlette.testclient import TestClient
+from unavailable import require_module, unavailable
 
 from smartbkg_prod.monitor import charts
 from smartbkg_prod.monitor.collect import ingest_reports
@@ -29,6 +30,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def chromium_playwright():
+    """playwright's sync API, once headless Chromium is there to drive."""
+    playwright_api = require_module("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"{CHROMIUM} missing (bash scripts/install-system-deps.sh chromium)")
+    return playwright_api
 
 
 @pytest.fixture
@@ -183,9 +192,7 @@ def test_serve_without_the_web_stack_names_the_extra_to_install(tmp_path):
 
 @pytest.mark.browser
 def test_campaign_page_in_headless_chromium(base_url, campaign_id, artifacts_dir: Path):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} missing (bash scripts/install-system-deps.sh chromium)")
+    playwright_api = chromium_playwright()
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

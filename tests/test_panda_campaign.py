@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from unavailable import require_module
 
-pytest.importorskip("pandaclient")
+require_module("pandaclient")
 
 from panda_fixture import pilot_pool  # noqa: E402
 

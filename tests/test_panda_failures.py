@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from unavailable import require_module
 
-pytest.importorskip("pandaclient")
+require_module("pandaclient")
 
 from panda_fixture import pilot_pool  # noqa: E402
 from test_backend_panda_server import task_jobs  # noqa: E402

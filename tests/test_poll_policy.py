@@ -16,6 +16,7 @@ import time
 import pytest
 from click.testing import CliRunner
 from engine_calls import ENGINE_COMMANDS, counting_wrappers, read_calls
+from unavailable import require_module
 
 from smartbkg_prod.backends.local import LocalBackend
 from smartbkg_prod.backends.panda import PandaBackend
@@ -33,7 +34,7 @@ def test_each_engine_has_the_cadence_a_site_admin_accepts():
     # Slurm: one squeue per 30 s; its jobcomp file (a file read) every 2 s.
     assert (SlurmBackend.poll_interval_s, SlurmBackend.completion_interval_s) == (30.0, 2.0)
     assert PandaBackend.poll_interval_s == 60.0
-    htcondor = pytest.importorskip("smartbkg_prod.backends.htcondor")
+    htcondor = require_module("smartbkg_prod.backends.htcondor")
     assert htcondor.HTCondorBackend.poll_interval_s == 60.0
     policy = SlurmBackend().poll_policy()
     assert (policy.interval_s, policy.completion_interval_s, policy.jitter) == (30.0, 2.0, 0.1)

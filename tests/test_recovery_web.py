@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -15,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 # The failed campaign of the review tests (OOM, stage-out and walltime-hold failures).
-from test_monitor_web import CHROMIUM, CHROMIUM_ARGS
+from test_monitor_web import CHROMIUM, CHROMIUM_ARGS, chromium_playwright
 from test_recovery_review import campaign, fail, failed_campaign  # noqa: F401 - fixtures
 
 from smartbkg_prod.cli.monitor import monitor
@@ -292,9 +291,7 @@ def test_the_operators_file_holds_digests_and_never_quotes_a_plaintext_token(tmp
 def test_operator_logs_in_and_accepts_in_headless_chromium(
     store, client, recommendations, artifacts_dir: Path
 ):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} missing (bash scripts/install-system-deps.sh chromium)")
+    playwright_api = chromium_playwright()
     target = recommendations[0]
     campaign_page = f"{client.origin}/campaign/{target.campaign_id}"
     with playwright_api.sync_playwright() as playwright:
