@@ -10,10 +10,10 @@
 #
 # Idempotent: a running stack in DIR is reused (its exports printed again); an installed
 # one restarts in seconds. DIR defaults to /var/tmp/smartbkg-panda. Needs root (Debian
-# packages, the postgres user). Exit 2, with one line, when the PanDA schema is missing:
-# it comes from PanDAWMS/panda-database, expected in ../shared/third_party/panda-database
-# next to the repository or in $PANDA_DB_SCHEMA. scripts/panda_stack/README.md says what
-# each part is and what a real site uses instead.
+# packages, the postgres user). The PanDA schema (PanDAWMS/panda-database) is kept in
+# scripts/panda_stack/panda-database, or named by $PANDA_DB_SCHEMA; exit 2, with one line,
+# when it is missing. scripts/panda_stack/README.md says what each part is and what a real
+# site uses instead.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
@@ -25,18 +25,14 @@ QUEUE="${PANDA_STACK_QUEUE:-SMARTBKG_LOCAL}"
 payload_pythonpath="${PYTHONPATH:-}"
 PILOTS="${PANDA_STACK_PILOTS:-2}"
 
-schema=""
-for candidate in "${PANDA_DB_SCHEMA:-}" "$repo/../shared/third_party/panda-database" \
-    "$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || echo /nonexistent)/../../shared/third_party/panda-database"; do
-    if [ -n "$candidate" ] && [ -f "$candidate/schema/postgres/sqls/pg_PANDA_TABLE.sql" ]; then
-        schema="$(cd "$candidate/schema/postgres" && pwd)"
-        break
-    fi
-done
-if [ -z "$schema" ]; then
-    echo "panda test stack: no PanDA database schema (PanDAWMS/panda-database) in ../shared/third_party/panda-database or \$PANDA_DB_SCHEMA" >&2
+# The upstream schema is kept in the repository (panda_stack/panda-database, Apache-2.0);
+# $PANDA_DB_SCHEMA names another checkout of PanDAWMS/panda-database.
+schema_root="${PANDA_DB_SCHEMA:-$stack/panda-database}"
+if [ ! -f "$schema_root/schema/postgres/sqls/pg_PANDA_TABLE.sql" ]; then
+    echo "panda test stack: no PanDA database schema (PanDAWMS/panda-database) in $schema_root" >&2
     exit 2
 fi
+schema="$(cd "$schema_root/schema/postgres" && pwd)"
 if [ "$(id -u)" -ne 0 ]; then
     echo "panda test stack: needs root (Debian packages, the postgres user)" >&2
     exit 3
