@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
 
 from smartbkg_prod.filter.control import add_monitors
 from smartbkg_prod.filter.summary import FilterMonitor
@@ -122,112 +123,6 @@ def load_campaign_rows(
             .where(ReportRow.id.in_(first_success))
             .order_by(ReportRow.finished_at)
         ).all()
-        # Per-event stage costs: the latest successful attempts' stage times over their own
-        # events. A sample, because the times sit in the JSON body and reading all of it
-        # would make every page of a large live campaign slow; recent jobs are also the
-        # ones that tell today's cost.
-        sample = (
-            select(ReportRow.body, ReportRow.events_generated, ReportRow.events_simulated)
-            .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
-            .order_by(ReportRow.id.desc())
-            .limit(COST_SAMPLE_REPORTS)
-            .subquery()
-        )
-        costs = session.execute(
-            select(
-                *(
-                    func.coalesce(func.sum(sample.c.body[("stage_seconds", name)].as_float()), 0.0)
-                    for name in ("generate", "filter", "simulate", "skim")
-                ),
-                func.count(sample.c.body[("stage_seconds", "filter")].as_float()),
-                func.coalesce(func.sum(sample.c.events_generated), 0),
-                func.coalesce(func.sum(sample.c.events_simulated), 0),
-            )
-        ).one()
-        site_rows = session.execute(
-            select(
-                ReportRow.site,
-                func.count(),
-                func.coalesce(func.sum(ReportRow.cpu_seconds), 0.0),
-                func.coalesce(func.sum(ReportRow.wall_seconds), 0.0),
-                func.min(ReportRow.started_at),
-                func.max(ReportRow.finished_at),
-            )
-            .where(ReportRow.campaign_id == campaign_id)
-            .group_by(ReportRow.site)
-        ).all()
-        attempt_rows = session.execute(
-            select(
-                AttemptRow.site,
-                AttemptRow.state,
-                AttemptRow.exit_code,
-                AttemptRow.error_class,
-                func.count(),
-                func.max(AttemptRow.finished_at),
-            )
-            .join(JobRow, AttemptRow.job_id == JobRow.id)
-            .where(JobRow.campaign_id == campaign_id)
-            .group_by(
-                AttemptRow.site, AttemptRow.state, AttemptRow.exit_code, AttemptRow.error_class
-            )
-        ).all()
-        held = session.scalar(
-            select(func.count())
-            .select_from(BackendStateRow)
-            .join(
-                JobRow,
-                and_(
-                    JobRow.campaign_id == BackendStateRow.campaign_id,
-                    JobRow.job_index == BackendStateRow.job_index,
-                ),
-            )
-            .join(
-                AttemptRow,
-                and_(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == BackendStateRow.attempt),
-            )
-            .where(
-                BackendStateRow.campaign_id == campaign_id,
-                BackendStateRow.state == "held",
-                AttemptRow.state == RUNNING,
-            )
-        )
-        failed_reports = session.execute(
-            select(
-                ReportRow.job_index,
-                ReportRow.attempt,
-                ReportRow.site,
-                ReportRow.exit_code,
-                ReportRow.error_class,
-                ReportRow.finished_at,
-                ReportRow.body,
-            )
-            .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code != 0)
-            .order_by(ReportRow.finished_at.desc())
-            .limit(recent)
-        ).all()
-        # Attempts closed without a report (lost, killed): they have no log, but they are failures.
-        reported = select(ReportRow.id).where(
-            ReportRow.campaign_id == campaign_id,
-            ReportRow.job_index == JobRow.job_index,
-            ReportRow.attempt == AttemptRow.attempt,
-        )
-        lost_attempts = session.execute(
-            select(
-                JobRow.job_index,
-                AttemptRow.attempt,
-                AttemptRow.site,
-                AttemptRow.exit_code,
-                AttemptRow.error_class,
-                AttemptRow.finished_at,
-                AttemptRow.native_code,
-            )
-            .join(JobRow, AttemptRow.job_id == JobRow.id)
-            .where(
-                JobRow.campaign_id == campaign_id, AttemptRow.state == FAILED, ~reported.exists()
-            )
-            .order_by(AttemptRow.finished_at.desc())
-            .limit(recent)
-        ).all()
         sum_weights_squared = session.execute(
             select(
                 func.coalesce(
@@ -240,22 +135,153 @@ def load_campaign_rows(
         if ((spec or {}).get("filter") or {}).get("control_fraction"):
             # Only campaigns with a control sample pay for reading these JSON blocks.
             monitor = (control_sums or ControlSums()).total(session, campaign_id, first_success)
+        return CampaignRows(
+            status=status,
+            spec=spec if isinstance(spec, dict) else {},
+            provenance=provenance if isinstance(provenance, dict) else {},
+            created_at=created_at,
+            finished=finished,
+            costs=_stage_costs(session, campaign_id),
+            site_rows=_site_rows(session, campaign_id),
+            attempt_rows=_attempt_rows(session, campaign_id),
+            held=_held_attempts(session, campaign_id),
+            failed_reports=_failed_reports(session, campaign_id, recent),
+            lost_attempts=_lost_attempts(session, campaign_id, recent),
+            sum_weights_squared=tuple(sum_weights_squared),
+            filter_monitor=monitor,
+        )
 
-    return CampaignRows(
-        status=status,
-        spec=spec if isinstance(spec, dict) else {},
-        provenance=provenance if isinstance(provenance, dict) else {},
-        created_at=created_at,
-        finished=finished,
-        costs=tuple(costs),
-        site_rows=site_rows,
-        attempt_rows=attempt_rows,
-        held=int(held or 0),
-        failed_reports=failed_reports,
-        lost_attempts=lost_attempts,
-        sum_weights_squared=tuple(sum_weights_squared),
-        filter_monitor=monitor,
+
+def _stage_costs(session: Session, campaign_id: str) -> tuple:
+    """Summed stage seconds (generate, filter, simulate, skim), the number of reports with
+    a filter time, and their events generated and simulated.
+
+    Per-event stage costs come from the latest successful attempts' stage times over their
+    own events. A sample, because the times sit in the JSON body and reading all of it
+    would make every page of a large live campaign slow; recent jobs are also the ones that
+    tell today's cost.
+    """
+    sample = (
+        select(ReportRow.body, ReportRow.events_generated, ReportRow.events_simulated)
+        .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code == 0)
+        .order_by(ReportRow.id.desc())
+        .limit(COST_SAMPLE_REPORTS)
+        .subquery()
     )
+    return tuple(
+        session.execute(
+            select(
+                *(
+                    func.coalesce(func.sum(sample.c.body[("stage_seconds", name)].as_float()), 0.0)
+                    for name in ("generate", "filter", "simulate", "skim")
+                ),
+                func.count(sample.c.body[("stage_seconds", "filter")].as_float()),
+                func.coalesce(func.sum(sample.c.events_generated), 0),
+                func.coalesce(func.sum(sample.c.events_simulated), 0),
+            )
+        ).one()
+    )
+
+
+def _site_rows(session: Session, campaign_id: str) -> list:
+    """Per site: reports, CPU and wall seconds, first start and last finish."""
+    return session.execute(
+        select(
+            ReportRow.site,
+            func.count(),
+            func.coalesce(func.sum(ReportRow.cpu_seconds), 0.0),
+            func.coalesce(func.sum(ReportRow.wall_seconds), 0.0),
+            func.min(ReportRow.started_at),
+            func.max(ReportRow.finished_at),
+        )
+        .where(ReportRow.campaign_id == campaign_id)
+        .group_by(ReportRow.site)
+    ).all()
+
+
+def _attempt_rows(session: Session, campaign_id: str) -> list:
+    """Attempts counted by (site, state, exit code, error class), with the latest finish."""
+    return session.execute(
+        select(
+            AttemptRow.site,
+            AttemptRow.state,
+            AttemptRow.exit_code,
+            AttemptRow.error_class,
+            func.count(),
+            func.max(AttemptRow.finished_at),
+        )
+        .join(JobRow, AttemptRow.job_id == JobRow.id)
+        .where(JobRow.campaign_id == campaign_id)
+        .group_by(AttemptRow.site, AttemptRow.state, AttemptRow.exit_code, AttemptRow.error_class)
+    ).all()
+
+
+def _held_attempts(session: Session, campaign_id: str) -> int:
+    """Open attempts whose engine last said they are held."""
+    held = session.scalar(
+        select(func.count())
+        .select_from(BackendStateRow)
+        .join(
+            JobRow,
+            and_(
+                JobRow.campaign_id == BackendStateRow.campaign_id,
+                JobRow.job_index == BackendStateRow.job_index,
+            ),
+        )
+        .join(
+            AttemptRow,
+            and_(AttemptRow.job_id == JobRow.id, AttemptRow.attempt == BackendStateRow.attempt),
+        )
+        .where(
+            BackendStateRow.campaign_id == campaign_id,
+            BackendStateRow.state == "held",
+            AttemptRow.state == RUNNING,
+        )
+    )
+    return int(held or 0)
+
+
+def _failed_reports(session: Session, campaign_id: str, recent: int) -> list:
+    """The latest ``recent`` failed reports, with their bodies."""
+    return session.execute(
+        select(
+            ReportRow.job_index,
+            ReportRow.attempt,
+            ReportRow.site,
+            ReportRow.exit_code,
+            ReportRow.error_class,
+            ReportRow.finished_at,
+            ReportRow.body,
+        )
+        .where(ReportRow.campaign_id == campaign_id, ReportRow.exit_code != 0)
+        .order_by(ReportRow.finished_at.desc())
+        .limit(recent)
+    ).all()
+
+
+def _lost_attempts(session: Session, campaign_id: str, recent: int) -> list:
+    """The latest ``recent`` attempts closed without a report (lost, killed): they have no
+    log, but they are failures."""
+    reported = select(ReportRow.id).where(
+        ReportRow.campaign_id == campaign_id,
+        ReportRow.job_index == JobRow.job_index,
+        ReportRow.attempt == AttemptRow.attempt,
+    )
+    return session.execute(
+        select(
+            JobRow.job_index,
+            AttemptRow.attempt,
+            AttemptRow.site,
+            AttemptRow.exit_code,
+            AttemptRow.error_class,
+            AttemptRow.finished_at,
+            AttemptRow.native_code,
+        )
+        .join(JobRow, AttemptRow.job_id == JobRow.id)
+        .where(JobRow.campaign_id == campaign_id, AttemptRow.state == FAILED, ~reported.exists())
+        .order_by(AttemptRow.finished_at.desc())
+        .limit(recent)
+    ).all()
 
 
 def latest_failure_bodies(

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from smartbkg_prod.errors import StoreError
 from smartbkg_prod.report import JobReport
@@ -91,13 +93,50 @@ def ingest_reports(
     return result
 
 
+@dataclass
+class _Batch:
+    """The rows a batch of reports touches, read once: only the rows of the jobs the batch
+    names, so that a batch's cost does not grow with the size of its campaign (100k jobs)."""
+
+    max_attempts: dict[str, int]  # campaign id -> retry.max_attempts
+    seen: set[tuple[str, int, int]]  # (campaign id, job index, attempt) of stored reports
+    jobs: dict[tuple[str, int], list]  # (campaign id, job index) -> [job id, state, attempts]
+    attempts: dict[tuple[int, int], tuple]  # (job id, attempt) -> (attempt id, backend job id)
+
+
+@dataclass
+class _Writes:
+    """What a batch adds and changes, written with ``executemany`` at the end."""
+
+    report_rows: list[tuple] = field(default_factory=list)
+    new_attempts: list[tuple] = field(default_factory=list)
+    attempt_updates: list[tuple] = field(default_factory=list)
+    touched_jobs: set[tuple[str, int]] = field(default_factory=set)
+
+
 def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None) -> IngestCounts:
     result = IngestCounts(received=len(reports))
     if not reports:
         return result
-    campaign_ids = sorted({report.campaign_id for report in reports})
-    # Read only the rows of the jobs this batch touches: a batch's cost must not grow
-    # with the size of its campaign (100k-job campaigns).
+    now = time.time()
+    with store.session() as session:
+        batch = _read_batch(session, reports)
+        writes = _Writes()
+        for report in reports:
+            key = (report.campaign_id, report.job_index, report.attempt)
+            if key in batch.seen:
+                result.duplicates += 1
+            elif (problem := _unknown_job(batch, report)) is not None:
+                result.rejected.append(problem)
+            else:
+                batch.seen.add(key)
+                _add_report(batch, writes, report, final)
+        _write(session.connection(), batch, writes, now)
+        result.stored = len(writes.report_rows)
+    return result
+
+
+def _read_batch(session: Session, reports: Sequence[JobReport]) -> _Batch:
     indexes_by_campaign: dict[str, set[int]] = {}
     for report in reports:
         indexes_by_campaign.setdefault(report.campaign_id, set()).add(report.job_index)
@@ -110,125 +149,112 @@ def _ingest_once(store: Store, reports: Sequence[JobReport], final: bool | None)
             )
         )
 
-    now = time.time()
-    with store.session() as session:
-        max_attempts = {
-            campaign_id: _max_attempts(spec)
-            for campaign_id, spec in session.execute(
-                select(CampaignRow.id, CampaignRow.spec).where(CampaignRow.id.in_(campaign_ids))
-            )
-        }
-        seen = {
-            (campaign_id, index, attempt)
-            for campaign_id, index, attempt in session.execute(
-                select(ReportRow.campaign_id, ReportRow.job_index, ReportRow.attempt).where(
-                    batch_jobs(ReportRow)
-                )
-            )
-        }
-        jobs = {
-            (campaign_id, index): [job_id, state, attempts]
-            for job_id, campaign_id, index, state, attempts in session.execute(
-                select(
-                    JobRow.id, JobRow.campaign_id, JobRow.job_index, JobRow.state, JobRow.attempts
-                ).where(batch_jobs(JobRow))
-            )
-        }
-        attempts = {
+    campaigns = select(CampaignRow.id, CampaignRow.spec).where(
+        CampaignRow.id.in_(sorted(indexes_by_campaign))
+    )
+    stored = select(ReportRow.campaign_id, ReportRow.job_index, ReportRow.attempt).where(
+        batch_jobs(ReportRow)
+    )
+    jobs = select(
+        JobRow.id, JobRow.campaign_id, JobRow.job_index, JobRow.state, JobRow.attempts
+    ).where(batch_jobs(JobRow))
+    attempts = (
+        select(AttemptRow.id, AttemptRow.job_id, AttemptRow.attempt, AttemptRow.backend_job_id)
+        .join(JobRow, AttemptRow.job_id == JobRow.id)
+        .where(batch_jobs(JobRow))
+    )
+    return _Batch(
+        max_attempts={cid: _max_attempts(spec) for cid, spec in session.execute(campaigns)},
+        seen={tuple(row) for row in session.execute(stored)},
+        jobs={
+            (campaign_id, index): [job_id, state, used]
+            for job_id, campaign_id, index, state, used in session.execute(jobs)
+        },
+        attempts={
             (job_id, attempt): (attempt_id, backend_job_id)
-            for attempt_id, job_id, attempt, backend_job_id in session.execute(
-                select(
-                    AttemptRow.id, AttemptRow.job_id, AttemptRow.attempt, AttemptRow.backend_job_id
-                )
-                .join(JobRow, AttemptRow.job_id == JobRow.id)
-                .where(batch_jobs(JobRow))
-            )
-        }
+            for attempt_id, job_id, attempt, backend_job_id in session.execute(attempts)
+        },
+    )
 
-        report_rows, new_attempts, attempt_updates, touched_jobs = [], [], [], set()
-        for report in reports:
-            key = (report.campaign_id, report.job_index, report.attempt)
-            if key in seen:
-                result.duplicates += 1
-                continue
-            if report.campaign_id not in max_attempts:
-                result.rejected.append(
-                    f"{_name(report)}: campaign {report.campaign_id} is not registered "
-                    "(submit it, or collect a directory holding its jobs/ files)"
-                )
-                continue
-            job = jobs.get((report.campaign_id, report.job_index))
-            if job is None:
-                result.rejected.append(
-                    f"{_name(report)}: the campaign has no job {report.job_index}"
-                )
-                continue
-            seen.add(key)
-            report_rows.append(_report_row(report))
-            job_id = job[0]
-            attempt_state = DONE if report.succeeded else FAILED
-            existing = attempts.get((job_id, report.attempt))
-            if existing is None:
-                new_attempts.append(
-                    (
-                        job_id,
-                        report.attempt,
-                        report.backend,
-                        report.backend_job_id,
-                        report.started_at,
-                        attempt_state,
-                        report.exit_code,
-                        report.error_class,
-                        report.finished_at,
-                        report.site,
-                    )
-                )
-                attempts[(job_id, report.attempt)] = (None, report.backend_job_id)
-                job[2] = max(job[2], report.attempt)
-            else:
-                attempt_id, backend_job_id = existing
-                attempt_updates.append(
-                    (
-                        attempt_state,
-                        report.exit_code,
-                        report.error_class,
-                        report.finished_at,
-                        report.site,
-                        report.backend_job_id or backend_job_id,
-                        attempt_id,
-                    )
-                )
-            # As Reports.record: a cancelled job stays cancelled on a late report.
-            if job[1] not in (DONE, CANCELLED):
-                if report.succeeded:
-                    job[1] = DONE
-                else:
-                    is_final = (
-                        report.attempt >= max_attempts[report.campaign_id]
-                        if final is None
-                        else final
-                    )
-                    job[1] = FAILED if is_final else PENDING
-            touched_jobs.add((report.campaign_id, report.job_index))
 
-        connection = session.connection()
-        if report_rows:
-            _insert_many(connection, ReportRow.__tablename__, REPORT_COLUMNS, report_rows)
-        if new_attempts:
-            _insert_many(connection, AttemptRow.__tablename__, ATTEMPT_COLUMNS, new_attempts)
-        if attempt_updates:
-            _update_many(
-                connection, AttemptRow.__tablename__, ATTEMPT_UPDATE_COLUMNS, attempt_updates
+def _unknown_job(batch: _Batch, report: JobReport) -> str | None:
+    """Why a report cannot be stored (its campaign or job is not in the store), or None."""
+    if report.campaign_id not in batch.max_attempts:
+        return (
+            f"{_name(report)}: campaign {report.campaign_id} is not registered "
+            "(submit it, or collect a directory holding its jobs/ files)"
+        )
+    if (report.campaign_id, report.job_index) not in batch.jobs:
+        return f"{_name(report)}: the campaign has no job {report.job_index}"
+    return None
+
+
+def _add_report(batch: _Batch, writes: _Writes, report: JobReport, final: bool | None) -> None:
+    """The report's row, its attempt's (new or updated) and its job's new state, as
+    :meth:`Reports.record <smartbkg_prod.store.reports.Reports.record>` would write them."""
+    writes.report_rows.append(_report_row(report))
+    job = batch.jobs[(report.campaign_id, report.job_index)]
+    job_id = job[0]
+    attempt_state = DONE if report.succeeded else FAILED
+    existing = batch.attempts.get((job_id, report.attempt))
+    if existing is None:
+        writes.new_attempts.append(
+            (
+                job_id,
+                report.attempt,
+                report.backend,
+                report.backend_job_id,
+                report.started_at,
+                attempt_state,
+                report.exit_code,
+                report.error_class,
+                report.finished_at,
+                report.site,
             )
-        if touched_jobs:
-            _update_many(
-                connection,
-                JobRow.__tablename__,
-                ("state", "attempts", "updated_at"),
-                [(jobs[key][1], jobs[key][2], now, jobs[key][0]) for key in touched_jobs],
+        )
+        batch.attempts[(job_id, report.attempt)] = (None, report.backend_job_id)
+        job[2] = max(job[2], report.attempt)
+    else:
+        attempt_id, backend_job_id = existing
+        writes.attempt_updates.append(
+            (
+                attempt_state,
+                report.exit_code,
+                report.error_class,
+                report.finished_at,
+                report.site,
+                report.backend_job_id or backend_job_id,
+                attempt_id,
             )
-        result.stored = len(report_rows)
-    return result
+        )
+    # As Reports.record: a cancelled job stays cancelled on a late report.
+    if job[1] not in (DONE, CANCELLED):
+        if report.succeeded:
+            job[1] = DONE
+        else:
+            max_attempts = batch.max_attempts[report.campaign_id]
+            is_final = report.attempt >= max_attempts if final is None else final
+            job[1] = FAILED if is_final else PENDING
+    writes.touched_jobs.add((report.campaign_id, report.job_index))
+
+
+def _write(connection: Connection, batch: _Batch, writes: _Writes, now: float) -> None:
+    if writes.report_rows:
+        _insert_many(connection, ReportRow.__tablename__, REPORT_COLUMNS, writes.report_rows)
+    if writes.new_attempts:
+        _insert_many(connection, AttemptRow.__tablename__, ATTEMPT_COLUMNS, writes.new_attempts)
+    if writes.attempt_updates:
+        _update_many(
+            connection, AttemptRow.__tablename__, ATTEMPT_UPDATE_COLUMNS, writes.attempt_updates
+        )
+    if writes.touched_jobs:
+        jobs = batch.jobs
+        _update_many(
+            connection,
+            JobRow.__tablename__,
+            ("state", "attempts", "updated_at"),
+            [(jobs[key][1], jobs[key][2], now, jobs[key][0]) for key in writes.touched_jobs],
+        )
 
 
 def _max_attempts(spec: dict | None) -> int:
