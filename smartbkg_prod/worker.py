@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import ValidationError
@@ -44,7 +45,11 @@ from smartbkg_prod.plan import (
 )
 from smartbkg_prod.redact import RedactingFilter, redact
 from smartbkg_prod.report import JobReport, OutputFile, Provenance
-from smartbkg_prod.stages import StageError
+from smartbkg_prod.stages import Simulated, StageError, StageJob
+
+if TYPE_CHECKING:  # imported when used: `smartbkg-prod validate` should not pay for Pythia
+    from smartbkg_prod.physics.events import ParticleBatch
+    from smartbkg_prod.physics.skim import SkimResult
 
 log = logging.getLogger("smartbkg_prod.worker")
 
@@ -199,24 +204,11 @@ def _process_job(
     job_input: JobInput, stages: _Stages, counts: dict, workdir: Path
 ) -> list[OutputFile]:
     # Imported here: `smartbkg-prod validate` and friends should not pay for Pythia.
-    from smartbkg_prod.physics.rootio import read_output, write_output
-    from smartbkg_prod.stages import StageJob
     from smartbkg_prod.stages.chain import build_chain
 
     job, campaign, attempt = job_input.job, job_input.campaign, job_input.attempt
     chain = build_chain(campaign)
-    stage_job = StageJob(
-        campaign=campaign.name,
-        job_index=job.index,
-        attempt=attempt,
-        first_event=job.first_event,
-        n_events=job.n_events,
-        seed=job.seed,
-        workdir=workdir,
-        deadline=time.monotonic() + campaign.resources.walltime_s,
-        memory_limit_mb=campaign.resources.memory_mb,
-        events_to_skip=job.events_to_skip,
-    )
+    stage_job = _stage_job(job_input, workdir)
     if campaign.filter.mode != "off" and campaign.filter.device == "cuda":
         # A GPU job on a runtime without a usable GPU (the CPU image, or a GPU image started
         # without --gpus) stops before generating; the check counts in the filter stage.
@@ -239,43 +231,8 @@ def _process_job(
     )
 
     with stages.stage("filter", job.index, attempt):
-        if campaign.filter.mode == "off":
-            weights = np.ones(particles.n_events)
-            scores = kept = control = keep_probability = q_all = q_simulated = None
-            counts["events_kept"] = particles.n_events
-        else:
-            from smartbkg_prod.filter.apply import run_filter
-            from smartbkg_prod.filter.control import control_draw
-
-            tuning = job_input.filter_tuning
-            decision = run_filter(
-                particles,
-                campaign.filter,
-                job.seed,
-                scale=tuning.scale if tuning else None,
-                p_min=tuning.p_min if tuning else None,
-                threads=campaign.resources.cores,
-            )
-            counts["filter_tuning"] = (
-                {"scale": tuning.scale, "p_min": tuning.p_min} if tuning else None
-            )
-            # q of every generated event now, of the simulated ones below (tune: auto).
-            q_all = decision.pass_probability
-            counts["model_sha256"] = decision.model_sha256
-            counts["gpu"] = decision.device if decision.device.startswith("cuda") else None
-            counts["events_kept"] = decision.n_kept
-            control = control_draw(particles.n_events, campaign.filter.control_fraction, job.seed)
-            # Control events are simulated whatever the filter decided (weight 0 when it
-            # dropped them): the unfiltered reference the monitor checks the filter with.
-            simulated = decision.keep | control
-            particles = particles.select(simulated)
-            weights = np.asarray(decision.weights)[simulated]
-            scores = np.asarray(decision.scores, dtype=np.float32)[simulated]
-            kept = decision.keep[simulated]
-            control = control[simulated]
-            keep_probability = decision.keep_probability[simulated]
-            q_simulated = q_all[simulated] if q_all is not None else None
-        counts["sum_weights_kept"] = float(weights.sum())
+        filtered = _apply_filter(job_input, particles, counts)
+    particles = filtered.particles
     log.info(
         "filter mode %s kept %d events (%d simulated)",
         campaign.filter.mode,
@@ -288,78 +245,172 @@ def _process_job(
         if simulated.reco is not None:
             _check_events("simulation", simulated.reco.event_number, particles.event_number)
         counts["events_simulated"] = particles.n_events
-    reco = simulated.reco
 
     with stages.stage("skim", job.index, attempt):
         skim_result = chain.skim.skim(particles, simulated, stage_job)
         _check_events("skim", np.arange(skim_result.n_events), np.arange(particles.n_events))
-        passed = skim_result.passed if kept is None else skim_result.passed & kept
-        counts["events_skimmed"] = int(np.count_nonzero(passed))
-        counts["sum_weights_skimmed"] = float(weights[passed].sum())
-        counts["sum_weights_squared_skimmed"] = float(np.square(weights[passed]).sum())
-        if control is not None and campaign.filter.control_fraction > 0:
-            from smartbkg_prod.filter.control import job_monitor, monitor_edges
-            from smartbkg_prod.filter.data import event_variables
-            from smartbkg_prod.filter.tune import TuneHistograms
-
-            counts["filter_monitor"] = job_monitor(
-                event_variables(particles, reco, skim_result),
-                monitor_edges(campaign.skim),
-                passed=skim_result.passed,
-                kept=kept,
-                control=control,
-                weights=weights,
-                keep_probability=keep_probability,
-                control_fraction=campaign.filter.control_fraction,
-                sample_mode=campaign.filter.mode == "sample",
-                tune_histograms=None
-                if q_simulated is None
-                else TuneHistograms.of_events(q_all, q_simulated[control & skim_result.passed]),
-            )
+        _count_skimmed(job_input, filtered, simulated, skim_result, counts)
     log.info("skim kept %d of %d events", counts["events_skimmed"], particles.n_events)
 
     with stages.stage("write", job.index, attempt):
-        final = job_input.output_file
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.attempt{attempt}.tmp")
-        # A killed earlier attempt may have left its temporary file behind.
-        for stale in final.parent.glob(f".{final.name}.attempt*.tmp"):
-            stale.unlink(missing_ok=True)
-        try:
-            write_output(
-                tmp,
-                particles=particles,
-                weights=weights,
-                scores=scores,
-                skim=skim_result,
-                keep_mc_particles=campaign.outputs.keep_mc_particles,
-                control=control,
-            )
-            maybe_inject("write", job.index, attempt)
-            _fsync(tmp)
-            contents = read_output(tmp)
-            if not np.array_equal(np.asarray(contents.event_number), particles.event_number):
-                raise WorkerError(
-                    ExitCode.OUTPUT_VALIDATION,
-                    f"{tmp}: read-back event numbers differ from what was written",
-                )
-            checksum = sha256_file(tmp)
-            os.replace(tmp, final)
-        except OSError as error:
-            raise WorkerError(
-                ExitCode.STAGE_OUT, f"cannot write {final}: {error.strerror or error}"
-            ) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-    return [
-        OutputFile(
-            path=str(final),
-            size_bytes=final.stat().st_size,
-            sha256=checksum,
-            events=particles.n_events,
+        return [_write_output(job_input, filtered, skim_result)]
+
+
+def _stage_job(job_input: JobInput, workdir: Path) -> StageJob:
+    """What the generation, simulation and skim stages are told about the job."""
+    job, campaign = job_input.job, job_input.campaign
+    return StageJob(
+        campaign=campaign.name,
+        job_index=job.index,
+        attempt=job_input.attempt,
+        first_event=job.first_event,
+        n_events=job.n_events,
+        seed=job.seed,
+        workdir=workdir,
+        deadline=time.monotonic() + campaign.resources.walltime_s,
+        memory_limit_mb=campaign.resources.memory_mb,
+        events_to_skip=job.events_to_skip,
+    )
+
+
+@dataclass
+class _Filtered:
+    """The events the filter sends on to simulation, with their per-event filter columns
+    (all None when the filter is off)."""
+
+    particles: ParticleBatch  # the kept and control events, in order
+    weights: np.ndarray
+    scores: np.ndarray | None = None
+    kept: np.ndarray | None = None  # kept by the filter (False: a control-only event)
+    control: np.ndarray | None = None  # drawn into the control sample
+    keep_probability: np.ndarray | None = None
+    q_all: np.ndarray | None = None  # pass probability of every generated event (tune: auto)
+    q_simulated: np.ndarray | None = None  # ... of the simulated ones
+
+
+def _apply_filter(job_input: JobInput, particles: ParticleBatch, counts: dict) -> _Filtered:
+    job, campaign = job_input.job, job_input.campaign
+    if campaign.filter.mode == "off":
+        counts["events_kept"] = particles.n_events
+        counts["sum_weights_kept"] = float(particles.n_events)
+        return _Filtered(particles, weights=np.ones(particles.n_events))
+    from smartbkg_prod.filter.apply import run_filter
+    from smartbkg_prod.filter.control import control_draw
+
+    tuning = job_input.filter_tuning
+    decision = run_filter(
+        particles,
+        campaign.filter,
+        job.seed,
+        scale=tuning.scale if tuning else None,
+        p_min=tuning.p_min if tuning else None,
+        threads=campaign.resources.cores,
+    )
+    counts["filter_tuning"] = {"scale": tuning.scale, "p_min": tuning.p_min} if tuning else None
+    q_all = decision.pass_probability
+    counts["model_sha256"] = decision.model_sha256
+    counts["gpu"] = decision.device if decision.device.startswith("cuda") else None
+    counts["events_kept"] = decision.n_kept
+    control = control_draw(particles.n_events, campaign.filter.control_fraction, job.seed)
+    # Control events are simulated whatever the filter decided (weight 0 when it dropped
+    # them): the unfiltered reference the monitor checks the filter with.
+    simulated = decision.keep | control
+    weights = np.asarray(decision.weights)[simulated]
+    counts["sum_weights_kept"] = float(weights.sum())
+    return _Filtered(
+        particles.select(simulated),
+        weights=weights,
+        scores=np.asarray(decision.scores, dtype=np.float32)[simulated],
+        kept=decision.keep[simulated],
+        control=control[simulated],
+        keep_probability=decision.keep_probability[simulated],
+        q_all=q_all,
+        q_simulated=q_all[simulated] if q_all is not None else None,
+    )
+
+
+def _count_skimmed(
+    job_input: JobInput,
+    filtered: _Filtered,
+    simulated: Simulated,
+    skim_result: SkimResult,
+    counts: dict,
+) -> None:
+    """The skimmed events and their weights; with a control sample, the job's filter
+    monitor (what the monitor checks the filter with)."""
+    campaign = job_input.campaign
+    kept, control, weights = filtered.kept, filtered.control, filtered.weights
+    passed = skim_result.passed if kept is None else skim_result.passed & kept
+    counts["events_skimmed"] = int(np.count_nonzero(passed))
+    counts["sum_weights_skimmed"] = float(weights[passed].sum())
+    counts["sum_weights_squared_skimmed"] = float(np.square(weights[passed]).sum())
+    if control is None or campaign.filter.control_fraction <= 0:
+        return
+    from smartbkg_prod.filter.control import job_monitor, monitor_edges
+    from smartbkg_prod.filter.data import event_variables
+    from smartbkg_prod.filter.tune import TuneHistograms
+
+    tune_histograms = None
+    if filtered.q_simulated is not None:
+        tune_histograms = TuneHistograms.of_events(
+            filtered.q_all, filtered.q_simulated[control & skim_result.passed]
         )
-    ]
+    counts["filter_monitor"] = job_monitor(
+        event_variables(filtered.particles, simulated.reco, skim_result),
+        monitor_edges(campaign.skim),
+        passed=skim_result.passed,
+        kept=kept,
+        control=control,
+        weights=weights,
+        keep_probability=filtered.keep_probability,
+        control_fraction=campaign.filter.control_fraction,
+        sample_mode=campaign.filter.mode == "sample",
+        tune_histograms=tune_histograms,
+    )
+
+
+def _write_output(job_input: JobInput, filtered: _Filtered, skim_result: SkimResult) -> OutputFile:
+    """Write the ROOT output under a temporary name, read it back, fsync, checksum, and
+    move it into place."""
+    from smartbkg_prod.physics.rootio import read_output, write_output
+
+    campaign, attempt, particles = job_input.campaign, job_input.attempt, filtered.particles
+    final = job_input.output_file
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.attempt{attempt}.tmp")
+    # A killed earlier attempt may have left its temporary file behind.
+    for stale in final.parent.glob(f".{final.name}.attempt*.tmp"):
+        stale.unlink(missing_ok=True)
+    try:
+        write_output(
+            tmp,
+            particles=particles,
+            weights=filtered.weights,
+            scores=filtered.scores,
+            skim=skim_result,
+            keep_mc_particles=campaign.outputs.keep_mc_particles,
+            control=filtered.control,
+        )
+        maybe_inject("write", job_input.job.index, attempt)
+        _fsync(tmp)
+        contents = read_output(tmp)
+        if not np.array_equal(np.asarray(contents.event_number), particles.event_number):
+            raise WorkerError(
+                ExitCode.OUTPUT_VALIDATION,
+                f"{tmp}: read-back event numbers differ from what was written",
+            )
+        checksum = sha256_file(tmp)
+        os.replace(tmp, final)
+    except OSError as error:
+        raise WorkerError(
+            ExitCode.STAGE_OUT, f"cannot write {final}: {error.strerror or error}"
+        ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return OutputFile(
+        path=str(final), size_bytes=final.stat().st_size, sha256=checksum, events=particles.n_events
+    )
 
 
 def _check_events(stage: str, event_number: np.ndarray, expected: np.ndarray) -> None:
@@ -387,18 +438,8 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
 
     ``index`` selects one entry of a job list instead of a single job file.
     """
-    tail = _LogTail()
-    tail.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger("smartbkg_prod").addHandler(tail)
-    # The same lines on stderr: backends keep them in the attempt's log file.
-    stderr_handler = logging.StreamHandler(sys.stderr)
-    stderr_handler.setFormatter(tail.formatter)
-    stderr_handler.addFilter(RedactingFilter())
-    logging.getLogger("smartbkg_prod").addHandler(stderr_handler)
-    logging.getLogger("smartbkg_prod").setLevel(logging.INFO)
-    started_at, cpu_start = time.time(), time.process_time()
-    children_cpu_start, _ = children_usage()
-
+    tail = _capture_log()
+    clocks = _Clocks()
     try:
         check_environment()
         job_input = read_job_input(job_file, index)
@@ -406,43 +447,94 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         # Without a valid job file there is no report location: say it and exit.
         print(f"smartbkg-prod worker: {error}", file=sys.stderr)
         return int(error.exit_code)
-
-    campaign, job = job_input.campaign, job_input.job
-    stages = _Stages(memory_limit_mb=campaign.resources.memory_mb)
+    stages = _Stages(memory_limit_mb=job_input.campaign.resources.memory_mb)
     counts: dict = {}
-    outputs: list[OutputFile] = []
-    exit_code, message = ExitCode.SUCCESS, ""
+    outcome = _run_attempt(job_input, stages, counts)
+    if outcome.message:
+        log.error("%s", outcome.message)
+    report = _report(job_input, outcome, clocks, stages, counts, tail)
+    return _write_report(job_input, report)
+
+
+def _capture_log() -> _LogTail:
+    """Send the package's log to stderr (backends keep it in the attempt's log file) and
+    keep its last lines for the report; both redacted."""
+    tail = _LogTail()
+    tail.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler.setFormatter(tail.formatter)
+    stderr_handler.addFilter(RedactingFilter())
+    package_log = logging.getLogger("smartbkg_prod")
+    package_log.addHandler(tail)
+    package_log.addHandler(stderr_handler)
+    package_log.setLevel(logging.INFO)
+    return tail
+
+
+@dataclass
+class _Clocks:
+    """The attempt's start, for its report's wall and CPU seconds."""
+
+    started_at: float = field(default_factory=time.time)
+    cpu_start: float = field(default_factory=time.process_time)
+    children_cpu_start: float = field(default_factory=lambda: children_usage()[0])
+
+
+@dataclass
+class _Outcome:
+    """How the attempt ended: its outputs (none unless it succeeded), code and message."""
+
+    exit_code: ExitCode
+    message: str = ""
+    outputs: list[OutputFile] = field(default_factory=list)
+
+
+def _run_attempt(job_input: JobInput, stages: _Stages, counts: dict) -> _Outcome:
+    """Run the job under its walltime alarm and a SIGTERM handler; every way it can end
+    becomes an exit code and a message."""
+    walltime_s = job_input.campaign.resources.walltime_s
     previous_alarm = signal.signal(signal.SIGALRM, _raise_walltime)
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    signal.alarm(campaign.resources.walltime_s)
+    signal.alarm(walltime_s)
     try:
-        outputs = process_job(job_input, stages, counts)
+        return _Outcome(ExitCode.SUCCESS, outputs=process_job(job_input, stages, counts))
     except WorkerError as error:
-        exit_code, message = error.exit_code, str(error)
+        return _Outcome(error.exit_code, str(error))
     except (PhysicsError, FilterError) as error:
-        exit_code, message = library_exit_code(error), str(error)
+        return _Outcome(library_exit_code(error), str(error))
     except _WalltimeExceeded:
-        exit_code = ExitCode.WALLTIME
-        message = f"walltime {campaign.resources.walltime_s} s reached (raise resources.walltime_s or split the job)"
-    except _Terminated:
-        exit_code, message = (
+        return _Outcome(
             ExitCode.WALLTIME,
-            "terminated by SIGTERM (batch system limit or operator)",
+            f"walltime {walltime_s} s reached (raise resources.walltime_s or split the job)",
         )
+    except _Terminated:
+        return _Outcome(ExitCode.WALLTIME, "terminated by SIGTERM (batch system limit or operator)")
     except MemoryError:
-        exit_code, message = ExitCode.OUT_OF_MEMORY, "out of memory"
+        return _Outcome(ExitCode.OUT_OF_MEMORY, "out of memory")
     except Exception as error:  # noqa: BLE001 - the report must say what happened
-        exit_code, message = ExitCode.UNEXPECTED, f"{type(error).__name__}: {error}"
         log.exception("unexpected error")
+        return _Outcome(ExitCode.UNEXPECTED, f"{type(error).__name__}: {error}")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous_alarm)
         signal.signal(signal.SIGTERM, previous_term)
-    if message:
-        log.error("%s", message)
 
+
+def _report(
+    job_input: JobInput,
+    outcome: _Outcome,
+    clocks: _Clocks,
+    stages: _Stages,
+    counts: dict,
+    tail: _LogTail,
+) -> JobReport:
+    """The attempt's report. A failed attempt keeps no outputs: its events are produced by
+    a later attempt."""
+    campaign, job = job_input.campaign, job_input.job
     children_cpu, children_peak_mb = children_usage()
-    report = JobReport.for_job(
+    finished_at = time.time()
+    cpu_seconds = time.process_time() - clocks.cpu_start + children_cpu - clocks.children_cpu_start
+    return JobReport.for_job(
         job,
         campaign.name,
         job_input.attempt,
@@ -450,10 +542,10 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         backend_job_id=os.environ.get(ENV_BACKEND_JOB_ID),
         site=os.environ.get(ENV_SITE, job_input.site),
         host=socket.gethostname(),
-        started_at=started_at,
-        finished_at=time.time(),
-        wall_seconds=time.time() - started_at,
-        cpu_seconds=time.process_time() - cpu_start + children_cpu - children_cpu_start,
+        started_at=clocks.started_at,
+        finished_at=finished_at,
+        wall_seconds=finished_at - clocks.started_at,
+        cpu_seconds=cpu_seconds,
         stage_seconds=stages.seconds,
         events_generated=counts.get("events_generated", 0),
         events_kept=counts.get("events_kept", 0),
@@ -469,11 +561,11 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         memory_requested_mb=campaign.resources.memory_mb,
         walltime_requested_s=campaign.resources.walltime_s,
         gpu=counts.get("gpu"),
-        exit_code=int(exit_code),
-        error_class=exit_code.name.lower(),
-        error_message=redact(message),
+        exit_code=int(outcome.exit_code),
+        error_class=outcome.exit_code.name.lower(),
+        error_message=redact(outcome.message),
         log_tail=list(tail.lines),
-        outputs=outputs,
+        outputs=outcome.outputs if outcome.exit_code == ExitCode.SUCCESS else [],
         provenance=Provenance(
             campaign_id=job.campaign_id,
             spec_sha256=spec_sha256(job_input),
@@ -483,11 +575,13 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
             versions=_versions(),
         ),
     )
-    if exit_code != ExitCode.SUCCESS:
-        # A failed attempt keeps no counts: its events are produced by a later attempt.
-        report = report.model_copy(update={"outputs": []})
+
+
+def _write_report(job_input: JobInput, report: JobReport) -> int:
+    """Write the report (and, under a PanDA pilot, the pilot's copy); returns the worker's
+    exit code: the attempt's, or STAGE_OUT when the report cannot be written."""
     try:
-        maybe_inject("report", job.index, job_input.attempt)
+        maybe_inject("report", job_input.job.index, job_input.attempt)
         report_path = job_input.report_file
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report.write(report_path)
@@ -501,7 +595,7 @@ def run_worker(job_file: Path, index: int | None = None) -> int:
         return int(ExitCode.STAGE_OUT)
     except WorkerError as error:
         return int(error.exit_code)
-    return int(exit_code)
+    return report.exit_code
 
 
 def _raise_walltime(_signum, _frame) -> None:
