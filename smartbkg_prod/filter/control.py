@@ -41,8 +41,10 @@ import numpy as np
 from pydantic import BaseModel
 
 from smartbkg_prod.filter.metrics import (
+    calibrated_p_values,
     chi2_p_value,
     histogram,
+    histogram_toys,
     kl_and_noise,
     unweighted_weighted_chi2,
 )
@@ -64,6 +66,10 @@ DEFAULT_ALPHA = 0.01  # family-wise false-alarm rate of the χ² tests (Bonferro
 # Below this many skimmed control events the χ² approximations are poor: no alarm yet.
 MIN_CONTROL_SKIMMED = 100
 CONTROL_STREAM = 0xC0117201  # the control draw's own random stream (see module docstring)
+# No-bias toys calibrating the control-sample tests (histogram_toys): enough to resolve the
+# Bonferroni limit (0.01 over 11 tests); a fixed seed keeps a campaign's figures stable.
+CONTROL_TOYS = 2000
+CONTROL_TOY_SEED = 0xC0117202
 
 
 def monitor_edges(skim: SkimConfig) -> dict[str, np.ndarray]:
@@ -206,7 +212,9 @@ class VariableBias(BaseModel):
     kl_sampling_noise: float | None
     chi2: float
     ndf: int
-    p_value: float
+    p_value: float  # calibrated on `toys` no-bias toys (asymptotic where toys = 0)
+    p_value_asymptotic: float | None = None
+    toys: int = 0
 
 
 class FilterCheck(BaseModel):
@@ -263,13 +271,30 @@ def _control_speedup(
     return None
 
 
-def compare_histogram(name: str, histogram: BiasHistogram, fraction: float) -> VariableBias:
-    """Shape χ² (:func:`unweighted_weighted_chi2`) and KL of one variable."""
+def compare_histogram(
+    name: str,
+    histogram: BiasHistogram,
+    fraction: float,
+    toys: int = CONTROL_TOYS,
+    rng: np.random.Generator | None = None,
+) -> VariableBias:
+    """Shape χ² (:func:`unweighted_weighted_chi2`) and KL of one variable; the p-value is
+    calibrated on ``toys`` no-bias toys made from the histograms
+    (:func:`~smartbkg_prod.filter.metrics.histogram_toys`): with few heavy weights the
+    asymptotic χ² law gives false alarms."""
     control = np.asarray(histogram.control, dtype=np.float64)
     weighted = np.asarray(histogram.weighted, dtype=np.float64)
     squares = np.asarray(histogram.weighted_squares, dtype=np.float64)
     chi2, ndf = unweighted_weighted_chi2(control, weighted, squares)
     kl, noise = kl_and_noise(control, weighted, squares)
+    p_asymptotic = float(chi2_p_value(chi2, ndf))
+    p_value = p_asymptotic
+    if toys > 0 and ndf > 0:
+        rng = rng if rng is not None else np.random.default_rng(CONTROL_TOY_SEED)
+        toy_p = chi2_p_value(
+            *unweighted_weighted_chi2(*histogram_toys(control, weighted, squares, toys, rng))
+        )
+        p_value = float(calibrated_p_values(np.array([p_asymptotic]), toy_p[:, None])[0])
     return VariableBias(
         variable=name,
         edges=histogram.edges,
@@ -280,8 +305,50 @@ def compare_histogram(name: str, histogram: BiasHistogram, fraction: float) -> V
         kl_sampling_noise=noise,
         chi2=float(chi2),
         ndf=int(ndf),
-        p_value=float(chi2_p_value(chi2, ndf)),
+        p_value=p_value,
+        p_value_asymptotic=p_asymptotic,
+        toys=toys if ndf > 0 else 0,
     )
+
+
+def normalization_test(
+    histogram: BiasHistogram,
+    control_skimmed: int,
+    fraction: float,
+    toys: int = CONTROL_TOYS,
+    rng: np.random.Generator | None = None,
+) -> tuple[float, float, float | None, float | None]:
+    """Σw/(1 − f) of the filtered skimmed events against C/f of the control ones, from a
+    histogram every skimmed event is in: the two estimates, the pull and its p-value,
+    calibrated like :func:`compare_histogram` (toys: C ~ Poisson(f N̂), the weighted side
+    as in :func:`~smartbkg_prod.filter.metrics.histogram_toys`, N̂ = C + Σw)."""
+    f = fraction
+    weighted = np.asarray(histogram.weighted, dtype=np.float64)
+    squares = np.asarray(histogram.weighted_squares, dtype=np.float64)
+
+    def pull_of(c, w, s2):
+        sigma = np.sqrt(s2 / (1.0 - f) ** 2 + c / f**2)
+        return np.divide(w / (1.0 - f) - c / f, sigma, out=np.zeros_like(sigma), where=sigma > 0)
+
+    w_total, s2_total = float(weighted.sum()), float(squares.sum())
+    weighted_estimate, control_estimate = w_total / (1.0 - f), control_skimmed / f
+    if s2_total + control_skimmed <= 0:
+        return weighted_estimate, control_estimate, None, None
+    pull = float(pull_of(np.float64(control_skimmed), np.float64(w_total), np.float64(s2_total)))
+    p_value = math.erfc(abs(pull) / math.sqrt(2.0))
+    if toys > 0 and w_total > 0:
+        rng = rng if rng is not None else np.random.default_rng(CONTROL_TOY_SEED)
+        n_hat = control_skimmed + w_total
+        effective = np.where(weighted > 0, squares / np.where(weighted > 0, weighted, 1.0), 1.0)
+        mean_w = (1.0 - f) * n_hat * weighted / w_total
+        drawn = rng.poisson(mean_w / effective, size=(toys, len(weighted)))
+        toy_pulls = pull_of(
+            rng.poisson(f * n_hat, size=toys).astype(np.float64),
+            (drawn * effective).sum(axis=1),
+            (drawn * effective**2).sum(axis=1),
+        )
+        p_value = (1.0 + np.sum(np.abs(toy_pulls) >= abs(pull))) / (1.0 + toys)
+    return weighted_estimate, control_estimate, pull, float(p_value)
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -294,8 +361,8 @@ def filter_check(
     """Bias tests, keep rates and effective speedup of a campaign from its summed monitor.
 
     ``biased`` when the normalisation pull or any variable's shape χ² is significant at
-    ``alpha`` (Bonferroni over the tests), once there are ``MIN_CONTROL_SKIMMED`` skimmed
-    control events.
+    ``alpha`` (Bonferroni over the tests; toy-calibrated p-values), once there are
+    ``MIN_CONTROL_SKIMMED`` skimmed control events.
     """
     m = monitor
     f = m.control_fraction
@@ -313,12 +380,11 @@ def filter_check(
     speedup = _control_speedup(mode, mean_inverse_p, mean_p, keep_rate_passing, costs)
     # Normalisation: every skimmed kept event counted once, in a variable defined for all.
     everyone = m.histograms.get("n_mc_particles")
-    weighted_total = float(np.sum(everyone.weighted)) / (1.0 - f) if everyone else 0.0
-    squares_total = float(np.sum(everyone.weighted_squares)) / (1.0 - f) ** 2 if everyone else 0.0
-    control_total = m.control_skimmed / f
-    sigma = np.sqrt(squares_total + m.control_skimmed / f**2)
-    pull = (weighted_total - control_total) / sigma if sigma > 0 else None
-    pull_p = math.erfc(abs(pull) / math.sqrt(2.0)) if pull is not None else None
+    weighted_total, control_total, pull, pull_p = 0.0, m.control_skimmed / f, None, None
+    if everyone is not None:
+        weighted_total, control_total, pull, pull_p = normalization_test(
+            everyone, m.control_skimmed, f
+        )
     variables = [compare_histogram(name, histogram, f) for name, histogram in m.histograms.items()]
     p_values = [v.p_value for v in variables if v.ndf] + ([pull_p] if pull_p is not None else [])
     kls = [v.kl_divergence for v in variables if v.kl_divergence is not None]

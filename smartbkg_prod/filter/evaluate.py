@@ -61,6 +61,7 @@ TIMING_EVENTS = 8192
 P_VALUE_LIMIT = 0.001  # per variable: 0.01 family-wise with Bonferroni over 10 variables
 MIN_BIAS_EVENTS = 800_000  # events in the filtered and in the reference sample
 BIAS_TOYS = 2000  # no-bias toys per evaluation (smallest calibrated p: 1/2001)
+BIAS_TOY_STREAM = 0xB1A5  # the toys' random stream, beside the decision seed
 # The weight-arithmetic check (not a bias criterion): |mean pull of Σw| over the seeds.
 PULL_LIMIT = 0.2
 PULL_SEEDS = 200
@@ -246,7 +247,7 @@ def _bias(
         VARIABLE_KINDS,
         reference_keep_probability=reference_keep_probability,
         toys=toys,
-        rng=np.random.default_rng([seed, 0xB1A5]),
+        rng=np.random.default_rng([seed, BIAS_TOY_STREAM]),
     )
 
 

@@ -255,6 +255,37 @@ def toy_chi2(
     return chi2, ndf
 
 
+def histogram_toys(
+    counts: np.ndarray,
+    weights: np.ndarray,
+    squares: np.ndarray,
+    toys: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """No-bias toys of an unweighted (``counts``) against a weighted (Σw, Σw²) histogram
+    when only the histograms are known (the monitor's control sample): both sides drawn
+    from one distribution, the average of the two normalised histograms. The weighted side
+    of a bin is its effective weight ``w̄ = Σw²/Σw`` times a Poisson count of mean Σw/w̄,
+    so mean and variance are the data's and a bin whose Σw comes from a few heavy weights
+    stays lumpy. Returns counts, Σw and Σw² of shape (toys, bins)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    squares = np.asarray(squares, dtype=np.float64)
+    total_c, total_w = counts.sum(), weights.sum()
+    if total_c <= 0 or total_w <= 0:
+        empty = np.zeros((toys, len(counts)))
+        return empty, empty, empty
+    shape = 0.5 * (counts / total_c + weights / total_w)
+    effective = np.where(weights > 0, squares / np.where(weights > 0, weights, 1.0), 0.0)
+    effective = np.where(effective > 0, effective, squares.sum() / total_w)
+    drawn = rng.poisson(total_w * shape / effective, size=(toys, len(counts)))
+    return (
+        rng.multinomial(int(total_c), shape, size=toys).astype(np.float64),
+        drawn * effective,
+        drawn * effective**2,
+    )
+
+
 def calibrated_p_values(observed_p: np.ndarray, toy_p: np.ndarray) -> np.ndarray:
     """Toy-calibrated p-value per variable: the fraction of no-bias toys whose asymptotic
     p-value is at most the observed one, ``(1 + #{p_toy ≤ p_obs}) / (1 + toys)`` (never 0,
@@ -286,8 +317,11 @@ class BiasTest:
     weighted: list[float]  # Σw of the filtered sample
 
 
-def _binned(values: np.ndarray, reference_values: np.ndarray, kind: str, n_bins: int):
-    """Edges from the reference sample, and both samples' bin indices."""
+def bin_against_reference(
+    values: np.ndarray, reference_values: np.ndarray, kind: str, n_bins: int = 20
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges from the reference sample, and the bin indices of ``values`` and of the
+    reference (decay modes rare in the reference are pooled in both)."""
     if kind == "categorical":
         reference_values = pool_rare_categories(reference_values)
         common = np.unique(reference_values[np.isfinite(reference_values)])
@@ -328,7 +362,7 @@ def bias_tests(
     weights = np.asarray(weights, dtype=np.float64)
     edges, filtered_bins, reference_bins = [], [], []
     for name in names:
-        bin_edges, f_bins, r_bins = _binned(
+        bin_edges, f_bins, r_bins = bin_against_reference(
             np.asarray(filtered[name], dtype=np.float64),
             np.asarray(reference[name], dtype=np.float64),
             kinds[name],
