@@ -43,7 +43,6 @@ from smartbkg_prod.filter.evaluate import (
     VARIABLE_KINDS,
     bias_verdict,
 )
-from smartbkg_prod.filter.infer import score_events, scoring_model
 from smartbkg_prod.filter.metrics import (
     BinnedSample,
     bias_tests,
@@ -58,6 +57,7 @@ from smartbkg_prod.filter.metrics import (
     toy_chi2,
     unweighted_weighted_chi2,
 )
+from smartbkg_prod.filter.runtime import open_scorer, score_events
 from smartbkg_prod.filter.sampling import decide
 
 SIZES = (20_000, 100_000, 800_000)
@@ -67,7 +67,7 @@ EVALUATE_SEED = 424242  # evaluate's default --seed: its decision and toy stream
 def scored_sample(cache: Path, sample: str, n_events: int, scorer) -> dict[str, np.ndarray]:
     """Scores, skim decisions and variables of every event of a cached sample (scores
     cached per model sha256)."""
-    path = cache / f"{sample}_{n_events}_{scorer.model.sha256[:16]}.npz"
+    path = cache / f"{sample}_{n_events}_{scorer.sha256[:16]}.npz"
     if path.exists():
         with np.load(path) as stored:
             return dict(stored)
@@ -197,8 +197,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
-    scorer = scoring_model(args.model, "cpu")
-    calibration = scorer.model.calibration
+    scorer = open_scorer(args.model, "cpu", threads=1)  # evaluate's runtime
+    calibration = scorer.card.calibration
     p_min = calibration.p_min
     filtered = scored_sample(args.cache, "filtered", args.events, scorer)
     reference = scored_sample(args.cache, "reference", args.events, scorer)
@@ -208,8 +208,8 @@ def main() -> None:
     names = list(VARIABLE_KINDS)
     document: dict = {
         "what": __doc__.split("\n\n")[0],
-        "model": str(scorer.model.path),
-        "model_sha256": scorer.model.sha256,
+        "model": str(scorer.card.path),
+        "model_sha256": scorer.sha256,
         "p_min": p_min,
         "events_per_sample": args.events,
         "samples": "benchmarks/bias_samples.py: filtered seeds 515000+, reference seeds 616000+",
@@ -354,7 +354,7 @@ def main() -> None:
             yscale="log",
             xlabel="p-value (no bias), all 10 variables",
             ylabel="density",
-            title=f"χ² bias test without bias, {scorer.model.sha256[:8]}, p_min {p_min}",
+            title=f"χ² bias test without bias, {scorer.sha256[:8]}, p_min {p_min}",
         )
         axis.legend(fontsize=7)
         figure.tight_layout()

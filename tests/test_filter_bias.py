@@ -16,8 +16,8 @@ from smartbkg_prod.filter.evaluate import (
     bias_verdict,
     sampling_seed_scan,
 )
-from smartbkg_prod.filter.infer import score_events, scoring_model
 from smartbkg_prod.filter.metrics import BinnedSample, bias_tests, chi2_p_value, toy_chi2
+from smartbkg_prod.filter.runtime import open_scorer, score_events
 
 BENCH_EVENTS = Path(__file__).parent.parent / "benchmarks" / "data" / "filter_events.npz"
 KINDS = {"x": "continuous"}
@@ -27,9 +27,9 @@ KINDS = {"x": "continuous"}
 def shipped_filter_on_real_events():
     """Real generic B B̄ events, the shipped model's scores and keep probabilities."""
     events = LabelledEvents.load(BENCH_EVENTS)
-    scorer = scoring_model("default", "cpu")
+    scorer = open_scorer("default", "cpu")
     scores = score_events(scorer, events.particles)
-    calibration = scorer.model.calibration
+    calibration = scorer.card.calibration
     return events, scores, calibration, calibration.keep_probability(scores, calibration.p_min)
 
 
