@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ def export_onnx(net: FilterNet, encoding: GraphEncoding, onnx_path: Path) -> dic
         scratch_file = Path(scratch) / onnx_path.name
         # The exporter reports its steps on stdout (keep `train --json` parseable) and warns
         # about axis names it merges (n_particles is shared on purpose).
+        # (and logs that torchvision, which it never needs here, is missing).
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)
