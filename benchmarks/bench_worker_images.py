@@ -3,7 +3,9 @@ job on this CPU-only host (exit 31).
 
 CPU image: offline (``--network none``) from the host's wheelhouse. GPU image: the same
 wheels plus onnxruntime-gpu and its CUDA 13 wheels from PyPI (too large for the test
-suite, which builds the GPU Dockerfile with a stand-in onnxruntime). Each image then runs a
+suite, which builds the GPU Dockerfile with a stand-in onnxruntime): the host's pip
+downloads them (through the host's proxy and certificates, which a container lacks) and
+they are served to the build as an index on 127.0.0.1. Each image then runs a
 one-job campaign with ``filter.device: cuda`` through the docker runtime, without a GPU.
 
     bash scripts/start-docker-engine.sh /tmp/dk; export DOCKER_HOST=unix:///tmp/dk/docker.sock
@@ -17,10 +19,16 @@ The result file keeps what it held before under ``previous`` (the torch images' 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from results_file import machine
@@ -32,6 +40,17 @@ from smartbkg_prod.report import read_report
 from smartbkg_prod.spec import Campaign
 
 CACHE = Path.home() / ".cache" / "smartbkg-prod"
+GPU_RUNTIME = "onnxruntime-gpu[cuda,cudnn]==1.31.1"  # as containers/Dockerfile.gpu
+MANYLINUX = (
+    "manylinux_2_28",
+    "manylinux_2_27",
+    "manylinux_2_17",
+    "manylinux2014",
+    "manylinux_2_12",
+    "manylinux2010",
+    "manylinux_2_5",
+    "manylinux1",
+)
 # CUDA 13 (the runtime wheels onnxruntime-gpu 1.31 links) runs on drivers of the 580
 # series and newer (CUDA minor-version compatibility).
 GPU_DRIVER = "NVIDIA driver >= 580 (CUDA 13.x runtime from the nvidia-* wheels)"
@@ -44,6 +63,33 @@ PROBE = (
     "import importlib.util as u, onnxruntime as ort; "
     "print(ort.__version__, ort.get_available_providers(), 'torch:', u.find_spec('torch'))"
 )
+
+
+def gpu_wheel_index(directory: Path) -> tuple[ThreadingHTTPServer, str]:
+    """PyPI's onnxruntime-gpu wheels with their dependencies, downloaded by the host's pip
+    into ``directory`` (kept between runs) and served as a PEP 503 index on 127.0.0.1."""
+    if not list(directory.glob("onnxruntime_gpu-*.whl")):
+        platforms = [f"--platform={tag}_x86_64" for tag in MANYLINUX]
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
+        subprocess.run(
+            [*command, "--python-version=3.11", *platforms, "-d", str(directory), GPU_RUNTIME],
+            check=True,
+        )
+    root = directory / "index"
+    shutil.rmtree(root, ignore_errors=True)
+    for wheel in directory.glob("*.whl"):
+        project = root / "simple" / re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+        project.mkdir(parents=True, exist_ok=True)
+        (project / wheel.name).symlink_to(wheel)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/simple"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
 
 
 def gpu_job(image: str, directory: Path) -> dict:
@@ -120,13 +166,23 @@ def main() -> None:
     )
     for flavour in args.flavour or ["cpu", "gpu"]:
         lines: list[str] = []
-        image = build_worker_image(
-            flavour,
-            tag=f"bench-{flavour}",
-            base_image=args.base_image,
-            wheelhouse=CACHE / "wheelhouse",
-            progress=lines.append,
-        )
+        server, buildargs = None, {}
+        if flavour == "gpu":
+            (CACHE / "gpu-wheels").mkdir(parents=True, exist_ok=True)
+            server, index = gpu_wheel_index(CACHE / "gpu-wheels")
+            buildargs = {"PIP_INDEX_URL": index}
+        try:
+            image = build_worker_image(
+                flavour,
+                tag=f"bench-{flavour}",
+                base_image=args.base_image,
+                wheelhouse=CACHE / "wheelhouse",
+                buildargs=buildargs,
+                progress=lines.append,
+            )
+        finally:
+            if server:
+                server.shutdown()
         with tempfile.TemporaryDirectory(prefix="sbk-images-") as scratch:
             refusal = gpu_job(image.reference, Path(scratch))
         entry = {
@@ -143,7 +199,10 @@ def main() -> None:
             entry["target_bytes"] = 350_000_000
             entry["meets_target"] = image.size_bytes <= 350_000_000
         else:
-            entry["runtime"] = "onnxruntime-gpu[cuda,cudnn] 1.31.1 from PyPI"
+            entry["runtime"] = f"{GPU_RUNTIME} from PyPI"
+            entry["downloaded_wheels_mb"] = round(
+                sum(path.stat().st_size for path in (CACHE / "gpu-wheels").glob("*.whl")) / 1e6
+            )
             entry["needs"] = GPU_DRIVER
         current[flavour] = entry
         print(json.dumps(entry, indent=1))

@@ -455,8 +455,8 @@ def test_gpu_dockerfile_builds_with_a_stand_in_onnxruntime_and_refuses_a_gpu_job
     base_image, cpu_onnxruntime_index, workdir
 ):
     """The real GPU image (onnxruntime-gpu and its CUDA wheels from PyPI) is built by
-    scripts/build-gpu-image.sh: too large for this suite (benchmarks/results/
-    worker_image_size.json records it and its exit 31 on this CPU-only host)."""
+    benchmarks/bench_worker_images.py: too large for this suite (worker_image_size.json
+    records it and its exit 31 on this CPU-only host)."""
     import docker
 
     image = build_worker_image(
