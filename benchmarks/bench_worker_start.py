@@ -43,6 +43,7 @@ NOT_FOR_THE_WORKER = (
     "tqdm",
     "psutil",
     "sympy",
+    "torch",
 )
 
 
