@@ -199,7 +199,6 @@ def test_cuda_requested_without_a_gpu_is_a_gpu_error(model_path, events):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_scores_agree_with_cpu_scores(model_path, events):
-    pytest.importorskip("onnxruntime", reason="needs onnxruntime-gpu")
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         pytest.skip("needs onnxruntime-gpu (the GPU worker image)")
     cpu = run_filter(events, FilterConfig(mode="cut", model=str(model_path), device="cpu"), 1)
