@@ -97,6 +97,11 @@ class BackendConfig(ConfigModel):
         description="seconds between two state queries of the engine (default: the engine's "
         "own cadence, README 'Backends'); not part of the campaign id",
     )
+    pending_timeout_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="an attempt queued longer than this is reported (log, status) as stuck, "
+        "not silently waited on; not part of the campaign id",
+    )
     options: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("options")

@@ -1,9 +1,11 @@
 """Run a campaign to completion on a backend, with retries, resume and exact accounting.
 
 The driver is engine-agnostic: it asks a :class:`~smartbkg_prod.backends.base.Backend` to
-submit attempts and polls them; the worker's report (a file in the campaign's output
+submit attempts and for their states, and moves each attempt through its lifecycle
+(:mod:`smartbkg_prod.lifecycle`); the worker's report (a file in the campaign's output
 directory) is the source of truth for what an attempt produced. Re-running on the same
-spec resumes: done jobs are kept, everything else runs again with the same seeds.
+spec resumes: attempts the engine still runs are followed again, done jobs are kept, and
+everything else runs again with the same seeds.
 """
 
 from __future__ import annotations
@@ -25,11 +27,25 @@ from smartbkg_prod.backends.polling import PollSchedule
 from smartbkg_prod.errors import StoreError, SubmitError, SubmitRefused
 from smartbkg_prod.exitcodes import ExitCode
 from smartbkg_prod.files import sha256_file
+from smartbkg_prod.lifecycle import (
+    Action,
+    AttemptView,
+    FailedAttempt,
+    NextStep,
+    Observation,
+    Phase,
+    RetryDecider,
+    observe,
+    removed,
+    submitted,
+)
+from smartbkg_prod.lifecycle import next_step as default_next_step
 from smartbkg_prod.plan import Job, JobInput, campaign_output_dir, plan_jobs
 from smartbkg_prod.redact import redact
 from smartbkg_prod.report import JobReport, OutputFile, ReportError, read_report
 from smartbkg_prod.spec import Campaign
 from smartbkg_prod.store import CANCELLED, DONE, LEASE_RENEW_S, PENDING, CampaignStatus, Store
+from smartbkg_prod.store.engine import EngineAttempt
 from smartbkg_prod.store.ingest import record_backend_states
 
 log = logging.getLogger("smartbkg_prod.submit")
@@ -124,8 +140,30 @@ def validate_report(report: JobReport, job: Job, base: Path | None = None) -> st
     return None
 
 
+@dataclass
+class InFlight:
+    """An attempt the engine has: its input, its handle, where it is in its lifecycle, and
+    the engine's own ids seen for it (PandaIDs)."""
+
+    job_input: JobInput
+    handle: JobHandle
+    view: AttemptView
+    engine_ids: set[str] = field(default_factory=set)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.handle.job_index, self.handle.attempt
+
+
 class CampaignRunner:
-    """Drives one campaign on one backend until every job is done or out of attempts."""
+    """Drives one campaign on one backend until every job is done or out of attempts.
+
+    The loop asks the backend for events (:meth:`_events`) and applies the attempt
+    lifecycle's transitions to them (:meth:`_apply`, :mod:`smartbkg_prod.lifecycle`). What
+    follows a failed attempt is ``next_step``'s decision (default
+    :func:`smartbkg_prod.lifecycle.next_step`: the same job again while attempts last). A
+    resumed driver first follows again the attempts an earlier one left on the engine
+    (:meth:`_resume`)."""
 
     def __init__(
         self,
@@ -138,6 +176,7 @@ class CampaignRunner:
         poll_interval: float | None = None,
         poll_retries: int = DEFAULT_POLL_RETRIES,
         verify_outputs: VerifyOutputs = "size",
+        next_step: RetryDecider = default_next_step,
     ):
         self.campaign = campaign
         self.store = store
@@ -150,6 +189,7 @@ class CampaignRunner:
         )
         self.poll_retries = max(1, poll_retries)
         self.verify_outputs = verify_outputs
+        self.next_step = next_step
         self.jobs = {job.index: job for job in plan_jobs(campaign)}
         # Recovery may have split jobs (new indices, parent cancelled) and set per-job
         # resources / excluded sites for the next attempts.
@@ -158,8 +198,13 @@ class CampaignRunner:
             max_parallel or max_parallel_jobs(campaign, backend) or max(1, len(self.jobs))
         )
         self.overrides = store.campaigns.job_overrides(campaign.campaign_id)
+        # Attempts of each job this submit has made or adopted (the retry budget).
         self.tries: Counter[int] = Counter()
-        self.inflight: dict[int, tuple[JobInput, JobHandle]] = {}
+        self.inflight: dict[int, InFlight] = {}
+        self.failed = 0
+        self.bar = _Progress(total=campaign.events, enabled=False)
+        self._holder = ""
+        self._renewed = 0.0
         # filter.tune: auto: jobs from tune_pilot_jobs on wait for the choice the pilot
         # jobs' reports give (recorded with the campaign; a resume reuses it).
         self.pilot_jobs = (
@@ -170,103 +215,227 @@ class CampaignRunner:
             from smartbkg_prod.tuning import recorded_tuning
 
             self.tuning = recorded_tuning(store, campaign.campaign_id)
-        self._waiting_holds: set[tuple[int, int]] = set()
 
     def run(self) -> CampaignStatus:
         """Drive the campaign; refused while another submitter drives it."""
         campaign_id = self.campaign.campaign_id
-        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.store.leases.acquire(campaign_id, holder)
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.store.leases.acquire(campaign_id, self._holder)
+        self._renewed = time.monotonic()
         try:
-            return self._drive(holder)
+            return self._drive()
         finally:
             try:
-                self.store.leases.release(campaign_id, holder)
+                self.store.leases.release(campaign_id, self._holder)
             except StoreError as error:
                 log.warning("could not release the campaign's driver lease: %s", error)
 
-    def _drive(self, holder: str) -> CampaignStatus:
-        campaign_id = self.campaign.campaign_id
-        renewed = time.monotonic()
-        self._close_stale_attempts()
+    def _drive(self) -> CampaignStatus:
+        """The loop: launch what may run, wait, ask the engine, apply what it says."""
+        self._resume()
         if self.verify_outputs != "none":
             self._reopen_damaged_outputs()
-        states = self.store.campaigns.job_states(campaign_id)
-        todo = deque(
-            index for index in sorted(self.jobs) if states.get(index) not in (DONE, CANCELLED)
-        )
-        done_events = sum(
-            self.jobs[i].n_events for i, s in states.items() if s == DONE and i in self.jobs
-        )
-        bar = _Progress(total=self.campaign.events, enabled=self.progress)
-        bar.advance(done_events, 0)
-        failed = 0
+        todo = self._todo()
+        self.bar = _Progress(total=self.campaign.events, enabled=self.progress)
+        self.bar.advance(self._done_events(), 0)
         try:
             while todo or self.inflight:
-                self._tune_when_pilot_done(todo)
-                batch, waiting = [], []
-                while todo and len(self.inflight) + len(batch) < self.max_parallel:
-                    index = todo.popleft()
-                    if self._waits_for_tuning(index):
-                        waiting.append(index)
-                    else:
-                        batch.append(self.jobs[index])
-                todo.extendleft(reversed(waiting))
-                if batch:
-                    self._launch(batch)
+                self._launch_ready(todo)
                 if not self.inflight:
                     break
-                now = time.monotonic()
-                wake = min(self.schedule.arm(now), renewed + LEASE_RENEW_S)
-                time.sleep(max(0.0, wake - now))
-                now = time.monotonic()
-                if now - renewed >= LEASE_RENEW_S:
-                    self.store.leases.renew(campaign_id, holder)
-                    renewed = now
-                due = self.schedule.due(now)
-                if due == "query":
-                    states = self._poll()
-                elif due == "completions":
-                    # The engine's own record of finished jobs: no scheduler load.
-                    states = self.backend.completions(self._handles())
-                else:
-                    continue
-                for state in states:
-                    if state.state not in {"done", "failed", "cancelled", "held"}:
-                        continue
-                    index = state.handle.job_index
-                    # An engine may announce a finished attempt twice (or one we no longer
-                    # wait for): only the attempt in flight is ingested, once.
-                    current = self.inflight.get(index)
-                    if current is None or current[0].attempt != state.handle.attempt:
-                        continue
-                    if state.state == "held":
-                        if not self._give_up_hold(state):
-                            continue
-                        self.backend.cancel([state.handle])
-                    succeeded = self._finish(index, state)
-                    if succeeded:
-                        bar.advance(self.jobs[index].n_events, failed)
-                        continue
-                    failed += 1
-                    bar.advance(0, failed)
-                    if self.tries[index] < self.campaign.retry.max_attempts:
-                        log.warning("job %d attempt failed; retrying with the same seed", index)
-                        todo.append(index)
+                self._wait()
+                for state in self._events():
+                    self._apply(state, todo)
         except BaseException:
-            # Interrupted (Ctrl-C, submitter killed politely): stop workers, leave the
-            # attempts open so the next `submit` closes them and resumes.
-            try:
-                self.backend.cancel([handle for _, handle in self.inflight.values()])
-            except Exception as error:  # noqa: BLE001 - keep the original error
-                log.warning("could not cancel the attempts in flight: %s", error)
+            # Interrupted (Ctrl-C, submitter killed politely): stop the attempts in flight;
+            # the next `submit` closes them from their reports and resumes.
+            self._cancel_inflight()
             raise
         finally:
-            bar.close()
-        return self.store.campaigns.status(campaign_id)
+            self.bar.close()
+        return self.store.campaigns.status(self.campaign.campaign_id)
+
+    def _todo(self) -> deque[int]:
+        states = self.store.campaigns.job_states(self.campaign.campaign_id)
+        return deque(
+            index
+            for index in sorted(self.jobs)
+            if states.get(index) not in (DONE, CANCELLED) and index not in self.inflight
+        )
+
+    def _done_events(self) -> int:
+        states = self.store.campaigns.job_states(self.campaign.campaign_id)
+        return sum(self.jobs[i].n_events for i, s in states.items() if s == DONE and i in self.jobs)
+
+    def _wait(self) -> None:
+        """Sleep until the engine is due to be asked, renewing the driver's lease."""
+        now = time.monotonic()
+        wake = min(self.schedule.arm(now), self._renewed + LEASE_RENEW_S)
+        time.sleep(max(0.0, wake - now))
+        if time.monotonic() - self._renewed >= LEASE_RENEW_S:
+            self.store.leases.renew(self.campaign.campaign_id, self._holder)
+            self._renewed = time.monotonic()
+
+    def _events(self) -> list[JobState]:
+        """What the engine says now: a query, or its own record of finished jobs."""
+        due = self.schedule.due(time.monotonic())
+        if due == "query":
+            return self._poll()
+        if due == "completions":
+            # The engine's own record of finished jobs: no scheduler load.
+            return self.backend.completions(self._handles())
+        return []
 
     def _handles(self) -> list[JobHandle]:
-        return [handle for _, handle in self.inflight.values()]
+        return [flight.handle for flight in self.inflight.values()]
+
+    # -- transitions ------------------------------------------------------------------
+
+    def _apply(self, state: JobState, todo: deque[int]) -> None:
+        """Apply the lifecycle's transition for one thing the engine said."""
+        flight = self.inflight.get(state.handle.job_index)
+        # An engine may announce a finished attempt twice (or one we no longer wait
+        # for): only the attempt in flight moves.
+        if flight is None or flight.handle.attempt != state.handle.attempt:
+            return
+        seen = Observation(state=state.state, at=time.time(), release_by=state.release_by)
+        step = observe(flight.view, seen, self.campaign.backend.pending_timeout_s)
+        if step.action == Action.IGNORE:
+            return
+        moved_on, flight.view = step.attempt != flight.view, step.attempt
+        if step.note:
+            log.warning(
+                "job %d attempt %d: %s (%s)",
+                *flight.key,
+                step.note,
+                state.native_code or state.native_reason or state.state,
+            )
+        if step.action == Action.REMOVE and not self._remove(flight):
+            return
+        if step.action in (Action.REMOVE, Action.INGEST):
+            self._end(flight, state, todo)
+        elif moved_on or (state.engine_id and state.engine_id not in flight.engine_ids):
+            self._record_phase(flight, step.note, state.engine_id)
+
+    def _remove(self, flight: InFlight) -> bool:
+        """Cancel a held attempt and check with the engine that it is gone."""
+        left = self.backend.remove([flight.handle])
+        if left:
+            log.warning(
+                "job %d attempt %d (%s) is still on the engine after cancelling it: "
+                "not resubmitting it yet",
+                *flight.key,
+                flight.handle.backend_job_id,
+            )
+            return False
+        flight.view = removed(flight.view, time.time())
+        return True
+
+    def _record_phase(self, flight: InFlight, note: str = "", engine_id: str | None = None) -> None:
+        if engine_id:
+            flight.engine_ids.add(engine_id)
+        self.store.engine.set_phase(
+            self.campaign.campaign_id,
+            *flight.key,
+            flight.view.phase.value,
+            flight.view.since,
+            note=note,
+            engine_id=engine_id,
+        )
+
+    def _end(self, flight: InFlight, state: JobState, todo: deque[int]) -> None:
+        """An attempt ended on the engine: ingest it, then the job is done or decided."""
+        index = flight.handle.job_index
+        del self.inflight[index]
+        if state.state != "done" and state.native_reason:
+            # The engine's reason (a pilot's diagnostics, a hold reason) is kept where the
+            # monitor keeps backend states; recovery reads it as a log line.
+            record_backend_states(self.store, [state.record()])
+        self._record_phase(flight, engine_id=state.engine_id)
+        decision = self._ingest(flight, state)
+        if decision is None:
+            self.bar.advance(self.jobs[index].n_events, self.failed)
+            return
+        self.failed += 1
+        self.bar.advance(0, self.failed)
+        if not decision.retry:
+            log.warning("job %d failed: %s", index, decision.reason)
+            return
+        if decision.changes is not None:
+            self.overrides[index] = decision.changes
+        log.warning("job %d attempt %d failed; retrying (%s)", *flight.key, decision.reason)
+        todo.append(index)
+
+    def _ingest(self, flight: InFlight, state: JobState) -> NextStep | None:
+        """Store what the attempt produced; None when it succeeded, else the decision on
+        what follows (made before storing it: a job that will not be retried is stored as
+        failed)."""
+        job_input, job = flight.job_input, self.jobs[flight.handle.job_index]
+        report = self._read_report(job_input)
+        problem = None
+        if report is not None and report.succeeded:
+            problem = validate_report(report, job, self.output_dir)
+            if problem is None:
+                self.store.reports.record(report)
+                return None
+            log.warning("job %d attempt %d: %s", *flight.key, problem)
+        if report is not None and problem is None:
+            failure = self._failure(flight, report.exit_code, report.error_class, state)
+            decision = self._decide(failure)
+            self.store.reports.record(
+                report, final=not decision.retry, native_code=state.native_code
+            )
+            return decision
+        if problem is not None:
+            code, error_class = int(ExitCode.OUTPUT_VALIDATION), "output_validation"
+        else:
+            code, error_class = _unreported(state)
+        failure = self._failure(flight, code, error_class, state)
+        decision = self._decide(failure)
+        self.store.attempts.finish(
+            job.campaign_id,
+            job.index,
+            job_input.attempt,
+            code,
+            error_class,
+            final=not decision.retry,
+            native_code=state.native_code,
+            site=state.site,
+        )
+        return decision
+
+    def _failure(
+        self, flight: InFlight, exit_code: int, error_class: str, state: JobState
+    ) -> FailedAttempt:
+        resources = flight.job_input.campaign.resources
+        return FailedAttempt(
+            job_index=flight.handle.job_index,
+            attempt=flight.handle.attempt,
+            attempts_used=self.tries[flight.handle.job_index],
+            exit_code=exit_code,
+            error_class=error_class,
+            native_code=state.native_code,
+            site=state.site or flight.handle.site,
+            memory_mb=resources.memory_mb,
+            walltime_s=resources.walltime_s,
+        )
+
+    def _decide(self, failure: FailedAttempt) -> NextStep:
+        return self.next_step(failure, self.campaign.retry)
+
+    # -- launching ----------------------------------------------------------------------
+
+    def _launch_ready(self, todo: deque[int]) -> None:
+        """Launch as many waiting jobs as may be in flight (pilot jobs first under
+        ``filter.tune: auto``: the others wait for the tuning)."""
+        self._tune_when_pilot_done(todo)
+        batch, waiting = [], []
+        while todo and len(self.inflight) + len(batch) < self.max_parallel:
+            index = todo.popleft()
+            (waiting if self._waits_for_tuning(index) else batch).append(index)
+        todo.extendleft(reversed(waiting))
+        if batch:
+            self._launch([self.jobs[index] for index in batch])
 
     def _waits_for_tuning(self, index: int) -> bool:
         from smartbkg_prod.tuning import is_tuned_job
@@ -297,27 +466,15 @@ class CampaignRunner:
             return None
         return job_tuning(self.tuning)
 
-    def _give_up_hold(self, state: JobState) -> bool:
-        """Whether a held attempt is removed now (and counted as a failure).
-
-        An attempt the engine's own policy will release (``release_by``, e.g. HTCondor's
-        ``periodic_release`` of transient holds) is left alone until that time has passed;
-        one that nothing releases (a permanent hold code, released attempts run out, an
-        engine with no automatic release) would wait for a person: the driver's retry
-        policy decides instead, at once."""
-        if state.release_by is None or time.time() > state.release_by:
-            return True
-        key = (state.handle.job_index, state.handle.attempt)
-        if key not in self._waiting_holds:
-            self._waiting_holds.add(key)
-            log.warning(
-                "job %d attempt %d held (%s); the engine releases it by %s, waiting",
-                state.handle.job_index,
-                state.handle.attempt,
-                state.native_code or state.native_reason,
-                time.strftime("%H:%M:%S", time.localtime(state.release_by)),
-            )
-        return False
+    def _job_input(self, index: int, attempt: int, campaign: Campaign | None = None) -> JobInput:
+        return JobInput(
+            job=self.jobs[index],
+            campaign=campaign or self.campaign,
+            attempt=attempt,
+            output_dir=str(self.output_dir),
+            backend=self.backend.name,
+            filter_tuning=self._job_tuning(index),
+        )
 
     def _poll(self) -> list[JobState]:
         """The engine's states, from one batched query; the schedule sets the next one.
@@ -353,8 +510,8 @@ class CampaignRunner:
     def _launch(self, jobs: list[Job]) -> None:
         """Open an attempt for each job and submit them together (one array on grid engines).
 
-        Jobs that recovery gave other resources or excluded sites go in their own submission,
-        with the campaign as their next attempt sees it."""
+        Jobs that recovery (or the retry decision) gave other resources or excluded sites
+        go in their own submission, with the campaign as their next attempt sees it."""
         plain = [job for job in jobs if job.index not in self.overrides]
         if plain:
             self._submit(self.campaign, plain)
@@ -363,93 +520,144 @@ class CampaignRunner:
                 self._submit(apply_retry_changes(self.campaign, self.overrides[job.index]), [job])
 
     def _submit(self, campaign: Campaign, jobs: list[Job]) -> None:
-        campaign_id = self.campaign.campaign_id
-        resources = campaign.resources
-        before = self.store.campaigns.job_states(campaign_id)
+        """Open the attempts (pending), hand them to the engine, store what it calls them."""
+        before = self.store.campaigns.job_states(self.campaign.campaign_id)
         job_inputs = []
         for job in jobs:
             attempt = self.store.attempts.start(
                 job,
                 self.backend.name,
-                memory_mb=resources.memory_mb,
-                walltime_s=resources.walltime_s,
+                memory_mb=campaign.resources.memory_mb,
+                walltime_s=campaign.resources.walltime_s,
             )
             self.tries[job.index] += 1
-            job_inputs.append(
-                JobInput(
-                    job=job,
-                    campaign=campaign,
-                    attempt=attempt,
-                    output_dir=str(self.output_dir),
-                    backend=self.backend.name,
-                    filter_tuning=self._job_tuning(job.index),
-                )
-            )
+            job_inputs.append(self._job_input(job.index, attempt, campaign))
         try:
             handles = self.backend.submit(campaign, job_inputs)
         except SubmitError as error:
-            # The engine refused the batch or could not be reached: nothing runs, so no
-            # attempt was made. The jobs go back to what they were, with the engine's words.
-            message = " ".join(redact(str(error)).split())
-            for job_input in job_inputs:
-                index = job_input.job.index
-                self.store.attempts.withdraw(
-                    campaign_id,
-                    index,
-                    job_input.attempt,
-                    self.backend.name,
-                    message,
-                    state=before.get(index, PENDING),
-                )
-                self.tries[index] -= 1
-            raise SubmitRefused(
-                f"{message} ({len(job_inputs)} job(s) not submitted, no attempt used; "
-                "re-run submit once the engine takes them)"
-            ) from None
-        self.store.attempts.clear_refusals(campaign_id, [job.index for job in jobs])
+            self._withdraw(job_inputs, before, error)
+        self.store.attempts.clear_refusals(self.campaign.campaign_id, [job.index for job in jobs])
+        now = time.time()
+        identities = []
         for job_input, handle in zip(job_inputs, handles, strict=True):
             self.store.attempts.set_backend_job_id(
-                campaign_id,
+                self.campaign.campaign_id,
                 job_input.job.index,
                 job_input.attempt,
                 handle.backend_job_id,
             )
-            self.inflight[job_input.job.index] = (job_input, handle)
+            view = submitted(
+                AttemptView(job_input.job.index, job_input.attempt, Phase.PENDING, now), now
+            )
+            self.inflight[job_input.job.index] = InFlight(job_input, handle, view)
+            identities.append(engine_identity(handle, view))
+        self.store.engine.record_submitted(identities)
 
-    def _finish(self, index: int, state: JobState) -> bool:
-        """Ingest a finished attempt; True if the job is now done."""
-        job_input, _handle = self.inflight.pop(index)
-        job = self.jobs[index]
-        if state.state != "done" and state.native_reason:
-            # The engine's reason (a pilot's diagnostics, a hold reason) is kept where the
-            # monitor keeps backend states; recovery reads it as a log line.
-            record_backend_states(self.store, [state.record()])
-        final = self.tries[index] >= self.campaign.retry.max_attempts
-        report = self._read_report(job_input)
-        if report is not None:
-            problem = validate_report(report, job, self.output_dir) if report.succeeded else None
-            if problem is None:
-                # The engine's code (a pilot's error code, a Slurm state) beside the
-                # worker's exit code.
-                native = None if report.succeeded else state.native_code
-                self.store.reports.record(report, final=final, native_code=native)
-                return report.succeeded
-            log.warning("job %d attempt %d: %s", index, job_input.attempt, problem)
-            code, error_class = int(ExitCode.OUTPUT_VALIDATION), "output_validation"
-        else:
-            code = state.exit_code if state.exit_code not in (None, 0) else int(ExitCode.UNEXPECTED)
-            error_class = "lost_report" if state.exit_code in (None, 0) else _error_class(code)
-        self.store.attempts.finish(
-            job.campaign_id,
-            index,
-            job_input.attempt,
-            code,
-            error_class,
-            final=final,
-            native_code=state.native_code,
-            site=state.site,
+    def _withdraw(self, job_inputs: list[JobInput], before: dict[int, str], error: SubmitError):
+        """The engine refused the batch or could not be reached: nothing runs, so no
+        attempt was made. The jobs go back to what they were, with the engine's words."""
+        message = " ".join(redact(str(error)).split())
+        for job_input in job_inputs:
+            index = job_input.job.index
+            self.store.attempts.withdraw(
+                self.campaign.campaign_id,
+                index,
+                job_input.attempt,
+                self.backend.name,
+                message,
+                state=before.get(index, PENDING),
+            )
+            self.tries[index] -= 1
+        raise SubmitRefused(
+            f"{message} ({len(job_inputs)} job(s) not submitted, no attempt used; "
+            "re-run submit once the engine takes them)"
+        ) from None
+
+    # -- resume ---------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Attempts an earlier driver left open: those the engine may still run (their
+        identity stored, on this backend) are followed again; the others are ingested from
+        their reports or closed as lost."""
+        campaign_id = self.campaign.campaign_id
+        known = {(a.job_index, a.attempt): a for a in self.store.engine.open(campaign_id)}
+        adopted = []
+        for index, numbers in self.store.attempts.running(campaign_id).items():
+            for attempt in sorted(numbers):
+                record = known.get((index, attempt))
+                job_input = self._job_input(index, attempt)
+                if (
+                    record is not None
+                    and record.backend == self.backend.name
+                    and attempt == max(numbers)
+                ):
+                    adopted.append((record, job_input))
+                else:
+                    self._close_unfollowed(job_input)
+        if adopted:
+            self._adopt(adopted)
+
+    def _adopt(self, adopted: list[tuple[EngineAttempt, JobInput]]) -> None:
+        pairs = []
+        for record, job_input in adopted:
+            handle = JobHandle(
+                campaign_id=record.campaign_id,
+                job_index=record.job_index,
+                attempt=record.attempt,
+                backend=record.backend,
+                backend_job_id=record.backend_job_id,
+                site=record.site,
+                log=record.log,
+            )
+            view = AttemptView(
+                record.job_index, record.attempt, Phase(record.phase), record.phase_since
+            )
+            self.inflight[record.job_index] = InFlight(
+                job_input, handle, view, set(record.engine_ids)
+            )
+            self.tries[record.job_index] += 1
+            pairs.append((handle, job_input))
+        self.backend.adopt(pairs)
+        log.warning(
+            "following %d attempt(s) an earlier submitter left on %s", len(pairs), self.backend.name
         )
-        return False
+
+    def _close_unfollowed(self, job_input: JobInput) -> None:
+        """An open attempt the engine cannot be asked about (no identity stored, another
+        backend, an older attempt of the job): its report, or lost."""
+        index, campaign_id = job_input.job.index, self.campaign.campaign_id
+        report = self._read_report(job_input)
+        if (
+            report is not None
+            and validate_report(report, self.jobs[index], self.output_dir) is None
+        ):
+            self.store.reports.record(report)
+            phase = Phase.FINISHED
+        else:
+            self.store.attempts.finish(
+                campaign_id, index, job_input.attempt, int(ExitCode.UNEXPECTED), "lost", final=False
+            )
+            phase = Phase.LOST
+        self.store.engine.set_phase(campaign_id, index, job_input.attempt, phase.value, time.time())
+
+    def _cancel_inflight(self) -> None:
+        try:
+            self.backend.cancel(self._handles())
+        except Exception as error:  # noqa: BLE001 - keep the original error
+            log.warning("could not cancel the attempts in flight: %s", error)
+            return
+        now = time.time()
+        for flight in self.inflight.values():
+            flight.view = removed(flight.view, now)
+            try:
+                self._record_phase(flight)
+            except StoreError as error:
+                log.warning(
+                    "could not record job %d attempt %d as cancelled: %s", *flight.key, error
+                )
+                return
+
+    # -- reports and outputs --------------------------------------------------------------
 
     @staticmethod
     def _read_report(job_input: JobInput) -> JobReport | None:
@@ -477,28 +685,29 @@ class CampaignRunner:
     def _output_problem(self, output: dict) -> str | None:
         return output_problem(OutputFile.model_validate(output), self.verify_outputs)
 
-    def _close_stale_attempts(self) -> None:
-        """Attempts left running by an earlier submitter that died: ingest or close them."""
-        campaign_id = self.campaign.campaign_id
-        for index, attempts in self.store.attempts.running(campaign_id).items():
-            for attempt in attempts:
-                job_input = JobInput(
-                    job=self.jobs[index],
-                    campaign=self.campaign,
-                    attempt=attempt,
-                    output_dir=str(self.output_dir),
-                    backend=self.backend.name,
-                )
-                report = self._read_report(job_input)
-                if (
-                    report is not None
-                    and validate_report(report, self.jobs[index], self.output_dir) is None
-                ):
-                    self.store.reports.record(report)
-                else:
-                    self.store.attempts.finish(
-                        campaign_id, index, attempt, int(ExitCode.UNEXPECTED), "lost", final=False
-                    )
+
+def engine_identity(handle: JobHandle, view: AttemptView) -> EngineAttempt:
+    """What the store keeps of a submitted attempt to find it on the engine again."""
+    return EngineAttempt(
+        campaign_id=handle.campaign_id,
+        job_index=handle.job_index,
+        attempt=handle.attempt,
+        backend=handle.backend,
+        backend_job_id=handle.backend_job_id,
+        site=handle.site,
+        log=handle.log,
+        phase=view.phase.value,
+        phase_since=view.since,
+    )
+
+
+def _unreported(state: JobState) -> tuple[int, str]:
+    """Exit code and error class of an attempt that ended without a usable report."""
+    if state.state == "lost":
+        return int(ExitCode.UNEXPECTED), "lost"
+    if state.exit_code in (None, 0):
+        return int(ExitCode.UNEXPECTED), "lost_report"
+    return state.exit_code, _error_class(state.exit_code)
 
 
 def _error_class(code: int) -> str:

@@ -447,7 +447,7 @@ def test_jobs_the_log_cannot_tell_come_from_the_queue_then_the_history(monkeypat
     wire.queue = list(classad2.parseAds((RECORDS / "query_running_idle.ads").read_text()))
     wire.history = [real_ad(ClusterId=7, ProcId=10, JobStatus=4, ExitCode=0)]
     states = backend.poll([handle("7.0"), handle("7.8"), handle("7.10"), handle("7.11")])
-    assert [s.state for s in states] == ["running", "pending", "done", "failed"]
+    assert [s.state for s in states] == ["running", "pending", "done", "lost"]
     assert "neither its event log" in states[3].native_reason
     assert wire.calls == [
         ("query", SCHEDD_ADDRESS, "ClusterId == 7"),

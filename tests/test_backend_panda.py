@@ -96,8 +96,9 @@ def prun_task_params(campaign: Campaign, backend: PandaBackend, tmp_path: Path) 
         str(resources.cores),
         "--maxWalltime",
         "2",
+        # The driver owns retries: JEDI runs each entry once (README, "Who retries").
         "--maxAttempt",
-        "3",
+        "1",
         "--vo",
         "belle",
         "--dumpTaskParams",

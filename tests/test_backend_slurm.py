@@ -89,7 +89,7 @@ def record(state: str, exit_code: str = "0:0") -> str:
         ("SUSPENDED", "0:0", "running", None, None),
         ("STOPPED", "0:0", "running", None, None),
         # Nothing in Slurm releases these: the driver removes them at once.
-        ("REQUEUE_HOLD", "0:0", "held", None, None),
+        ("REQUEUE_HOLD", "0:0", "held", None, "slurm:REQUEUE_HOLD"),
     ],
 )
 def test_slurm_states_and_exit_codes_map_to_job_states(slurm_state, exit_code, state, code, native):

@@ -6,16 +6,23 @@ engine that writes finished jobs down itself. Shared logic (job input files, wor
 line, resource resolution per site) lives here so an engine module only adds what is
 native to it.
 
-There is no engine-side ``retry``: every attempt is a row in the store with its own number,
-job file and resources, and recovery's changes (memory, walltime, excluded sites, splits)
-reach the engine as a new submission (``CampaignRunner._launch``). Engines retry natively
-only *inside* one attempt: HTCondor's ``periodic_release`` of transient holds, PanDA's
-``maxAttempt`` of a task's jobs.
+There is no engine-side ``retry``: the driver owns every retry (README, "Who retries").
+Every attempt is a row in the store with its own number, job file and resources, and the
+retry decision (:func:`smartbkg_prod.lifecycle.next_step`) or recovery's changes reach the
+engine as a new submission. Native retries are off (Slurm ``--no-requeue``, PanDA
+``maxAttempt = 1``, no HTCondor ``max_retries``); the one native step left inside an
+attempt is HTCondor's release of a transient hold of a job that never started.
+
+A resumed driver rebuilds handles from what the store kept at submission (the handle's
+fields: ``backend_job_id``, ``site``, ``log``) and calls :meth:`Backend.adopt` so the
+engine module follows them again; ``poll`` then says whether each is still queued,
+running, held, finished, or ``lost`` (the engine does not know it any more).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +48,9 @@ class JobHandle(BaseModel):
     backend: str
     backend_job_id: str
     site: str | None = None
+    # Where the engine writes this attempt down, when the handle alone does not say
+    # (HTCondor: the cluster's job event log).
+    log: str | None = None
 
 
 class JobState(BaseModel):
@@ -49,15 +59,21 @@ class JobState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     handle: JobHandle
-    state: str  # pending | running | done | failed | cancelled | held
+    # pending | running | held | done | failed | cancelled | lost (the engine does not know
+    # the attempt any more)
+    state: str
     exit_code: int | None = None
     native_code: str | None = None  # e.g. "HoldReasonCode=34/102", "slurm:OUT_OF_MEMORY"
     native_reason: str = ""
     site: str | None = None
     # A held attempt the engine's own policy will release (HTCondor periodic_release):
-    # the time (epoch s) by which it will have done so. None: nothing releases it, the
-    # driver removes it at once and counts a failure.
+    # the time (epoch s) by which it will have done so; math.inf for a hold a person placed
+    # and releases (Slurm JobHeldUser). None: nothing releases it, the driver removes it at
+    # once and counts a failure.
     release_by: float | None = None
+    # The engine's own id of the job that ran the attempt, where it differs from the
+    # handle's (a PandaID of a task entry).
+    engine_id: str | None = None
 
     def record(self) -> BackendStateRecord:
         """The state as the store keeps it (``monitor_backend_states``)."""
@@ -105,6 +121,34 @@ class Backend(ABC):
 
     @abstractmethod
     def cancel(self, handles: Sequence[JobHandle]) -> None: ...
+
+    def adopt(self, attempts: Sequence[tuple[JobHandle, JobInput]]) -> None:
+        """Follow attempts that an earlier driver submitted (handles rebuilt from the
+        store, with each attempt's input): engines that keep per-attempt state in memory
+        (an event log to read, a report to fetch) set it up again here."""
+        return None
+
+    def remove(self, handles: Sequence[JobHandle], timeout_s: float = 60.0) -> list[JobHandle]:
+        """Cancel ``handles`` and check with the engine that they are gone (ended, or
+        unknown to it); returns those still there after ``timeout_s``."""
+        if not handles:
+            return []
+        self.cancel(handles)
+        deadline = time.monotonic() + timeout_s
+        delay = 0.5
+        left = list(handles)
+        while left:
+            states = {state.handle.backend_job_id: state for state in self.poll(left)}
+            left = [
+                handle
+                for handle in left
+                if states[handle.backend_job_id].state in {"pending", "running", "held"}
+            ]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        return left
 
     def completions(self, handles: Sequence[JobHandle]) -> list[JobState]:
         """Final states of ``handles`` that the engine has already written down (Slurm's

@@ -214,7 +214,12 @@ class DockerLocalBackend(Backend):
                 container = self.client.containers.get(handle.backend_job_id)
             except docker.errors.NotFound:
                 states.append(
-                    JobState(handle=handle, state="failed", native_code="lost", site="local")
+                    JobState(
+                        handle=handle,
+                        state="lost",
+                        native_reason="no such container on the Docker engine",
+                        site="local",
+                    )
                 )
                 continue
             if container.status in _RUNNING:

@@ -316,7 +316,8 @@ class HTCondorBackend(Backend):
             shared_filesystem=options.get("shared_filesystem", "false").lower()
             in {"1", "true", "yes"},
             accounting_group=options.get("accounting_group"),
-            max_starts=campaign.retry.max_attempts,
+            # The driver's submissions release only jobs that never started (description).
+            max_starts=1,
         )
 
     # -- what is submitted -------------------------------------------------------------
@@ -382,8 +383,11 @@ class HTCondorBackend(Backend):
             "allowed_execute_duration": str(resources.walltime_s),
             "on_exit_hold": " || ".join(f"ExitCode =?= {code}" for code in PERMANENT_EXIT_CODES),
             "on_exit_hold_reason": _quote("smartbkg-prod worker: permanent error, needs review"),
+            # Under the driver (which owns retries) only a job whose payload never started
+            # is released: the release finishes delivering the same attempt, it does not
+            # run it again. A rendered submission run by hand lets HTCondor retry.
             "periodic_release": (
-                f"(NumJobStarts < {campaign.retry.max_attempts}) && "
+                f"(NumJobStarts < {campaign.retry.max_attempts if engine_retries else 1}) && "
                 f"(time() - EnteredCurrentStatus > {RELEASE_AFTER_S}) && ("
                 + " || ".join(f"HoldReasonCode =?= {code}" for code in TRANSIENT_HOLD_CODES)
                 + ")"
@@ -538,11 +542,20 @@ class HTCondorBackend(Backend):
         except (htcondor2.HTCondorException, OSError) as error:
             raise SubmitError(f"htcondor: submission to the schedd failed: {error}") from None
         cluster, first_proc = result.cluster(), result.first_proc()
-        self.follow(cluster, self.event_log_path(campaign, output_dir))
-        return [
+        event_log = self.event_log_path(campaign, output_dir)
+        self.follow(cluster, event_log)
+        handles = [
             attempt_handle(job_input, self.name, f"{cluster}.{first_proc + offset}")
             for offset, job_input in enumerate(jobs)
         ]
+        return [handle.model_copy(update={"log": str(event_log)}) for handle in handles]
+
+    def adopt(self, attempts: Sequence[tuple[JobHandle, JobInput]]) -> None:
+        """Follow an earlier driver's clusters through their event logs again (read from
+        the start); a cluster whose log is unknown is asked about at the schedd."""
+        for handle, _job_input in attempts:
+            if handle.log:
+                self.follow(handle.backend_job_id.split(".")[0], Path(handle.log))
 
     def follow(self, cluster: int | str, path: Path) -> None:
         """Track ``cluster`` through the job event log at ``path`` (shared by clusters)."""
@@ -608,7 +621,7 @@ class HTCondorBackend(Backend):
             if ad is None:
                 states[handle.backend_job_id] = JobState(
                     handle=handle,
-                    state="failed",
+                    state="lost",
                     native_reason="job in neither its event log, the schedd queue nor its history",
                 )
             else:

@@ -1,8 +1,11 @@
 """The embedded default backend: worker processes on this machine.
 
 Each attempt is one ``smartbkg-prod worker --job FILE`` subprocess in its own process
-group (so cancel kills the whole tree); stdout and stderr go to a log file next to the
-job file.
+group and session (so cancel kills the whole tree, and a worker outlives a killed
+submitter); stdout and stderr go to a log file next to the job file. A resumed driver
+adopts the workers an earlier one started by pid (:meth:`LocalBackend.adopt`): a pid
+counts as the attempt's worker only while its command line names the attempt's job file
+(so a reused pid is not mistaken for it); once it is gone the report says how it ended.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from smartbkg_prod.backends.base import (
     attempt_handle,
     exit_status,
     finished_state,
+    job_file_path,
     worker_command,
     write_job_file,
 )
@@ -37,6 +41,12 @@ class LocalBackend(Backend):
         self.python = python
         self.env = env
         self._processes: dict[str, subprocess.Popen] = {}
+        # pid -> job file of workers started by an earlier driver (not our children).
+        self._adopted: dict[str, str] = {}
+
+    def adopt(self, attempts: Sequence[tuple[JobHandle, JobInput]]) -> None:
+        for handle, job_input in attempts:
+            self._adopted[handle.backend_job_id] = str(job_file_path(job_input))
 
     def submit(self, campaign: Campaign, jobs: Sequence[JobInput]) -> list[JobHandle]:
         handles = []
@@ -62,10 +72,7 @@ class LocalBackend(Backend):
         for handle in handles:
             process = self._processes.get(handle.backend_job_id)
             if process is None:
-                # Not started by this process (e.g. a submitter restarted): it is lost.
-                states.append(
-                    JobState(handle=handle, state="failed", native_code="lost", site="local")
-                )
+                states.append(self._adopted_state(handle))
                 continue
             returncode = process.poll()
             if returncode is None:
@@ -76,8 +83,25 @@ class LocalBackend(Backend):
             states.append(finished_state(handle, code, native, site="local"))
         return states
 
+    def _adopted_state(self, handle: JobHandle) -> JobState:
+        """A worker an earlier driver started: running while its pid runs it; then its
+        exit status went to that driver, and the report tells how it ended."""
+        job_file = self._adopted.get(handle.backend_job_id)
+        if job_file is None:
+            return JobState(
+                handle=handle, state="lost", native_reason="no worker of this driver", site="local"
+            )
+        if worker_running(int(handle.backend_job_id), job_file):
+            return JobState(handle=handle, state="running", site="local")
+        self._adopted.pop(handle.backend_job_id)
+        return JobState(handle=handle, state="done", site="local")
+
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         for handle in handles:
+            job_file = self._adopted.pop(handle.backend_job_id, None)
+            if job_file is not None and worker_running(int(handle.backend_job_id), job_file):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(int(handle.backend_job_id), signal.SIGKILL)
             process = self._processes.pop(handle.backend_job_id, None)
             if process is None or process.poll() is not None:
                 continue
@@ -94,3 +118,13 @@ class LocalBackend(Backend):
         lines += [" ".join(worker_command(str(path), "python3")) for path in files]
         script.write_text("\n".join(lines) + "\n")
         return [*files, script]
+
+
+def worker_running(pid: int, job_file: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) worker process of ``job_file``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return os.fsencode(job_file) in cmdline and stat.rsplit(") ", 1)[-1][:1] != "Z"

@@ -11,9 +11,12 @@ and report as output datasets, ``ramCount`` (MB per core), ``coreCount``, ``maxW
 
 Everything goes through ``pandaclient.Client``: ``insertTaskParams``, ``getTaskStatus``,
 ``getJediTaskDetails`` (the task's PanDA IDs), ``getFullJobStatus`` (per-job state and
-error codes), ``killTask``. Retries: PanDA reruns a task's failed jobs itself up to
-``maxAttempt``; once those are spent, the driver's next attempt is a new task (see
-:mod:`smartbkg_prod.backends.base`). Native codes: ``pilot:N/E`` (pilotErrorCode, with
+error codes), ``killTask``. Retries: the driver owns them. A task is submitted with
+``maxAttempt = 1``, so JEDI runs each entry once, and one attempt of ours is one PanDA job;
+a failed job ends the attempt only once JEDI can no longer retry it (its ``attemptNr`` has
+reached its ``maxAttempt``, or the task is final), and the driver's next attempt is a new
+task. A resumed driver follows a task it did not submit from the store (``jediTaskID/entry``
+and the PandaIDs seen; :meth:`PandaBackend.adopt`). Native codes: ``pilot:N/E`` (pilotErrorCode, with
 the payload's exit status E when non-zero), ``jobDispatcher:N``, ``taskBuffer:N``, ``exit:N``
 (payload exit code), read in that order; every non-zero ``*ErrorCode`` field of the job
 record, with its diagnostic, is the reason.
@@ -197,8 +200,26 @@ def job_entry(job: dict) -> int | None:
     return None if match is None else int(match.group(1)) - FIRST_INDEX
 
 
-def job_state(job: dict, handle: JobHandle) -> JobState:
+def jedi_may_retry(job: dict) -> bool:
+    """Whether JEDI can still make another job for this failed job's entry.
+
+    >>> jedi_may_retry({"attemptNr": 1, "maxAttempt": 3}), jedi_may_retry({"attemptNr": 1, "maxAttempt": 1})
+    (True, False)
+    """
+    return _int(job.get("attemptNr")) < _int(job.get("maxAttempt"))
+
+
+def job_state(job: dict, handle: JobHandle, task_final: bool = False) -> JobState:
+    """A PanDA job record as the state of the attempt it runs. A failed job that JEDI may
+    still retry (in a task not final yet) is not the attempt's end: it stays pending."""
     state = _JOB_STATUS.get(str(job.get("jobStatus")), "pending")
+    if state == "failed" and not task_final and jedi_may_retry(job):
+        return JobState(
+            handle=handle,
+            state="pending",
+            native_reason=f"PanDA job {job.get('PandaID')} failed; JEDI retries it",
+            engine_id=str(job.get("PandaID")),
+        )
     exit_code, native = None, None
     if state in {"done", "failed", "cancelled"}:
         exit_code = _int(job.get("transExitCode"))
@@ -211,6 +232,7 @@ def job_state(job: dict, handle: JobHandle) -> JobState:
         native_code=native,
         native_reason=reason,
         site=job.get("computingSite") or handle.site,
+        engine_id=str(job["PandaID"]) if job.get("PandaID") else None,
     )
 
 
@@ -264,7 +286,6 @@ class PandaBackend(Backend):
         self.user = user
         self.site = site
         self.python = python
-        # (campaign id, job index) -> (jediTaskID, job-list entry) of the latest submission.
 
     @classmethod
     def from_campaign(cls, campaign: Campaign) -> PandaBackend:
@@ -341,7 +362,8 @@ class PandaBackend(Backend):
             "ramCount": math.ceil(resources.memory_mb / resources.cores),
             "ramCountUnit": "MBPerCore",
             "respectSplitRule": True,
-            "maxAttempt": campaign.retry.max_attempts,
+            # The driver owns retries: JEDI runs each entry once (README, "Who retries").
+            "maxAttempt": 1,
             "container_name": image,
             "multiStepExec": {
                 "preprocess": {"command": "${TRF}", "args": "--preprocess ${TRF_ARGS}"},
@@ -536,7 +558,7 @@ class PandaBackend(Backend):
             task_id, entry = int(task_text), int(entry_text)
             job = by_task[task_id].get(entry)
             if job is not None:
-                state = job_state(job, handle)
+                state = job_state(job, handle, task_final=task_status[task_id] in _FAILED_TASK)
                 if state.state in {"done", "failed"}:
                     self._retrieve(job, handle)
                 states.append(state)
@@ -544,13 +566,19 @@ class PandaBackend(Backend):
                 states.append(
                     JobState(
                         handle=handle,
-                        state="failed",
+                        state="lost",
                         native_reason=f"task {task_id} is {task_status[task_id]} without a job for entry {entry}",
                     )
                 )
             else:
                 states.append(JobState(handle=handle, state="pending"))
         return states
+
+    def adopt(self, attempts: Sequence[tuple[JobHandle, JobInput]]) -> None:
+        """Attempts of tasks an earlier driver submitted: their reports are fetched from
+        the server into the same files as ours."""
+        for _handle, job_input in attempts:
+            self._remember(job_input)
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         if not handles:
@@ -583,8 +611,7 @@ class PandaBackend(Backend):
                 "panda job %s: its metadata is not a worker report: %s", job.get("PandaID"), error
             )
             return
-        # The job list in the sandbox numbers attempts as at submission; PanDA's own
-        # retries (up to maxAttempt) rerun it for the same attempt of the driver.
+        # The job list in the sandbox numbers attempts as at submission.
         report = report.model_copy(update={"attempt": handle.attempt})
         if report.succeeded and report.outputs and self.storage:
             output_dir = Path(job_input.output_dir).resolve()

@@ -29,6 +29,7 @@ for a killed job), e.g. ``slurm:FAILED/137``, ``slurm:OUT_OF_MEMORY``, ``slurm:T
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -83,6 +84,7 @@ _STATE = {
     # Nothing in Slurm releases these by itself: the driver removes them at once.
     "REQUEUE_HOLD": "held",
     "SPECIAL_EXIT": "held",
+    "RESV_DEL_HOLD": "held",
     "COMPLETED": "done",
     "CANCELLED": "cancelled",
     # Failures, each with its own native code (slurm.schedmd.com/squeue.html, JOB STATE CODES):
@@ -94,6 +96,27 @@ _STATE = {
     "BOOT_FAIL": "failed",
     "DEADLINE": "failed",
 }
+
+
+# Holds of a pending job, by squeue's reason (slurm.schedmd.com/job_reason_codes.html):
+# a person's hold (`scontrol hold` by the job's user, `sbatch --hold`) waits for them to
+# release or cancel it; an administrator's hold and a launch failure that Slurm requeued
+# held are released by nothing the driver can count on: the attempt is removed at once
+# and counted as failed (native code slurm:HELD/<reason>), and the retry policy decides.
+USER_HOLD = "JobHeldUser"
+REMOVED_HOLDS = ("JobHeldAdmin", "launch failed requeued held")
+
+
+def hold_of(reason: str) -> str | None:
+    """The hold a pending task's reason names, or None.
+
+    >>> hold_of("JobHeldAdmin"), hold_of("launch failed requeued held"), hold_of("Resources")
+    ('JobHeldAdmin', 'launch failed requeued held', None)
+    """
+    for hold in (USER_HOLD, *REMOVED_HOLDS):
+        if hold.lower() in reason.lower():
+            return hold
+    return None
 
 
 def parse_exit_code(value: str) -> int:
@@ -141,7 +164,13 @@ class SlurmTask:
         slurm_state = self.job_state.split()[0].rstrip("+")
         state = _STATE.get(slurm_state, "failed")
         exit_status = parse_exit_code(self.exit_code)
-        native, exit_code = None, None
+        native, exit_code, release_by = None, None, None
+        hold = hold_of(self.reason) if state in {"pending", "held"} else None
+        if hold is not None:
+            state, native = "held", f"slurm:HELD/{hold.replace(' ', '_')}"
+            release_by = math.inf if hold == USER_HOLD else None
+        elif state == "held":
+            native = f"slurm:{slurm_state}"
         if state in {"done", "failed", "cancelled"}:
             exit_code = exit_status
             if slurm_state == "COMPLETED" and exit_status != 0:
@@ -160,6 +189,7 @@ class SlurmTask:
             native_code=native,
             native_reason=reason,
             site=self.node or handle.site,
+            release_by=release_by,
         )
 
 
@@ -316,6 +346,9 @@ class SlurmBackend(Backend):
             f"--mem={resources.memory_mb}M",
             f"--time={_walltime(resources.walltime_s)}",
             f"--output={log_pattern}",
+            # The driver owns retries: Slurm must not rerun a task itself (after a node
+            # failure or preemption) behind the attempt it belongs to.
+            "--no-requeue",
         ]
         if resources.gpus:
             options.append(f"--gres=gpu:{resources.gpus}")
@@ -462,7 +495,7 @@ class SlurmBackend(Backend):
                 states.append(
                     JobState(
                         handle=handle,
-                        state="failed",
+                        state="lost",
                         native_reason="job unknown to slurmctld and absent from the jobcomp file",
                     )
                 )

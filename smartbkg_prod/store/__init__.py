@@ -5,6 +5,7 @@ by URL) with one attribute per part:
 
 - ``store.campaigns`` (:mod:`.campaigns`): campaigns, their jobs and the status figures;
 - ``store.attempts`` (:mod:`.attempts`): attempts of jobs and refused submissions;
+- ``store.engine`` (:mod:`.engine`): what the engine calls each attempt, and its phase;
 - ``store.leases`` (:mod:`.leases`): the one submitter driving each campaign;
 - ``store.reports`` (:mod:`.reports`): job reports, stored once, and what they decide.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 from smartbkg_prod.store.attempts import Attempts
 from smartbkg_prod.store.campaigns import Campaigns, CampaignStatus
 from smartbkg_prod.store.database import DEFAULT_DB, Database, default_db_url
+from smartbkg_prod.store.engine import EngineRecords
 from smartbkg_prod.store.leases import LEASE_RENEW_S, LEASE_STALE_S, DriverLeases
 from smartbkg_prod.store.reports import Reports
 from smartbkg_prod.store.tables import (
@@ -71,5 +73,6 @@ class Store(Database):
         super().__init__(url, create)
         self.campaigns = Campaigns(self)
         self.attempts = Attempts(self)
+        self.engine = EngineRecords(self)
         self.leases = DriverLeases(self)
         self.reports = Reports(self)

@@ -2,6 +2,7 @@
 
 Every table of the project is here, whichever part of the store reads or writes it:
 campaigns and jobs (:mod:`.campaigns`), attempts and submission refusals (:mod:`.attempts`),
+the engine's identity of each attempt (:mod:`.engine`),
 driver leases (:mod:`.leases`), reports (:mod:`.reports`), the monitor's backend states
 (:mod:`.ingest`) and recovery's tables (:mod:`.recovery`).
 """
@@ -103,6 +104,29 @@ class AttemptRow(Base):
         if row is None:
             raise StoreError(f"job {job_index} of {campaign_id!r} has no attempt {attempt}")
         return row
+
+
+class EngineAttemptRow(Base):
+    """What the engine calls an attempt (stored at submission, so a restarted driver finds
+    it again), the engine's own job ids seen for it, and its lifecycle phase
+    (:mod:`smartbkg_prod.lifecycle`) with the time it entered it and a note when held or
+    stuck. See :mod:`.engine`."""
+
+    __tablename__ = "engine_attempts"
+    __table_args__ = (UniqueConstraint("campaign_id", "job_index", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(128), index=True)
+    job_index: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(32))
+    backend_job_id: Mapped[str] = mapped_column(String(128))
+    site: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    log: Mapped[str | None] = mapped_column(Text, nullable=True)
+    engine_ids: Mapped[list] = mapped_column(JSON, default=list)
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    phase_since: Mapped[float] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(Text, default="")
 
 
 class SubmitRefusalRow(Base):
