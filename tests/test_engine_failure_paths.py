@@ -130,10 +130,10 @@ def test_slurm_refusing_a_partition_uses_no_attempt_then_resumes(slurm_cluster, 
 def test_driver_waits_out_periodic_release_and_removes_holds_nothing_releases(
     monkeypatch, tmp_path
 ):
-    """Job 0 is held for a transfer error, which the job's periodic_release fixes: the driver
+    """Job 0 is held for an input transfer error, which the job's periodic_release fixes: the driver
     leaves it to the schedd, it is released and succeeds. Job 1 is held for memory, which no
-    release fixes: the driver removes it through Schedd.act at once, counts a failure and
-    submits its next attempt, which succeeds."""
+    release fixes: the driver removes it through Schedd.act at once, waits until the log
+    shows it gone, counts a failure and submits its next attempt, which succeeds."""
     require_module("htcondor2")
     from htcondor_wire import PoolOnRecords, install_wire, use_schedd
 
@@ -168,13 +168,21 @@ def test_driver_waits_out_periodic_release_and_removes_holds_nothing_releases(
 
     def play() -> None:
         first = pool.submissions.get(timeout=60)
-        for proc in (0, 1):
-            pool.write("001", first, proc)
+        # Job 0's input transfer fails before it starts: a hold its periodic_release fixes
+        # without running the payload twice (only never-started jobs are released).
+        pool.write("001", first, 1)
         pool.write("012", first, 0, "781.000.000")  # Code 13 Subcode 256: transfer input
         pool.write("012", first, 1, "781.001.000")  # Code 34 Subcode 102: memory
-        second = pool.submissions.get(timeout=30)  # job 1, attempt 2
+        deadline = time.monotonic() + 30
+        while not removals() and time.monotonic() < deadline:
+            time.sleep(0.05)
         removed.append(removals())
+        # No retry while the held job may still be there: the next attempt is submitted
+        # only once the schedd's log shows the removal (issue 24).
+        time.sleep(1.0)
+        assert pool.submissions.empty()
         pool.write("009", first, 1, "781.001.000")
+        second = pool.submissions.get(timeout=30)  # job 1, attempt 2
         time.sleep(1.5)  # ~15 polls: job 0 stays held, nobody removes it
         removed.append(removals())
         pool.write("013", first, 0)

@@ -125,6 +125,8 @@ NATIVE_SOURCES = (
     ("jobDispatcherErrorCode", "jobDispatcher"),
     ("taskBufferErrorCode", "taskBuffer"),
 )
+# The tasks' maxAttempt: JEDI runs each entry once, the driver owns retries.
+TASK_MAX_ATTEMPT = 1
 _INDEX_PATTERN = re.compile(r"--index (\d+)")
 
 
@@ -200,13 +202,16 @@ def job_entry(job: dict) -> int | None:
     return None if match is None else int(match.group(1)) - FIRST_INDEX
 
 
-def jedi_may_retry(job: dict) -> bool:
-    """Whether JEDI can still make another job for this failed job's entry.
+def jedi_may_retry(job: dict, max_attempt: int = TASK_MAX_ATTEMPT) -> bool:
+    """Whether JEDI can still make another job for this failed job's entry: it retries an
+    input while ``attemptNr + 1 < maxAttempt`` of the task (panda-server
+    ``job_complex_module``; a job record's own ``maxAttempt`` is its ``attemptNr``, the
+    server's and pilot's retries being off).
 
-    >>> jedi_may_retry({"attemptNr": 1, "maxAttempt": 3}), jedi_may_retry({"attemptNr": 1, "maxAttempt": 1})
-    (True, False)
+    >>> jedi_may_retry({"attemptNr": 0}), jedi_may_retry({"attemptNr": 0}, max_attempt=3)
+    (False, True)
     """
-    return _int(job.get("attemptNr")) < _int(job.get("maxAttempt"))
+    return _int(job.get("attemptNr")) + 1 < max_attempt
 
 
 def job_state(job: dict, handle: JobHandle, task_final: bool = False) -> JobState:
@@ -363,7 +368,7 @@ class PandaBackend(Backend):
             "ramCountUnit": "MBPerCore",
             "respectSplitRule": True,
             # The driver owns retries: JEDI runs each entry once (README, "Who retries").
-            "maxAttempt": 1,
+            "maxAttempt": TASK_MAX_ATTEMPT,
             "container_name": image,
             "multiStepExec": {
                 "preprocess": {"command": "${TRF}", "args": "--preprocess ${TRF_ARGS}"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from smartbkg_prod.backends.base import Backend, JobHandle, JobState
+from smartbkg_prod.backends.slurm import parse_record
 from smartbkg_prod.physics.rootio import read_output
 from smartbkg_prod.spec import Campaign, dump_campaign
 from smartbkg_prod.store import Store
@@ -170,6 +172,36 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+_JOB_FILE = re.compile(r"\.job(\d+)\.attempt\d+\.json$")
+
+
+def local_runs(output_dir: Path) -> dict[int, int]:
+    """Worker runs per job as the local engine recorded them: the local backend writes one
+    job file (``jobs/<job>.attemptN.json``) for each process it starts."""
+    runs: dict[int, int] = {}
+    for path in (Path(output_dir) / "jobs").glob("*.json"):
+        match = _JOB_FILE.search(path.name)
+        if match:
+            runs[int(match.group(1))] = runs.get(int(match.group(1)), 0) + 1
+    return runs
+
+
+def slurm_runs(jobcomp: Path, job_name: str, store: Store, campaign_id: str) -> dict[int, int]:
+    """Runs per job as Slurm recorded them (jobcomp/filetxt: one line per array task that
+    finished; --no-requeue, so a task runs once). Tasks are matched to jobs through the
+    ids the driver stored; a task of the campaign's name that matches none is an error."""
+    jobs = {a.backend_job_id: a.job_index for a in store.engine.attempts(campaign_id)}
+    runs: dict[int, int] = {}
+    for line in Path(jobcomp).read_text().splitlines():
+        record = parse_record(line)
+        if record.get("JobName") != job_name or not record.get("ArrayTaskId"):
+            continue
+        task = f"{record['ArrayJobId']}_{record['ArrayTaskId']}"
+        assert task in jobs, f"Slurm ran {task} ({job_name}), which no attempt of ours names"
+        runs[jobs[task]] = runs.get(jobs[task], 0) + 1
+    return runs
+
+
 @dataclass
 class FaultRow:
     fault: str
@@ -179,6 +211,10 @@ class FaultRow:
     events_lost: int
     events_duplicated: int
     note: str = ""
+    # The most runs of one job, counted from the engine's own records, and what the retry
+    # policy allows (issue 24: no job runs more attempts than its policy allows).
+    max_runs_per_job: int | None = None
+    runs_allowed: int | None = None
 
 
 class FaultTable:
@@ -195,10 +231,27 @@ class FaultTable:
         cover: Coverage,
         backend: str = "local",
         note: str = "",
+        runs: dict[int, int] | None = None,
+        runs_allowed: int | None = None,
     ) -> None:
+        """Record one fault; ``runs`` (job index -> runs from the engine's records) must
+        stay within ``runs_allowed``."""
+        max_runs = max(runs.values()) if runs else None
         self.rows.append(
-            FaultRow(fault, backend, injections, recovered, cover.lost, cover.duplicated, note)
+            FaultRow(
+                fault,
+                backend,
+                injections,
+                recovered,
+                cover.lost,
+                cover.duplicated,
+                note,
+                max_runs,
+                runs_allowed,
+            )
         )
+        if max_runs is not None and runs_allowed is not None:
+            assert max_runs <= runs_allowed, f"{fault}: runs per job {runs} > {runs_allowed}"
 
     def write(self, directory: Path, seconds: float) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -214,16 +267,30 @@ class FaultTable:
                 "recovered": sum(row.recovered for row in self.rows),
                 "events_lost": sum(row.events_lost for row in self.rows),
                 "events_duplicated": sum(row.events_duplicated for row in self.rows),
+                "max_runs_over_allowed": sum(
+                    1
+                    for row in self.rows
+                    if row.max_runs_per_job is not None
+                    and row.runs_allowed is not None
+                    and row.max_runs_per_job > row.runs_allowed
+                ),
             },
         }
         (directory / "faults.json").write_text(json.dumps(document, indent=1) + "\n")
         lines = [
-            "| fault | backend | injections | recovered | events lost | events duplicated |",
-            "|---|---|---:|---|---:|---:|",
+            "| fault | backend | injections | recovered | events lost | events duplicated "
+            "| most runs of a job (engine's records) / allowed |",
+            "|---|---|---:|---|---:|---:|---:|",
         ]
         for row in self.rows:
+            runs = (
+                "–"
+                if row.max_runs_per_job is None
+                else f"{row.max_runs_per_job} / {row.runs_allowed}"
+            )
             lines.append(
                 f"| {row.fault} | {row.backend} | {row.injections} | "
-                f"{'yes' if row.recovered else 'NO'} | {row.events_lost} | {row.events_duplicated} |"
+                f"{'yes' if row.recovered else 'NO'} | {row.events_lost} | {row.events_duplicated} "
+                f"| {runs} |"
             )
         (directory / "faults.md").write_text("\n".join(lines) + "\n")

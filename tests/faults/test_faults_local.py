@@ -16,6 +16,7 @@ from fault_harness import (
     assert_same_content,
     coverage,
     fault_campaign,
+    local_runs,
     output_files,
     pid_alive,
     start_submitter,
@@ -70,7 +71,15 @@ def check_and_record(
     output_dir = campaign_output_dir(campaign)
     cover = coverage(campaign, output_dir, store)
     recovered = bool(status.complete and cover.exact)
-    fault_table.record(fault, injections, recovered, cover, note=note)
+    fault_table.record(
+        fault,
+        injections,
+        recovered,
+        cover,
+        note=note,
+        runs=local_runs(output_dir),
+        runs_allowed=campaign.retry.max_attempts,
+    )
     assert status.complete, status
     assert (cover.lost, cover.duplicated) == (0, 0), cover
     assert cover.events_read == campaign.events
@@ -480,8 +489,8 @@ def running_worker_pids(store: Store, campaign) -> list[int]:
 
 def test_submitter_killed_and_restarted(campaign, store, tmp_path, fault_table, reference_outputs):
     """SIGKILL the submitting process while one job is done and others run. Its workers live
-    on (own sessions) while a new submitter resumes from the store; the late reports of
-    those orphans are collected afterwards. Nothing is lost or counted twice."""
+    on (own sessions); a new submitter adopts them by pid from the store and ingests their
+    reports. Nothing is lost, counted twice or run twice."""
     submitter = start_submitter(campaign, store, tmp_path)
 
     def one_done_and_one_just_started() -> bool:
@@ -520,11 +529,13 @@ def test_submitter_killed_and_restarted(campaign, store, tmp_path, fault_table, 
         note=f"{len(orphans)} orphaned worker(s) still running at restart",
     )
     assert status.complete and after.events_generated == campaign.events
-    # Two attempts of a job may both have succeeded: the file matches one of them, so a
-    # resume with full checksums finds nothing to produce again.
-    attempts = store.campaigns.job_attempts(campaign.campaign_id)
+    # The new submitter followed the orphaned workers (by pid) instead of running their
+    # jobs again (issue 24): one attempt, one report file per job.
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
+    reports = sorted(campaign_output_dir(campaign).glob("*.report.json"))
+    assert [path.name.split(".")[-3] for path in reports] == ["attempt1"] * 3, reports
     assert run(campaign, store, verify_outputs="sha256").complete
-    assert store.campaigns.job_attempts(campaign.campaign_id) == attempts
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
 
 
 # -- the backend's poll ------------------------------------------------------------------------

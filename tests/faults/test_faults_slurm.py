@@ -14,13 +14,13 @@ from fault_harness import (
     assert_same_content,
     coverage,
     fault_campaign,
+    slurm_runs,
     start_submitter,
     wait_for,
 )
 
 from smartbkg_prod.backends import get_backend
 from smartbkg_prod.errors import SubmitError
-from smartbkg_prod.monitor.collect import collect_directory
 from smartbkg_prod.plan import campaign_output_dir
 from smartbkg_prod.store import Store
 from smartbkg_prod.submit import submit_campaign
@@ -65,6 +65,13 @@ def test_faults_on_a_real_slurm_cluster(
         bool(status.complete and cover.exact),
         cover,
         backend="slurm",
+        runs=slurm_runs(
+            slurm_cluster.directory / "log" / "jobcomp.txt",
+            campaign.name,
+            store,
+            campaign.campaign_id,
+        ),
+        runs_allowed=campaign.retry.max_attempts,
     )
     assert status.complete, slurm_cluster.logs()
     assert truncated, "job 2's first output should have been truncated"
@@ -73,46 +80,69 @@ def test_faults_on_a_real_slurm_cluster(
     assert_same_content(output_dir, reference_outputs)
 
 
-def test_submitter_killed_and_restarted_on_slurm(
-    slurm_cluster, tmp_path, fault_table, reference_outputs
+# Issue 24's setup: jobs long enough that the driver is killed while Slurm runs them.
+RESUME_JOBS, RESUME_EVENTS_PER_JOB = 6, 30_000
+
+
+def test_submitter_killed_while_slurm_runs_the_jobs_follows_them_instead_of_rerunning(
+    slurm_cluster, tmp_path, fault_table
 ):
-    """SIGKILL the submitter while array tasks run: they go on under slurmd; a new
-    submitter resumes from the store, the tasks' late reports are collected afterwards,
-    and every event is there once."""
-    campaign = fault_campaign(tmp_path / "out", backend={"name": "slurm", "max_parallel": 3})
+    """SIGKILL the submitter while its array tasks run on Slurm, then `submit` again: the
+    new driver finds the tasks through the ids stored at submission, follows them and
+    ingests their reports. Every event is there once, and Slurm's own records show each
+    job ran once (before issue 24: 12 runs for 6 jobs, every job submitted again)."""
+    campaign = fault_campaign(
+        tmp_path / "out",
+        name="slurmresume",
+        events=RESUME_JOBS * RESUME_EVENTS_PER_JOB,
+        events_per_job=RESUME_EVENTS_PER_JOB,
+        backend={"name": "slurm"},
+    )
     store = Store(f"sqlite:///{tmp_path / 'slurm.db'}")
     submitter = start_submitter(campaign, store, tmp_path)
 
     def tasks_running() -> bool:
         queue = subprocess.run(
-            ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True
+            ["squeue", "-h", "-t", "RUNNING", "-n", campaign.name, "-o", "%i"],
+            capture_output=True,
+            text=True,
         )
-        return bool(queue.stdout.strip()) and bool(store.campaigns.ids())
+        return bool(queue.stdout.strip())
 
     try:
         wait_for(tasks_running, 120, "array tasks running")
     finally:
         submitter.send_signal(signal.SIGKILL)
         submitter.wait()
+    assert tasks_running(), "the tasks should outlive the submitter"
     status = submit_campaign(
-        campaign, store=store, backend=get_backend("slurm", campaign), poll_interval=0.3
+        campaign, store=store, backend=get_backend("slurm", campaign), poll_interval=2
     )
-    wait_for(
-        lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(),
-        180,
-        "the killed submitter's tasks to end",
+    output_dir = campaign_output_dir(campaign)
+    cover = coverage(campaign, output_dir, store)
+    reports = sorted(output_dir.glob("*.report.json"))
+    runs = slurm_runs(
+        slurm_cluster.directory / "log" / "jobcomp.txt",
+        campaign.name,
+        store,
+        campaign.campaign_id,
     )
-    collect_directory(store, campaign_output_dir(campaign))
-    after = store.campaigns.status(campaign.campaign_id)
-    cover = coverage(campaign, campaign_output_dir(campaign), store)
     fault_table.record(
-        "submitter SIGKILLed while array tasks run, restarted",
+        f"submitter SIGKILLed while {RESUME_JOBS} array tasks x {RESUME_EVENTS_PER_JOB} events "
+        "run, restarted (tasks followed, not rerun)",
         1,
-        bool(after.complete and cover.exact),
+        bool(status.complete and cover.exact),
         cover,
         backend="slurm",
-        note=f"attempts per job {store.campaigns.job_attempts(campaign.campaign_id)}",
+        note=f"{len(reports)} reports; Slurm runs per job {runs}",
+        runs=runs,
+        runs_allowed=campaign.retry.max_attempts,
     )
     assert status.complete, slurm_cluster.logs()
+    assert status.events_generated == campaign.events == 180_000
     assert (cover.lost, cover.duplicated) == (0, 0), cover
-    assert_same_content(campaign_output_dir(campaign), reference_outputs)
+    assert [path.name.split(".")[-3] for path in reports] == ["attempt1"] * RESUME_JOBS, reports
+    assert store.campaigns.job_attempts(campaign.campaign_id) == dict.fromkeys(
+        range(RESUME_JOBS), 1
+    )
+    assert runs == dict.fromkeys(range(RESUME_JOBS), 1), runs
