@@ -194,7 +194,7 @@ def slurm_runs(jobcomp: Path, job_name: str, store: Store, campaign_id: str) -> 
     runs: dict[int, int] = {}
     for line in Path(jobcomp).read_text().splitlines():
         record = parse_record(line)
-        if record.get("JobName") != job_name or not record.get("ArrayTaskId"):
+        if record.get("Name") != job_name or not record.get("ArrayTaskId"):
             continue
         task = f"{record['ArrayJobId']}_{record['ArrayTaskId']}"
         assert task in jobs, f"Slurm ran {task} ({job_name}), which no attempt of ours names"
