@@ -427,6 +427,22 @@ def test_poll_answers_from_the_event_log_without_asking_the_schedd(monkeypatch, 
     assert wire.calls == []
 
 
+def test_a_resumed_driver_follows_its_clusters_through_the_stored_event_log(
+    monkeypatch, wire, tmp_path
+):
+    """Issue 24: a new backend instance (a restarted driver) is given handles rebuilt from
+    the store, the event log's path among them, and answers from that log alone."""
+    path = tmp_path / "c.htcondor.log"
+    path.write_text((RECORDS / "held_released_reconnected.log").read_text())
+    handles = [
+        handle(job_id).model_copy(update={"log": str(path)}) for job_id in ("781.0", "781.2")
+    ]
+    backend = schedd_backend(monkeypatch, max_starts=3)
+    backend.adopt([(stored, None) for stored in handles])
+    assert [s.state for s in backend.poll(handles)] == ["done", "pending"]
+    assert wire.calls == []
+
+
 def test_completions_read_finished_jobs_from_the_event_log_only(monkeypatch, wire, tmp_path):
     backend = schedd_backend(monkeypatch, max_starts=3)
     path = tmp_path / "c.htcondor.log"

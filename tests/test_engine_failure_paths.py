@@ -123,6 +123,81 @@ def test_slurm_refusing_a_partition_uses_no_attempt_then_resumes(slurm_cluster, 
         assert sorted(session.scalars(select(AttemptRow.attempt))) == [1, 1]
 
 
+def scontrol(*args: str) -> None:
+    result = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"scontrol {' '.join(args)}: {result.stderr}"
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.5)
+    return value
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_holds_and_jobs_pending_too_long_follow_the_written_policy(slurm_cluster, tmp_path):
+    """With the node drained both jobs stay pending: past backend.pending_timeout_s each is
+    reported stuck (status shows it), not cancelled. Then job 0 is held by an administrator
+    (`scontrol hold`: JobHeldAdmin): the driver removes it, checks it is gone, counts a
+    failed attempt and submits it again. Job 1 is held by its user (`scontrol uhold`:
+    JobHeldUser): the driver waits, and status shows it held until it is released."""
+    from smartbkg_prod.backends import get_backend
+    from smartbkg_prod.submit import submit_campaign
+
+    campaign = Campaign(
+        name="slurmholds",
+        process="bbbar_mixed",
+        events=20,
+        events_per_job=10,
+        resources={"memory_mb": 500, "walltime_s": 600},
+        retry={"max_attempts": 2},
+        backend={"name": "slurm", "pending_timeout_s": 3},
+        outputs={"directory": str(tmp_path / "out")},
+    )
+    store, campaign_id = Store(f"sqlite:///{tmp_path / 'jobs.db'}"), campaign.campaign_id
+    result = {}
+
+    def drive() -> None:
+        backend = get_backend("slurm", campaign)
+        result["status"] = submit_campaign(campaign, store=store, backend=backend, poll_interval=1)
+
+    def status():
+        return store.campaigns.status(campaign_id) if store.campaigns.ids() else None
+
+    scontrol("update", "nodename=localhost", "state=drain", "reason=issue-24-test")
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    tasks = []
+    try:
+        stuck = wait_until(lambda: (s := status()) and s.attempts_stuck == 2 and s, 60, "stuck")
+        assert "past backend.pending_timeout_s = 3" in stuck.engine_note
+        assert stuck.jobs_by_state["running"] == 2 and stuck.failed_attempts == 0
+        tasks = [a.backend_job_id for a in store.engine.attempts(campaign_id)]
+        scontrol("hold", tasks[0])
+        scontrol("uhold", tasks[1])
+        wait_until(lambda: store.campaigns.job_attempts(campaign_id)[0] == 2, 60, "a retry")
+        held = wait_until(lambda: (s := status()).attempts_held == 1 and s, 60, "a held job")
+        assert "held by a person" in held.engine_note and held.failed_attempts == 1
+    finally:
+        scontrol("update", "nodename=localhost", "state=resume")
+        for task in tasks[1:]:
+            scontrol("release", task)
+    driver.join(300)
+    assert result["status"].complete, slurm_cluster.logs()
+    with store.session() as session:
+        rows = session.execute(
+            select(AttemptRow.attempt, AttemptRow.state, AttemptRow.native_code)
+        ).all()
+    assert sorted(map(tuple, rows)) == [
+        (1, "done", None),
+        (1, "failed", "slurm:HELD/JobHeldAdmin"),
+        (2, "done", None),
+    ]
+
+
 # -- HTCondor holds, through the event log and Schedd.act ---------------------------------------
 
 

@@ -115,9 +115,17 @@ def test_campaign_runs_through_pilots_with_exact_accounting(panda_stack, panda_p
     print(f"3 x 200 events through PanDA in {wall:.0f} s")
 
 
-def test_driver_killed_mid_campaign_resumes_to_exact_accounting(
+def test_driver_killed_mid_campaign_follows_its_task_instead_of_submitting_again(
     panda_stack, panda_pilots, tmp_path
 ):
+    """SIGKILL the driver once a first job is done, with the others still with PanDA, then
+    `submit` again (issue 24): the new driver follows the task from what the store kept
+    (jediTaskID/entry) instead of submitting the jobs again. One task for the one
+    submission, one attempt per job, one successful PandaID per job in the server's own
+    job table, and JEDI never retried (maxAttempt 1: the driver owns retries)."""
+    from smartbkg_prod.backends.panda import job_entry
+    from smartbkg_prod.store import Store
+
     spec = write_spec(tmp_path, panda_stack, "pandaresume")
     first = cli("submit", str(spec), "--backend", "panda", tmp_path=tmp_path)
     # SIGKILL once the first job has been ingested (its report read from the server).
@@ -133,9 +141,49 @@ def test_driver_killed_mid_campaign_resumes_to_exact_accounting(
     )
     first.kill()
     first.wait()
+    left = status(tmp_path)["jobs_by_state"]["running"]
     second = cli("submit", str(spec), "--backend", "panda", tmp_path=tmp_path)
     out, _ = second.communicate(timeout=1200)
     assert second.returncode == 0, f"{out}\n{panda_stack.logs()}"
     campaign = status(tmp_path)
     assert campaign["complete"] and campaign["events_generated"] == 600, campaign
     assert events_in_outputs(tmp_path / "out") == list(range(600))
+    ours = Store(f"sqlite:///{tmp_path}/store.db").engine.attempts(campaign["campaign_id"])
+    assert [(a.job_index, a.attempt) for a in ours] == [(0, 1), (1, 1), (2, 1)], ours
+    tasks = {int(a.backend_job_id.split("/")[0]) for a in ours}
+    assert len(tasks) == 1 and campaign_tasks(campaign["campaign_id"], tasks) == tasks
+    jobs = [job for task in tasks for job in all_jobs(task)]
+    finished = [job_entry(job) for job in jobs if job["jobStatus"] == "finished"]
+    assert sorted(finished) == [0, 1, 2], jobs
+    assert len(jobs) == 3, [(j["PandaID"], j["jobStatus"], j["attemptNr"]) for j in jobs]
+    print(f"{left} job(s) with PanDA when the driver was killed; followed, not resubmitted")
+
+
+def campaign_tasks(campaign_id: str, near: set[int], margin: int = 5) -> set[int]:
+    """The server's tasks whose parameters name ``campaign_id``, among the task ids around
+    ``near`` (the test stack numbers tasks in order): a task the driver submitted but did
+    not record would show up here."""
+    from pandaclient import Client
+
+    return {
+        task_id
+        for task_id in range(min(near) - margin, max(near) + margin + 1)
+        if campaign_id in str(Client.getTaskParamsMap(task_id))
+    }
+
+
+def all_jobs(task_id: int) -> list[dict]:
+    """The task's jobs in the server's job table, with any JEDI retried: the task's job
+    list names only the latest job per entry, and a task's jobs lie between its first and
+    its latest PandaID."""
+    from pandaclient import Client
+    from test_backend_panda_server import task_jobs
+
+    ids = [int(job.PandaID) for job in task_jobs(task_id)]
+    status, specs = Client.getFullJobStatus(list(range(min(ids), max(ids) + 1)))
+    assert status == 0, specs
+    return [
+        {key: getattr(job, key, None) for key in job.__slots__}
+        for job in specs
+        if job is not None and int(job.jediTaskID) == task_id
+    ]

@@ -1,12 +1,12 @@
 """A job made to fail under real pilots (panda-server + JEDI + panda-pilot 3, see
 ``tests/panda_fixture.py``): the worker fails job 1's first attempt (fault injection in the
-pilots' environment), the pilot reports the failure with its own code, PanDA retries the
-job itself up to ``maxAttempt``, and the driver's next attempt (a new task) succeeds with
-every event once. The failed attempt keeps the worker's exit code and, beside it, the code
+pilots' environment), the pilot reports the failure with its own code, JEDI does not retry
+it (``maxAttempt`` 1: the driver owns retries), and the driver's next attempt, a new task
+submitted only once JEDI could not retry the old job, succeeds with every event once. The failed attempt keeps the worker's exit code and, beside it, the code
 the server recorded for the job (``pilot:NNNN/exit``), which the recovery taxonomy reads.
 
 Slow by nature: a pilot whose payload failed waits about two minutes before its final
-update, and the job fails twice (PanDA's own retry runs the same attempt).
+update.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from unavailable import require_module
 require_module("pandaclient")
 
 from panda_fixture import pilot_pool  # noqa: E402
-from test_backend_panda_server import task_jobs  # noqa: E402
-from test_panda_campaign import events_in_outputs, status, write_spec  # noqa: E402
+from test_panda_campaign import all_jobs, events_in_outputs, status, write_spec  # noqa: E402
 
 pytestmark = [pytest.mark.panda, pytest.mark.slow]
 pytest_plugins = ["panda_fixture"]  # the real-stack fixture `panda_stack`
@@ -78,6 +77,23 @@ def test_a_failed_job_is_retried_and_the_campaign_completes(panda_stack, failing
     assert_the_servers_code_is_stored_beside_the_workers(
         store, campaign["campaign_id"], *failed_attempt
     )
+    assert_the_retry_is_a_new_task_once_jedi_could_not_retry(store, campaign["campaign_id"])
+
+
+def assert_the_retry_is_a_new_task_once_jedi_could_not_retry(store, campaign_id):
+    """One task per attempt, and no new task while JEDI could still rerun the old one: job
+    1's second attempt is another task, created after its first attempt's PanDA job ended."""
+    from smartbkg_prod.backends.panda import job_entry
+
+    first, second = (a for a in store.engine.attempts(campaign_id) if a.job_index == 1)
+    (old_task, entry), (new_task, _) = (
+        (int(part) for part in a.backend_job_id.split("/")) for a in (first, second)
+    )
+    assert old_task != new_task
+    (failed,) = [job for job in all_jobs(old_task) if job_entry(job) == entry]
+    retried = all_jobs(new_task)
+    assert [job["jobStatus"] for job in retried] == ["finished"], retried
+    assert retried[0]["creationTime"] >= failed["endTime"], (failed, retried)
 
 
 def assert_the_servers_code_is_stored_beside_the_workers(
@@ -85,15 +101,17 @@ def assert_the_servers_code_is_stored_beside_the_workers(
 ):
     """The failed attempt's native code is what the server recorded for the job (read back
     with panda-client), and the recovery records show it beside the worker's exit code."""
-    from smartbkg_prod.backends.panda import job_entry
+    from smartbkg_prod.backends.panda import jedi_may_retry, job_entry
     from smartbkg_prod.recovery.records import campaign_records
     from smartbkg_prod.recovery.taxonomy import PILOT, FailureCode, describe, parse_native_code
 
     task_id, entry = (int(part) for part in backend_job_id.split("/"))
-    records = [{key: getattr(job, key, None) for key in job.__slots__} for job in all_jobs(task_id)]
-    # PanDA retried the job itself (maxAttempt): the driver read one of its failed jobs.
+    records = all_jobs(task_id)
+    # JEDI ran the failed entry once (maxAttempt 1): one failed job, which it could not retry.
     failed_jobs = [r for r in records if job_entry(r) == entry and r["jobStatus"] == "failed"]
-    assert failed_jobs, records
+    assert len(failed_jobs) == 1, records
+    assert [r for r in records if job_entry(r) == entry] == failed_jobs, records
+    assert not jedi_may_retry(failed_jobs[0]), failed_jobs
     server_codes = {
         FailureCode("pilot", int(r["pilotErrorCode"] or 0), int(r["transExitCode"] or 0) or None)
         for r in failed_jobs
@@ -112,14 +130,3 @@ def assert_the_servers_code_is_stored_beside_the_workers(
     reason = next(line for line in record.log_lines if line.startswith("panda: "))
     assert f"pilotErrorCode={job['pilotErrorCode']}" in reason, record.log_lines
     assert "transExitCode=40" in reason, record.log_lines
-
-
-def all_jobs(task_id: int) -> list:
-    """The task's jobs, with those PanDA retried: the task's job list names only the
-    latest job per entry, and a task's jobs lie between its first and its latest PandaID."""
-    from pandaclient import Client
-
-    ids = [int(job.PandaID) for job in task_jobs(task_id)]
-    status, specs = Client.getFullJobStatus(list(range(min(ids), max(ids) + 1)))
-    assert status == 0, specs
-    return [job for job in specs if job is not None and int(job.jediTaskID) == task_id]

@@ -379,6 +379,14 @@ def format_status(status) -> str:
             if status.jobs_submit_refused
             else []
         )
+        + (
+            [
+                f"waiting    {status.attempts_held} attempt(s) held, {status.attempts_stuck} "
+                f"queued past backend.pending_timeout_s: {status.engine_note}"
+            ]
+            if status.attempts_held or status.attempts_stuck
+            else []
+        )
     )
 
 

@@ -34,6 +34,7 @@ from smartbkg_prod.store.tables import (
     PENDING,
     AttemptRow,
     CampaignRow,
+    EngineAttemptRow,
     JobOverrideRow,
     JobRow,
     JobSplitRow,
@@ -69,6 +70,11 @@ class CampaignStatus(BaseModel):
     # Jobs whose last submission the engine refused (no attempt used) and its last message.
     jobs_submit_refused: int = 0
     submit_error: str | None = None
+    # Attempts held on the engine, and queued past backend.pending_timeout_s, with the
+    # driver's latest note on one of them (smartbkg_prod.lifecycle).
+    attempts_held: int = 0
+    attempts_stuck: int = 0
+    engine_note: str | None = None
 
 
 class Campaigns:
@@ -207,6 +213,7 @@ class Campaigns:
             generated, kept, simulated, skimmed, weights = _counted_events(session, campaign_id)
             start, end, cpu = _reports_span(session, campaign_id)
             failed_attempts = _failed_attempts(session, campaign_id)
+            held, stuck, engine_note = _engine_waits(session, campaign_id)
             refusals = session.scalars(
                 select(SubmitRefusalRow.message)
                 .where(SubmitRefusalRow.campaign_id == campaign_id)
@@ -238,6 +245,9 @@ class Campaigns:
             filter_tuning=(campaign.provenance or {}).get("filter_tuning"),
             jobs_submit_refused=len(refusals),
             submit_error=refusals[-1] if refusals else None,
+            attempts_held=held,
+            attempts_stuck=stuck,
+            engine_note=engine_note,
         )
 
 
@@ -314,3 +324,20 @@ def _failed_attempts(session: Session, campaign_id: str) -> int:
         .where(JobRow.campaign_id == campaign_id, AttemptRow.state == FAILED)
     )
     return int(count or 0)
+
+
+def _engine_waits(session: Session, campaign_id: str) -> tuple[int, int, str | None]:
+    """Attempts held, attempts queued past the pending timeout (the driver notes those), and
+    the latest note on one of them."""
+    rows = session.execute(
+        select(EngineAttemptRow.phase, EngineAttemptRow.note)
+        .where(
+            EngineAttemptRow.campaign_id == campaign_id,
+            EngineAttemptRow.phase.in_(("held", "queued")),
+        )
+        .order_by(EngineAttemptRow.phase_since)
+    ).all()
+    held = sum(phase == "held" for phase, _ in rows)
+    stuck = sum(phase == "queued" and bool(note) for phase, note in rows)
+    notes = [note for _, note in rows if note]
+    return held, stuck, notes[-1] if notes else None
