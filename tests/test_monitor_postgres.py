@@ -26,9 +26,9 @@ pytestmark = pytest.mark.postgres
 def store(postgres_url: str) -> Store:
     """Overrides conftest's SQLite store for every test of this module."""
     store = Store(postgres_url)
-    assert store.engine.dialect.name == "postgresql"
+    assert store.sql_engine.dialect.name == "postgresql"
     yield store
-    store.engine.dispose()
+    store.sql_engine.dispose()
 
 
 # The store's own accounting tests (duplicate reports, status figures, resume state) run

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.postgres
 
 def test_review_loop_and_model_storage_on_postgres(postgres_url, tmp_path):
     store = Store(postgres_url)
-    assert store.engine.dialect.name == "postgresql"
+    assert store.sql_engine.dialect.name == "postgresql"
     campaign = Campaign(name="pg", process="bbbar_mixed", events=1000, events_per_job=250)
     store.campaigns.register(campaign, plan_jobs(campaign), output_dir=tmp_path)
     fail(store, campaign, 0, 60)

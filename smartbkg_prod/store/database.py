@@ -32,7 +32,8 @@ def default_db_url() -> str:
 
 
 class Database:
-    """An open job database; every :meth:`session` is one transaction."""
+    """An open job database; every :meth:`session` is one transaction. ``sql_engine`` is
+    SQLAlchemy's engine (in this project "engine" alone means Slurm, HTCondor or PanDA)."""
 
     def __init__(self, url: str | None = None, create: bool = True):
         """Open the database at ``url`` (default: ``SMARTBKG_DB`` or ./smartbkg-prod.db).
@@ -43,14 +44,14 @@ class Database:
         """
         self.url = url or default_db_url()
         try:
-            self.engine = create_engine(self.url, future=True)
+            self.sql_engine = create_engine(self.url, future=True)
         except (SQLAlchemyError, ImportError, ValueError) as error:
             raise StoreError(
                 f"database URL {redact_url(self.url)!r} is not usable: {redact(str(error))}"
             ) from None
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if self.sql_engine.dialect.name == "sqlite":
+            event.listen(self.sql_engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.sql_engine, expire_on_commit=False)
         if create:
             self._create_tables()
         else:
@@ -62,7 +63,7 @@ class Database:
         # other one is through.
         for tries_left in reversed(range(50)):
             try:
-                Base.metadata.create_all(self.engine)
+                Base.metadata.create_all(self.sql_engine)
                 return
             except DBAPIError as error:
                 if tries_left and "exists" in str(error.orig):
@@ -75,14 +76,14 @@ class Database:
     def _check_exists(self) -> None:
         where = redact_url(self.url)
         hint = "submit a campaign to create it, or name another with --db URL or SMARTBKG_DB"
-        database = self.engine.url.database
-        if self.engine.dialect.name == "sqlite" and (
+        database = self.sql_engine.url.database
+        if self.sql_engine.dialect.name == "sqlite" and (
             not database or database == ":memory:" or not Path(database).is_file()
         ):
             # Connecting would create the file: look before.
             raise StoreError(f"no database at {where} ({hint})")
         try:
-            with self.engine.connect() as connection:
+            with self.sql_engine.connect() as connection:
                 found = inspect(connection).has_table(CampaignRow.__tablename__)
         except DBAPIError as error:
             raise StoreError(f"cannot open database {where!r}: {_driver_message(error)}") from None
