@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# Each case starts a pytest process (a few seconds).
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).resolve().parent
 
 BROKEN_START_SCRIPT = """
