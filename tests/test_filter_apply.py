@@ -19,6 +19,7 @@ from smartbkg_prod.filter.checkpoint import load_model, save_model
 from smartbkg_prod.filter.encoding import FEATURE_COLUMNS, GraphEncoding
 from smartbkg_prod.filter.errors import FilterDeviceError, ModelLoadError
 from smartbkg_prod.filter.model import FilterNet
+from smartbkg_prod.filter.runtime import open_scorer
 from smartbkg_prod.filter.sampling import SamplingCalibration
 from smartbkg_prod.physics.events import ParticleBatch, offsets_from_counts
 from smartbkg_prod.spec import FilterConfig
@@ -205,3 +206,9 @@ def test_gpu_scores_agree_with_cpu_scores(model_path, events):
     gpu = run_filter(events, FilterConfig(mode="cut", model=str(model_path), device="cuda"), 1)
     assert gpu.device.startswith("cuda:0")
     np.testing.assert_allclose(cpu.scores, gpu.scores, atol=1e-4)  # the same fp32 graph
+
+
+def test_the_session_runs_as_many_intra_op_threads_as_the_job_has_cores(model_path):
+    for cores in (1, 3):
+        options = open_scorer(model_path, "cpu", threads=cores).session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (cores, 1)
