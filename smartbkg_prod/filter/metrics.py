@@ -405,7 +405,7 @@ def bias_tests(
                 ndf=int(ndf[v]),
                 p_value=float(p_values[v]),
                 p_value_asymptotic=float(p_asymptotic[v]),
-                toys=toys if names else 0,
+                toys=toys,
                 edges=edges[v].tolist(),
                 reference=counts[v, used].tolist(),
                 weighted=sums[v, used].tolist(),
