@@ -9,7 +9,8 @@ by default), then reports
 * speedups for cut and sample mode with the measured costs and projected at the Belle II
   reference costs (t_g = 0.08 ms, t_NN = measured, t_s = 97 ms), next to S_max;
 * bias: KL divergence and χ² p-value of event variables of the skimmed events, kept and
-  weighted by the filter vs all of them (sample mode; cut mode shown for contrast).
+  weighted by the filter, against an independent unfiltered sample (sample mode; cut
+  mode shown for contrast).
 
 **Bias** (:class:`BiasVerdict`): the filtered sample's skimmed events, kept and weighted
 1/p, against an *independent* unfiltered sample (other generator seeds; ``reference``),
