@@ -1,5 +1,10 @@
 """The SmartBKG graph convolutional network: node MLP -> GCN layers -> masked mean pool -> head.
 
+With ``n_event_features`` > 0 (the hybrid filter) a per-event feature row, the campaign's
+skim run on the ideal-detector view (:mod:`smartbkg_prod.filter.skim_features`), is joined
+to the pooled graph vector before the head: the skim's combinations across the two B
+subtrees are 4+ hops apart in the decay tree, beyond what 3 mean-pooled GCN layers form.
+
 Reference shape (Kahn et al.): PDG embedding + 8 features -> 3 dense(128) -> 3 GCN(128) ->
 mean pool -> 3 dense -> sigmoid. ``hidden`` is a parameter because the per-node layers
 dominate the cost (~5 hidden x hidden matrix products per particle): the shipped model's
@@ -31,6 +36,9 @@ class NetShape:
     n_node_layers: int = 3
     n_gcn_layers: int = 3
     n_head_layers: int = 3
+    # Width of the per-event feature row joined to the pooled graph vector before the head
+    # (the ideal-detector skim features, :mod:`skim_features`); 0: the graph alone.
+    n_event_features: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -47,10 +55,17 @@ class FilterNet(nn.Module):
         n_node_layers: int = 3,
         n_gcn_layers: int = 3,
         n_head_layers: int = 3,
+        n_event_features: int = 0,
     ):
         super().__init__()
         self.shape = NetShape(
-            n_pdg, embedding_dim, hidden, n_node_layers, n_gcn_layers, n_head_layers
+            n_pdg,
+            embedding_dim,
+            hidden,
+            n_node_layers,
+            n_gcn_layers,
+            n_head_layers,
+            n_event_features,
         )
         self.embedding = nn.Embedding(n_pdg, embedding_dim)
         n_inputs = embedding_dim + len(FEATURE_COLUMNS)
@@ -60,7 +75,10 @@ class FilterNet(nn.Module):
         self.gcn_layers = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(n_gcn_layers)])
         self.head_layers = nn.ModuleList(
             [
-                nn.Linear(hidden, 1 if i == n_head_layers - 1 else hidden)
+                nn.Linear(
+                    hidden + n_event_features if i == 0 else hidden,
+                    1 if i == n_head_layers - 1 else hidden,
+                )
                 for i in range(n_head_layers)
             ]
         )
@@ -80,7 +98,11 @@ class FilterNet(nn.Module):
         )
         return kinematic.add_(table.index_select(0, graph.pdg_index))
 
-    def forward(self, graph: GraphBatch) -> torch.Tensor:
+    def forward(
+        self, graph: GraphBatch, event_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits; ``event_features`` (float32 [n_graphs, n_event_features]) is required
+        when the shape has event features and joins the pooled vector before the head."""
         # In-place activations: the per-node steps are memory-bound on CPU.
         h = self._first_layer(graph).relu_()
         for layer in self.node_layers[1:]:
@@ -89,6 +111,10 @@ class FilterNet(nn.Module):
             # GCN: A_hat (H W) + b; multiplying by W first keeps the sparse product narrow.
             h = graph.propagate(F.linear(h, layer.weight)).add_(layer.bias).relu_()
         h = graph.mean_pool(h)
+        if self.shape.n_event_features:
+            if event_features is None:
+                raise ValueError("this network needs the per-event features")
+            h = torch.cat([h, event_features.to(h.dtype)], dim=1)
         for layer in self.head_layers[:-1]:
             h = F.relu(layer(h))
         return self.head_layers[-1](h).squeeze(1)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,11 @@ from smartbkg_prod.filter.graph import (
     build_graphs_from_tensors,
     take_events,
 )
-from smartbkg_prod.filter.infer import cpu_filter_ms
+from smartbkg_prod.filter.hybrid import cpu_hybrid_ms, encoded
 from smartbkg_prod.filter.metrics import auc
 from smartbkg_prod.filter.model import FilterNet
 from smartbkg_prod.filter.sampling import SamplingCalibration, fit_calibration
+from smartbkg_prod.filter.skim_features import RawSkimFeatures, SkimFeatureEncoding, take_raw
 from smartbkg_prod.filter.speedup import (
     StageCosts,
     best_threshold,
@@ -54,6 +56,7 @@ from smartbkg_prod.filter.speedup import (
     reference_costs,
     sampling_speedup,
 )
+from smartbkg_prod.physics.events import ParticleBatch
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ class TrainResult:
     threshold: float
     metrics: dict[str, Any]
     history: list[dict[str, float]]
+    feature_encoding: SkimFeatureEncoding | None = None
 
 
 def distance_correlation_squared(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -130,7 +134,12 @@ def inverse_speedup(
 
 
 class _Trainer:
-    def __init__(self, events: LabelledEvents, options: TrainOptions):
+    def __init__(
+        self,
+        events: LabelledEvents,
+        options: TrainOptions,
+        features: RawSkimFeatures | None = None,
+    ):
         self.options = options
         self.rng = np.random.default_rng(options.seed)
         torch.manual_seed(options.seed)
@@ -180,13 +189,24 @@ class _Trainer:
             if variable is None
             else torch.from_numpy(variable.astype(np.float32)).to(self.device)
         )
-        self.net = (
-            initial.net
-            if initial is not None
-            else FilterNet(
-                self.encoding.n_pdg, embedding_dim=options.embedding_dim, hidden=options.hidden
+        self.feature_encoding = None
+        self.event_features = None
+        if features is not None:
+            self.feature_encoding = SkimFeatureEncoding.fit(take_raw(features, self.train_ids))
+            self.event_features = encoded(features, self.feature_encoding).to(self.device)
+        n_event_features = 0 if self.feature_encoding is None else self.feature_encoding.width
+        if initial is None:
+            self.net = FilterNet(
+                self.encoding.n_pdg,
+                embedding_dim=options.embedding_dim,
+                hidden=options.hidden,
+                n_event_features=n_event_features,
             )
-        ).to(self.device)
+        elif initial.net.shape.n_event_features == n_event_features:
+            self.net = initial.net
+        else:
+            self.net = _with_event_features(initial.net, n_event_features)
+        self.net = self.net.to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=options.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=0.5, patience=4
@@ -194,7 +214,8 @@ class _Trainer:
 
     def _logits(self, ids: torch.Tensor) -> torch.Tensor:
         graph = build_graphs_from_tensors(take_events(self.tensors, ids), self.encoding_tensors)
-        return self.net(graph)
+        rows = None if self.event_features is None else self.event_features.index_select(0, ids)
+        return self.net(graph, rows)
 
     def _loss(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         labels = self.passed.index_select(0, ids)
@@ -286,13 +307,39 @@ class _Trainer:
         return history, best_epoch
 
 
-def train_filter(events: LabelledEvents, options: TrainOptions | None = None) -> TrainResult:
-    """Train on ``events`` (80/20 train/validation split by ``options.seed``)."""
+def _with_event_features(graph_net: FilterNet, n_event_features: int) -> FilterNet:
+    """A hybrid network starting from a trained graph-only one: every graph weight is
+    copied, and the head's new feature inputs start at zero, so its first scores are the
+    graph model's."""
+    shape = replace(graph_net.shape, n_event_features=n_event_features)
+    net = FilterNet.from_shape(shape)
+    state = graph_net.state_dict()
+    first = net.head_layers[0]
+    with torch.no_grad():
+        weight = torch.zeros_like(first.weight)
+        weight[:, : shape.hidden] = state["head_layers.0.weight"]
+        state["head_layers.0.weight"] = weight
+    net.load_state_dict(state)
+    return net
+
+
+def train_filter(
+    events: LabelledEvents,
+    options: TrainOptions | None = None,
+    features: RawSkimFeatures | None = None,
+    feature_builder: Callable[[ParticleBatch], RawSkimFeatures] | None = None,
+) -> TrainResult:
+    """Train on ``events`` (80/20 train/validation split by ``options.seed``).
+
+    With ``features`` (the ideal-detector skim features of ``events``) the network is the
+    hybrid (:mod:`smartbkg_prod.filter.hybrid`); ``feature_builder`` then builds them for
+    the timing events, so t_NN includes the feature cost.
+    """
     options = options or TrainOptions()
     threads = torch.get_num_threads()
     torch.set_num_threads(options.threads)
     try:
-        trainer = _Trainer(events, options)
+        trainer = _Trainer(events, options, features)
         started = time.monotonic()
         history, best_epoch = trainer.run()
         train_seconds = time.monotonic() - started
@@ -304,10 +351,14 @@ def train_filter(events: LabelledEvents, options: TrainOptions | None = None) ->
     trainer.net.cpu()
     timing = np.zeros(events.n_events, dtype=bool)
     timing[trainer.validation_ids[:4096]] = True
-    filter_ms = cpu_filter_ms(
+    feature_encoding = trainer.feature_encoding
+    filter_ms = cpu_hybrid_ms(
         trainer.net,
         EncodingTensors(trainer.encoding),
-        ParticleTensors.from_batch(events.particles.select(timing)),
+        events.particles.select(timing),
+        None
+        if feature_encoding is None or feature_builder is None
+        else lambda particles: feature_encoding.encode(feature_builder(particles)),
     )
     costs = reference_costs(filter_ms)
     # Soft labels calibrate q(score) and choose (k, p_min) with less noise than the labels.
@@ -343,7 +394,15 @@ def train_filter(events: LabelledEvents, options: TrainOptions | None = None) ->
             costs,
         ),
     }
-    return TrainResult(trainer.net, trainer.encoding, calibration, threshold, metrics, history)
+    return TrainResult(
+        trainer.net,
+        trainer.encoding,
+        calibration,
+        threshold,
+        metrics,
+        history,
+        feature_encoding,
+    )
 
 
 def save_trained(
@@ -365,6 +424,8 @@ def save_trained(
             "history": result.history,
         },
     }
+    if result.feature_encoding is not None:
+        metadata["skim_features"] = result.feature_encoding.to_dict()
     return save_model(
         path, result.net, result.encoding, result.calibration, result.threshold, metadata
     )

@@ -66,7 +66,7 @@ class RecoBatch(EventGrouped):
         return int(self.offsets[-1])
 
 
-def _lepton_flip(abs_pdg: np.ndarray) -> np.ndarray:
+def lepton_flip(abs_pdg: np.ndarray) -> np.ndarray:
     """-1 for leptons, +1 otherwise: sign(PDG id) = charge * flip."""
     return np.where(np.isin(abs_pdg, LEPTONS), -1, 1)
 
@@ -117,11 +117,11 @@ def simulate(particles: ParticleBatch, config: SimulationConfig, seed: int) -> R
     beta = p_true / energy[track_rows]
     sigma_rel = np.hypot(config.pt_resolution_a * track_pt, config.pt_resolution_b / beta)
     scale = np.maximum(1.0 + sigma_rel * rng.standard_normal(len(track_rows)), 1e-3)
-    track_charge = (np.sign(particles.pdg[track_rows]) * _lepton_flip(abs_pdg[track_rows])).astype(
+    track_charge = (np.sign(particles.pdg[track_rows]) * lepton_flip(abs_pdg[track_rows])).astype(
         np.int8
     )
     hypothesis = _identify(abs_pdg[track_rows], config, rng)
-    signed_hypothesis = hypothesis * track_charge * _lepton_flip(hypothesis)
+    signed_hypothesis = hypothesis * track_charge * lepton_flip(hypothesis)
     hyp_mass = np.select([hypothesis == code for code in MASS], list(MASS.values()))
     t_px, t_py, t_pz = px[track_rows] * scale, py[track_rows] * scale, pz[track_rows] * scale
     t_energy = np.sqrt(t_px**2 + t_py**2 + t_pz**2 + hyp_mass**2)

@@ -1,0 +1,105 @@
+"""The ideal-detector view, the skim features built on it, and the hybrid network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smartbkg_prod.filter.graph import GraphEncoding, build_graphs
+from smartbkg_prod.filter.model import FilterNet
+from smartbkg_prod.filter.skim_features import (
+    DENSE_FEATURES,
+    SkimFeatureEncoding,
+    builtin_skim_features,
+    take_raw,
+)
+from smartbkg_prod.filter.train import _with_event_features
+from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
+from smartbkg_prod.physics.detector import simulate
+from smartbkg_prod.physics.generate import generate_events
+from smartbkg_prod.physics.ideal import ideal_view
+from smartbkg_prod.physics.skim import skim
+
+
+@pytest.fixture(scope="module")
+def generic():
+    return generate_events("bbbar_generic", 3000, seed=11)
+
+
+def test_ideal_view_has_true_momenta_and_identities_of_accepted_particles(generic):
+    config = SimulationConfig()
+    view = ideal_view(generic, config)
+    row = generic.offsets[:-1][view.event_index()] + view.mc_index
+    track = view.charge != 0
+    assert np.array_equal(view.px, generic.px[row]) and np.array_equal(view.pz, generic.pz[row])
+    assert np.array_equal(view.pdg_hypothesis[track], generic.pdg[row][track])
+    assert np.array_equal(view.energy[~track], generic.energy[row][~track])
+    theta = np.degrees(np.arctan2(np.hypot(view.px, view.py), view.pz))
+    assert ((theta > config.theta_min_deg) & (theta < config.theta_max_deg)).all()
+    # No efficiency loss: every stable charged pion of the acceptance and momentum range is there.
+    pt = np.hypot(generic.px, generic.py)
+    theta_mc = np.degrees(np.arctan2(pt, generic.pz))
+    pions = (
+        (generic.status > 0)
+        & (np.abs(generic.pdg) == 211)
+        & (theta_mc > config.theta_min_deg)
+        & (theta_mc < config.theta_max_deg)
+        & (pt > config.track_pt_min)
+        & (np.hypot(generic.x, generic.y) < 1100.0)
+    )
+    assert np.sum(np.abs(view.pdg_hypothesis) == 211) == pions.sum()
+    # Deterministic: a function of the generated events alone.
+    assert np.array_equal(ideal_view(generic, config).px, view.px)
+
+
+def test_most_skim_passes_on_the_detector_also_pass_on_the_ideal_view(generic):
+    real = skim(simulate(generic, SimulationConfig(), seed=3), SkimConfig())
+    ideal = skim(ideal_view(generic, SimulationConfig()), SkimConfig())
+    assert real.passed.sum() > 30
+    # Measured on 60k events: 83 %; detector-made combinations are the rest.
+    assert ideal.passed[real.passed].mean() > 0.65
+    assert real.passed[~ideal.passed].mean() < 0.02
+
+
+def test_features_are_the_ideal_skims_outputs_event_by_event(generic):
+    raw = builtin_skim_features(generic, SimulationConfig(), SkimConfig())
+    ideal = skim(ideal_view(generic, SimulationConfig()), SkimConfig())
+    column = {name: raw.values[:, k] for k, name in enumerate(DENSE_FEATURES)}
+    assert np.array_equal(column["ideal_pass"] > 0, ideal.passed)
+    passed = ideal.passed
+    assert np.allclose(column["best_mbc"][passed], ideal.best_mbc[passed])
+    assert np.array_equal(raw.best_mode[passed], ideal.best_mode[passed])
+    assert (raw.best_mode[~passed] == -1).all() and (column["best_mbc"][~passed] == 5.0).all()
+    # No event's features depend on the other events of its batch.
+    first, second = generic.select(np.arange(3000) < 1234), generic.select(np.arange(3000) >= 1234)
+    parts = [builtin_skim_features(part, SimulationConfig(), SkimConfig()) for part in (first, second)]
+    assert np.array_equal(np.concatenate([part.values for part in parts]), raw.values)
+
+
+def test_encoding_standardises_and_one_hot_encodes_the_mode(generic):
+    raw = builtin_skim_features(generic, SimulationConfig(), SkimConfig())
+    encoding = SkimFeatureEncoding.fit(raw, min_mode_count=3)
+    encoded = encoding.encode(raw)
+    dense = len(DENSE_FEATURES)
+    assert encoded.shape == (generic.n_events, encoding.width) and encoded.dtype == np.float32
+    assert np.allclose(encoded[:, :dense].mean(axis=0), 0.0, atol=1e-4)
+    one_hot = encoded[:, dense:]
+    assert np.array_equal(one_hot.sum(axis=1), (raw.best_mode >= 0).astype(np.float32))
+    assert SkimFeatureEncoding.from_dict(encoding.to_dict()) == encoding
+    # A mode never seen in training lands in the last ("other") column.
+    unseen = take_raw(raw, raw.best_mode >= 0)
+    unseen = type(unseen)(unseen.values, np.full(len(unseen.best_mode), 10_000), 0.0)
+    assert (encoding.encode(unseen)[:, -1] == 1.0).all()
+
+
+def test_hybrid_started_from_a_graph_model_scores_like_it(generic):
+    encoding = GraphEncoding.fit(generic)
+    graph_net = FilterNet(encoding.n_pdg, hidden=16).eval()
+    hybrid = _with_event_features(graph_net, 7).eval()
+    graph = build_graphs(generic.select(np.arange(3000) < 200), encoding)
+    features = torch.randn(200, 7)
+    with torch.no_grad():
+        assert torch.allclose(graph_net(graph), hybrid(graph, features), atol=1e-6)
+        with pytest.raises(ValueError, match="per-event features"):
+            hybrid(graph)
