@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from results_file import machine, write_results
 
+from smartbkg_prod.filter.artifact import load_model
 from smartbkg_prod.filter.data import ChainSettings, LabelledEvents, simulate_ranges
 from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors
 from smartbkg_prod.filter.hybrid import cpu_hybrid_ms, feature_encoding, score_with_features
-from smartbkg_prod.filter.artifact import load_model
 from smartbkg_prod.filter.metrics import auc
 from smartbkg_prod.filter.sampling import fit_calibration
 from smartbkg_prod.filter.skim_features import (
@@ -173,7 +173,9 @@ def run(args) -> dict:
     encoding_tensors = EncodingTensors(result.encoding)
 
     def net_scores(net, enc, events, raw, feature_encoding_):
-        rows_ = None if feature_encoding_ is None else torch.from_numpy(feature_encoding_.encode(raw))
+        rows_ = (
+            None if feature_encoding_ is None else torch.from_numpy(feature_encoding_.encode(raw))
+        )
         return score_with_features(
             net, enc, ParticleTensors.from_batch(events.particles), rows_
         ).numpy()

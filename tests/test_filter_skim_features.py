@@ -73,7 +73,9 @@ def test_features_are_the_ideal_skims_outputs_event_by_event(generic):
     assert (raw.best_mode[~passed] == -1).all() and (column["best_mbc"][~passed] == 5.0).all()
     # No event's features depend on the other events of its batch.
     first, second = generic.select(np.arange(3000) < 1234), generic.select(np.arange(3000) >= 1234)
-    parts = [builtin_skim_features(part, SimulationConfig(), SkimConfig()) for part in (first, second)]
+    parts = [
+        builtin_skim_features(part, SimulationConfig(), SkimConfig()) for part in (first, second)
+    ]
     assert np.array_equal(np.concatenate([part.values for part in parts]), raw.values)
 
 
