@@ -133,6 +133,12 @@ def _training_events(
     default=None,
     help="Fine-tune: start from this model (.pt or 'default'), its shape and encoding.",
 )
+@click.option(
+    "--skim-features",
+    is_flag=True,
+    help="The hybrid filter: join the campaign's skim run on the ideal-detector view of each "
+    "event (~0.1-0.2 ms/event, counted in t_NN) to the graph before the head.",
+)
 @click.option("--seed", default=1, show_default=True, help="Split and initialisation seed.")
 @click.option(
     "--db", "db_url", default=None, envvar="SMARTBKG_DB", help="Database URL for the campaign."
@@ -158,6 +164,7 @@ def train(
     speedup_lambda,
     resimulations,
     init_model,
+    skim_features,
     seed,
     db_url,
     as_json,
@@ -203,7 +210,15 @@ def train(
         init_model=init_model,
         seed=seed,
     )
-    result = train_filter(events, options)
+    features = builder = None
+    if skim_features:
+        from smartbkg_prod.filter.skim_features import builtin_skim_features
+
+        def builder(particles):
+            return builtin_skim_features(particles, campaign.simulation, campaign.skim)
+
+        features = builder(events.particles)
+    result = train_filter(events, options, features, builder)
     # The command line as typed from SPEC on (also when run as `python -c` or `-m`).
     arguments = sys.argv[sys.argv.index(spec) :] if spec in sys.argv else [spec]
     command = "smartbkg-prod train " + shlex.join(arguments)
