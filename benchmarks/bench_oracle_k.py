@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from results_file import machine, write_results
 
 from smartbkg_prod.filter.data import LabelledEvents, simulate_labelled

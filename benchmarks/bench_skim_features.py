@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from results_file import machine, write_results
 
-from smartbkg_prod.filter.artifact import load_model
+from smartbkg_prod.filter.checkpoint import load_model
 from smartbkg_prod.filter.data import ChainSettings, LabelledEvents, simulate_ranges
 from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors
-from smartbkg_prod.filter.hybrid import cpu_hybrid_ms, feature_encoding, score_with_features
+from smartbkg_prod.filter.infer import cpu_filter_ms
 from smartbkg_prod.filter.metrics import auc
 from smartbkg_prod.filter.sampling import fit_calibration
 from smartbkg_prod.filter.skim_features import (
+    IdealSkim,
     SkimFeatureEncoding,
-    builtin_skim_features,
     take_raw,
 )
 from smartbkg_prod.filter.speedup import max_speedup, reference_costs, sampling_speedup
@@ -65,7 +65,7 @@ def make_events(n_events: int, seed: int, resimulations: int) -> LabelledEvents:
 
 
 def features_of(particles):
-    return builtin_skim_features(particles, SIMULATION, SKIM)
+    return IdealSkim.builtin(SIMULATION, SKIM).raw(particles)
 
 
 def figures(name, scores, validation_scores, validation_target, test, filter_ms, extra=None):
@@ -199,7 +199,11 @@ def run(args) -> dict:
     )
 
     shipped = load_model(args.model)
-    shipped_features = feature_encoding(shipped.metadata)
+    shipped_features = (
+        SkimFeatureEncoding.from_dict(shipped.metadata["skim_features"])
+        if shipped.net.shape.n_event_features
+        else None
+    )
     shipped_encoding = EncodingTensors(shipped.encoding)
     timing_particles = test.particles.select(np.arange(test.n_events) < 8192)
     rows.append(
@@ -209,7 +213,7 @@ def run(args) -> dict:
             net_scores(shipped.net, shipped_encoding, validation, validation_raw, shipped_features),
             target[validation_ids],
             test,
-            cpu_hybrid_ms(
+            cpu_filter_ms(
                 shipped.net,
                 shipped_encoding,
                 timing_particles,

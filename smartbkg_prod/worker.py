@@ -45,9 +45,12 @@ from smartbkg_prod.plan import (
 )
 from smartbkg_prod.redact import RedactingFilter, redact
 from smartbkg_prod.report import JobReport, OutputFile, Provenance
-from smartbkg_prod.stages import Simulated, StageError, StageJob
+from smartbkg_prod.spec import IN_SIMULATION_STAGE, Campaign
+from smartbkg_prod.stages import Simulated, SkimStage, StageError, StageJob
 
 if TYPE_CHECKING:  # imported when used: `smartbkg-prod validate` should not pay for Pythia
+    from smartbkg_prod.filter.skim_features import IdealSkim
+    from smartbkg_prod.physics.detector import RecoBatch
     from smartbkg_prod.physics.events import ParticleBatch
     from smartbkg_prod.physics.skim import SkimResult
 
@@ -200,6 +203,26 @@ def process_job(job_input: JobInput, stages: _Stages, counts: dict) -> list[Outp
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _ideal_skim(campaign: Campaign, skim_stage: SkimStage, stage_job: StageJob) -> IdealSkim:
+    """The campaign's skim stage run on the ideal-detector view of the generated events:
+    where a hybrid filter model's features come from (README: the skim stage's contract
+    for the filter). Its time counts in the filter stage."""
+    from smartbkg_prod.filter.skim_features import IdealSkim
+
+    def skim(particles: ParticleBatch, view: RecoBatch) -> SkimResult:
+        if skim_stage.name == IN_SIMULATION_STAGE:
+            raise ModelLoadError(
+                f"filter model {campaign.filter.model} needs the campaign's skim run on the "
+                "ideal-detector view, and skim: in_simulation has no skim stage to run; use a "
+                "graph-only model (smartbkg_prod/models/soft200k.pt) or a skim stage"
+            )
+        result = skim_stage.skim(particles, Simulated(reco=view), stage_job)
+        _check_events("skim", np.arange(result.n_events), np.arange(particles.n_events))
+        return result
+
+    return IdealSkim(campaign.simulation, skim)
+
+
 def _process_job(
     job_input: JobInput, stages: _Stages, counts: dict, workdir: Path
 ) -> list[OutputFile]:
@@ -231,7 +254,9 @@ def _process_job(
     )
 
     with stages.stage("filter", job.index, attempt):
-        filtered = _apply_filter(job_input, particles, counts)
+        filtered = _apply_filter(
+            job_input, particles, counts, _ideal_skim(campaign, chain.skim, stage_job)
+        )
     particles = filtered.particles
     log.info(
         "filter mode %s kept %d events (%d simulated)",
@@ -288,7 +313,9 @@ class _Filtered:
     q_simulated: np.ndarray | None = None  # ... of the simulated ones
 
 
-def _apply_filter(job_input: JobInput, particles: ParticleBatch, counts: dict) -> _Filtered:
+def _apply_filter(
+    job_input: JobInput, particles: ParticleBatch, counts: dict, ideal_skim: IdealSkim
+) -> _Filtered:
     job, campaign = job_input.job, job_input.campaign
     if campaign.filter.mode == "off":
         counts["events_kept"] = particles.n_events
@@ -305,6 +332,7 @@ def _apply_filter(job_input: JobInput, particles: ParticleBatch, counts: dict) -
         scale=tuning.scale if tuning else None,
         p_min=tuning.p_min if tuning else None,
         threads=campaign.resources.cores,
+        ideal_skim=ideal_skim,
     )
     counts["filter_tuning"] = {"scale": tuning.scale, "p_min": tuning.p_min} if tuning else None
     q_all = decision.pass_probability

@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from smartbkg_prod.filter.artifact import load_model
+from smartbkg_prod.filter.checkpoint import load_model
 from smartbkg_prod.filter.data import LabelledEvents
-from smartbkg_prod.filter.graph import EncodingTensors, GraphEncoding, ParticleTensors, build_graphs
-from smartbkg_prod.filter.hybrid import cpu_hybrid_ms, feature_encoding, score_with_features
-from smartbkg_prod.filter.metrics import auc
+from smartbkg_prod.filter.encoding import GraphEncoding
+from smartbkg_prod.filter.graph import EncodingTensors, build_graphs
+from smartbkg_prod.filter.infer import cpu_filter_ms, score_events, scoring_model
 from smartbkg_prod.filter.model import FilterNet
+from smartbkg_prod.filter.runtime import open_scorer
+from smartbkg_prod.filter.runtime import score_events as onnx_score_events
 from smartbkg_prod.filter.skim_features import (
     DENSE_FEATURES,
+    IdealSkim,
     SkimFeatureEncoding,
-    builtin_skim_features,
     take_raw,
 )
 from smartbkg_prod.filter.train import (
@@ -77,7 +79,7 @@ def test_most_skim_passes_on_the_detector_also_pass_on_the_ideal_view(generic):
 
 
 def test_features_are_the_ideal_skims_outputs_event_by_event(generic):
-    raw = builtin_skim_features(generic, SimulationConfig(), SkimConfig())
+    raw = IdealSkim.builtin(SimulationConfig(), SkimConfig()).raw(generic)
     ideal = skim(ideal_view(generic, SimulationConfig()), SkimConfig())
     column = {name: raw.values[:, k] for k, name in enumerate(DENSE_FEATURES)}
     assert np.array_equal(column["ideal_pass"] > 0, ideal.passed)
@@ -88,13 +90,13 @@ def test_features_are_the_ideal_skims_outputs_event_by_event(generic):
     # No event's features depend on the other events of its batch.
     first, second = generic.select(np.arange(3000) < 1234), generic.select(np.arange(3000) >= 1234)
     parts = [
-        builtin_skim_features(part, SimulationConfig(), SkimConfig()) for part in (first, second)
+        IdealSkim.builtin(SimulationConfig(), SkimConfig()).raw(part) for part in (first, second)
     ]
     assert np.array_equal(np.concatenate([part.values for part in parts]), raw.values)
 
 
 def test_encoding_standardises_and_one_hot_encodes_the_mode(generic):
-    raw = builtin_skim_features(generic, SimulationConfig(), SkimConfig())
+    raw = IdealSkim.builtin(SimulationConfig(), SkimConfig()).raw(generic)
     encoding = SkimFeatureEncoding.fit(raw, min_mode_count=3)
     encoded = encoding.encode(raw)
     dense = len(DENSE_FEATURES)
@@ -121,32 +123,27 @@ def test_hybrid_started_from_a_graph_model_scores_like_it(generic):
             hybrid(graph)
 
 
-def test_a_hybrid_model_trains_saves_and_loads_with_its_feature_encoding(tmp_path):
-    events = LabelledEvents.load(BENCH_EVENTS)
-
-    def builder(particles):
-        return builtin_skim_features(particles, SimulationConfig(), SkimConfig())
-
-    options = TrainOptions(hidden=8, embedding_dim=4, max_epochs=2, threads=1)
+def test_a_hybrid_model_trains_exports_and_scores_the_same_in_torch_and_onnx(tmp_path):
+    events = LabelledEvents.load(BENCH_EVENTS).subset(np.arange(3000) < 1500)
+    builder = IdealSkim.builtin(SimulationConfig(), SkimConfig()).raw
+    options = TrainOptions(hidden=8, embedding_dim=4, max_epochs=1, threads=1)
     result = train_filter(events, options, builder(events.particles), builder)
     out = tmp_path / "hybrid.pt"
     save_trained(result, out, events, options, "test")
     model = load_model(out)
-    encoding = feature_encoding(model.metadata)
-    assert encoding == result.feature_encoding
-    assert model.net.shape.n_event_features == encoding.width
+    assert SkimFeatureEncoding.from_dict(model.metadata["skim_features"]) == result.feature_encoding
+    assert model.net.shape.n_event_features == result.feature_encoding.width
     # t_NN counts the features: more than the graph network alone on the same events.
-    graph_only_ms = cpu_hybrid_ms(
-        _graph_part(model.net), EncodingTensors(model.encoding), events.particles, None
+    graph_only_ms = cpu_filter_ms(
+        _graph_part(model.net), EncodingTensors(model.encoding), events.particles
     )
     assert result.metrics["filter_ms_cpu_1core"] > graph_only_ms
-    scores = score_with_features(
-        model.net,
-        EncodingTensors(model.encoding),
-        ParticleTensors.from_batch(events.particles),
-        torch.from_numpy(encoding.encode(builder(events.particles))),
-    ).numpy()
-    assert auc(events.passed, scores) > 0.6
+    # The worker's ONNX Runtime scorer builds the same features in numpy: same scores.
+    scorer = open_scorer(out, "cpu")
+    assert scorer.card.kind == "decay_tree_gcn_skim_features"
+    onnx_scores = onnx_score_events(scorer, events.particles)
+    torch_scores = score_events(scoring_model(out, "cpu"), events.particles)
+    assert np.max(np.abs(onnx_scores - torch_scores)) < 1e-5
 
 
 def _graph_part(net: FilterNet) -> FilterNet:

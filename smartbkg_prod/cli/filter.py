@@ -212,11 +212,9 @@ def train(
     )
     features = builder = None
     if skim_features:
-        from smartbkg_prod.filter.skim_features import builtin_skim_features
+        from smartbkg_prod.filter.skim_features import IdealSkim
 
-        def builder(particles):
-            return builtin_skim_features(particles, campaign.simulation, campaign.skim)
-
+        builder = IdealSkim.builtin(campaign.simulation, campaign.skim).raw
         features = builder(events.particles)
     result = train_filter(events, options, features, builder)
     # The command line as typed from SPEC on (also when run as `python -c` or `-m`).

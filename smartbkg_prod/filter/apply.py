@@ -15,6 +15,7 @@ import numpy as np
 from smartbkg_prod.filter.config import FilterConfig
 from smartbkg_prod.filter.runtime import open_scorer, score_events
 from smartbkg_prod.filter.sampling import decide
+from smartbkg_prod.filter.skim_features import IdealSkim
 from smartbkg_prod.physics.events import ParticleBatch
 
 
@@ -49,12 +50,14 @@ def run_filter(
     scale: float | None = None,
     p_min: float | None = None,
     threads: int = 1,
+    ideal_skim: IdealSkim | None = None,
 ) -> FilterDecision:
     """Apply ``config`` (mode off / cut / sample) to ``particles``.
 
     ``scale`` and ``p_min``, when given, replace the sample mode's k of the model and
     ``config.p_min`` (the values ``filter.tune: auto`` chose for the job); ``threads`` is
-    the job's CPU cores (ONNX Runtime's intra-op threads).
+    the job's CPU cores (ONNX Runtime's intra-op threads); ``ideal_skim`` is where a
+    hybrid model's skim features come from (the campaign's skim on the ideal view).
     Deterministic given ``seed`` (one numpy Generator draw per event in sample mode).
     Model problems raise :class:`~smartbkg_prod.filter.errors.ModelLoadError`, an unusable
     requested GPU :class:`~smartbkg_prod.filter.errors.FilterDeviceError`.
@@ -71,7 +74,7 @@ def run_filter(
             device="cpu",
             seconds=0.0,
         )
-    scorer = open_scorer(config.model, config.device, threads, config.batch_size)
+    scorer = open_scorer(config.model, config.device, threads, config.batch_size, ideal_skim)
     start = time.perf_counter()
     scores = score_events(scorer, particles)
     calibration = scorer.card.calibration

@@ -44,7 +44,13 @@ from smartbkg_prod.filter.artifact import (
 )
 from smartbkg_prod.filter.encoding import FEATURE_COLUMNS, GraphEncoding
 from smartbkg_prod.filter.errors import ModelLoadError
-from smartbkg_prod.filter.inputs import DECAY_TREE_GCN, DECAY_TREE_GCN_INPUTS, decay_tree_graph
+from smartbkg_prod.filter.inputs import (
+    DECAY_TREE_GCN,
+    DECAY_TREE_GCN_INPUTS,
+    DECAY_TREE_GCN_SKIM_FEATURES,
+    EVENT_FEATURES,
+    decay_tree_graph,
+)
 from smartbkg_prod.filter.model import FilterNet, GraphScorer, NetShape
 from smartbkg_prod.filter.sampling import SamplingCalibration
 from smartbkg_prod.physics.events import ParticleBatch
@@ -114,9 +120,9 @@ def export_onnx(net: FilterNet, encoding: GraphEncoding, onnx_path: Path) -> dic
     import onnxruntime
 
     net = net.cpu().eval()
-    example = decay_tree_graph(_example_events(encoding), encoding).arrays
-    args = tuple(torch.from_numpy(example[name]) for name in DECAY_TREE_GCN_INPUTS)
-    n_particles = torch.export.Dim("n_particles")
+    events = _example_events(encoding)
+    example = decay_tree_graph(events, encoding).arrays
+    n_particles, n_events = torch.export.Dim("n_particles"), torch.export.Dim("n_events")
     axes = {
         "pdg_index": {0: n_particles},
         "features": {0: n_particles},
@@ -124,8 +130,18 @@ def export_onnx(net: FilterNet, encoding: GraphEncoding, onnx_path: Path) -> dic
         "edge_dst": {0: torch.export.Dim("n_edges")},
         "inv_sqrt_degree": {0: n_particles},
         "node_graph": {0: n_particles},
-        "inverse_counts": {0: torch.export.Dim("n_events")},
+        "inverse_counts": {0: n_events},
     }
+    kind, input_names = DECAY_TREE_GCN, DECAY_TREE_GCN_INPUTS
+    if net.shape.n_event_features:
+        # The hybrid: one row of skim features per event (values only matter for the check).
+        kind, input_names = DECAY_TREE_GCN_SKIM_FEATURES, (*DECAY_TREE_GCN_INPUTS, EVENT_FEATURES)
+        rng = np.random.default_rng(1)
+        example[EVENT_FEATURES] = rng.normal(
+            size=(events.n_events, net.shape.n_event_features)
+        ).astype(np.float32)
+        axes[EVENT_FEATURES] = {0: n_events}
+    args = tuple(torch.from_numpy(example[name]) for name in input_names)
     scorer = GraphScorer(net).eval()
     with tempfile.TemporaryDirectory() as scratch:
         scratch_file = Path(scratch) / onnx_path.name
@@ -140,7 +156,7 @@ def export_onnx(net: FilterNet, encoding: GraphEncoding, onnx_path: Path) -> dic
                 scorer,
                 args,
                 str(scratch_file),
-                input_names=list(DECAY_TREE_GCN_INPUTS),
+                input_names=list(input_names),
                 output_names=["score"],
                 dynamic_shapes=axes,
                 opset_version=ONNX_OPSET,
@@ -163,8 +179,8 @@ def export_onnx(net: FilterNet, encoding: GraphEncoding, onnx_path: Path) -> dic
     return {
         "file": onnx_path.name,
         "sha256": sha256_file(onnx_path),
-        "kind": DECAY_TREE_GCN,
-        "inputs": list(DECAY_TREE_GCN_INPUTS),
+        "kind": kind,
+        "inputs": list(input_names),
         "output": "score",
         "opset": ONNX_OPSET,
         "export_check_max_abs_difference": difference,

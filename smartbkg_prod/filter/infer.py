@@ -14,6 +14,7 @@ On CPU events are scored in cache-sized chunks (the per-node layers are memory-b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from smartbkg_prod.filter.errors import FilterDeviceError
 from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors, build_graphs_from_tensors
 from smartbkg_prod.filter.inputs import check_unknown_fraction
 from smartbkg_prod.filter.model import FilterNet
+from smartbkg_prod.filter.skim_features import model_event_features
 from smartbkg_prod.physics.events import ParticleBatch
 
 CPU_CHUNK_EVENTS = 128
@@ -103,9 +105,17 @@ def score_events(
     """
     on_cuda = scorer.device.type == "cuda"
     chunk = batch_size if on_cuda else min(batch_size, CPU_CHUNK_EVENTS)
+    features = model_event_features(scorer.model.metadata)
     try:
         tensors = ParticleTensors.from_batch(particles, scorer.device)
-        scores, n_unknown = score_tensors(scorer.model.net, scorer.encoding, tensors, chunk)
+        rows = None if features is None else torch.from_numpy(features(particles))
+        scores, n_unknown = score_tensors(
+            scorer.model.net,
+            scorer.encoding,
+            tensors,
+            chunk,
+            None if rows is None else rows.to(scorer.device),
+        )
         scores, n_unknown = scores.cpu().numpy(), int(n_unknown)
     except torch.cuda.OutOfMemoryError as error:
         raise FilterDeviceError(
@@ -125,10 +135,15 @@ def score_events(
 
 
 def score_tensors(
-    net: FilterNet, encoding: EncodingTensors, tensors: ParticleTensors, chunk: int
+    net: FilterNet,
+    encoding: EncodingTensors,
+    tensors: ParticleTensors,
+    chunk: int,
+    event_features: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of particle tensors already on the net's device, ``chunk`` events at a time;
-    also the number of particles with PDG codes outside the vocabulary (both on device)."""
+    """Scores of particle tensors already on the net's device, ``chunk`` events at a time
+    (with their rows of ``event_features`` for a hybrid net); also the number of particles
+    with PDG codes outside the vocabulary (both on device)."""
     offsets = tensors.offsets
     device = offsets.device
     n_events = len(offsets) - 1
@@ -149,22 +164,30 @@ def score_tensors(
             )
             graph = build_graphs_from_tensors(part, encoding)
             n_unknown += graph.n_unknown_pdg
-            scores[start:stop] = torch.sigmoid(net(graph).float())
+            rows = None if event_features is None else event_features[start:stop]
+            scores[start:stop] = torch.sigmoid(net(graph, rows).float())
     return scores, n_unknown
 
 
 def cpu_filter_ms(
-    net: FilterNet, encoding: EncodingTensors, tensors: ParticleTensors, repeats: int = 3
+    net: FilterNet,
+    encoding: EncodingTensors,
+    particles: ParticleBatch,
+    event_features: Callable[[ParticleBatch], np.ndarray] | None = None,
+    repeats: int = 3,
 ) -> float:
-    """Filter cost per event on one CPU thread, graph building included (best of ``repeats``)."""
+    """Filter cost per event on one CPU thread, graph building and a hybrid net's
+    ``event_features`` (events -> rows) included (best of ``repeats``)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         best = np.inf
         for _ in range(repeats):
             start = time.perf_counter()
-            score_tensors(net, encoding, tensors, CPU_CHUNK_EVENTS)
+            rows = None if event_features is None else torch.from_numpy(event_features(particles))
+            tensors = ParticleTensors.from_batch(particles)
+            score_tensors(net, encoding, tensors, CPU_CHUNK_EVENTS, rows)
             best = min(best, time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    return 1e3 * best / max(len(tensors.offsets) - 1, 1)
+    return 1e3 * best / max(particles.n_events, 1)

@@ -110,9 +110,20 @@ def decay_tree_graph(particles: ParticleBatch, encoding: GraphEncoding) -> Model
     )
 
 
+# The hybrid filter: the decay-tree graph plus one row of ideal-detector skim features per
+# event (smartbkg_prod.filter.skim_features), float32[n_events, width]. The graph builder
+# makes the graph; the scorer adds the rows, which it builds once per batch (the skim runs
+# on whole batches) and slices per chunk.
+DECAY_TREE_GCN_SKIM_FEATURES = "decay_tree_gcn_skim_features"
+EVENT_FEATURES = "event_features"
+
 # Model kind (recorded in the sidecar) -> its builder and the input names it produces.
 INPUT_BUILDERS: dict[str, tuple[InputBuilder, tuple[str, ...]]] = {
     DECAY_TREE_GCN: (decay_tree_graph, DECAY_TREE_GCN_INPUTS),
+    DECAY_TREE_GCN_SKIM_FEATURES: (
+        decay_tree_graph,
+        (*DECAY_TREE_GCN_INPUTS, EVENT_FEATURES),
+    ),
 }
 
 

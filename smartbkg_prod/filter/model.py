@@ -122,7 +122,8 @@ class FilterNet(nn.Module):
 
 class GraphScorer(nn.Module):
     """The network as exported to ONNX: the named ``decay_tree_gcn`` arrays of
-    :mod:`smartbkg_prod.filter.inputs` in, the pass-probability score of each event out."""
+    :mod:`smartbkg_prod.filter.inputs` in (and ``event_features`` for the hybrid kind,
+    ``decay_tree_gcn_skim_features``), the pass-probability score of each event out."""
 
     def __init__(self, net: FilterNet):
         super().__init__()
@@ -137,6 +138,7 @@ class GraphScorer(nn.Module):
         inv_sqrt_degree: torch.Tensor,
         node_graph: torch.Tensor,
         inverse_counts: torch.Tensor,
+        event_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         graph = GraphBatch(
             pdg_index=pdg_index,
@@ -148,4 +150,4 @@ class GraphScorer(nn.Module):
             inverse_counts=inverse_counts,
             n_unknown_pdg=pdg_index.new_zeros(()),
         )
-        return torch.sigmoid(self.net(graph))
+        return torch.sigmoid(self.net(graph, event_features))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,13 @@ import onnxruntime
 
 from smartbkg_prod.filter.artifact import ModelCard, load_card, model_error
 from smartbkg_prod.filter.errors import FilterDeviceError
-from smartbkg_prod.filter.inputs import INPUT_BUILDERS, InputBuilder, check_unknown_fraction
+from smartbkg_prod.filter.inputs import (
+    EVENT_FEATURES,
+    INPUT_BUILDERS,
+    InputBuilder,
+    check_unknown_fraction,
+)
+from smartbkg_prod.filter.skim_features import IdealSkim, model_event_features
 from smartbkg_prod.physics.events import ParticleBatch
 
 CPU_CHUNK_EVENTS = 256
@@ -60,6 +67,8 @@ class OnnxScorer:
     build: InputBuilder
     device_name: str
     chunk_events: int
+    # The hybrid kind's per-event rows (events -> float32[n_events, width]); None otherwise.
+    event_features: Callable[[ParticleBatch], np.ndarray] | None = None
 
     @property
     def sha256(self) -> str:
@@ -68,9 +77,16 @@ class OnnxScorer:
 
 
 def open_scorer(
-    model: str | Path | None, device: str = "auto", threads: int = 1, batch_size: int = 4096
+    model: str | Path | None,
+    device: str = "auto",
+    threads: int = 1,
+    batch_size: int = 4096,
+    ideal_skim: IdealSkim | None = None,
 ) -> OnnxScorer:
-    """Check ``model`` and open its session on ``device`` with ``threads`` CPU threads."""
+    """Check ``model`` and open its session on ``device`` with ``threads`` CPU threads.
+
+    A hybrid model's event features come from ``ideal_skim`` (the worker passes its
+    campaign's skim stage; default: the built-in skim with default configurations)."""
     card = load_card(model)
     if card.kind not in INPUT_BUILDERS:
         raise model_error(
@@ -108,7 +124,14 @@ def open_scorer(
             "export the model again with the `train` of this version",
         )
     chunk = batch_size if device_name.startswith("cuda") else min(batch_size, CPU_CHUNK_EVENTS)
-    return OnnxScorer(card, session, build, device_name, chunk)
+    event_features = model_event_features(card.metadata, ideal_skim)
+    if (event_features is None) == (EVENT_FEATURES in card.input_names):
+        raise model_error(
+            card.path,
+            f"the network's event features and the ONNX inputs {list(card.input_names)} differ",
+            "export the model again with the `train` of this version",
+        )
+    return OnnxScorer(card, session, build, device_name, chunk, event_features)
 
 
 def _session(
@@ -177,9 +200,13 @@ def score_events(scorer: OnnxScorer, particles: ParticleBatch) -> np.ndarray:
     n_events = particles.n_events
     scores = np.empty(n_events, dtype=np.float32)
     n_unknown = 0
+    # Skim features: one pass over the whole batch (the skim is vectorised over events).
+    rows = None if scorer.event_features is None else scorer.event_features(particles)
     for start in range(0, n_events, scorer.chunk_events):
         stop = min(start + scorer.chunk_events, n_events)
         inputs = scorer.build(particles.event_range(start, stop), scorer.card.encoding)
+        if rows is not None:
+            inputs.arrays[EVENT_FEATURES] = rows[start:stop]
         n_unknown += inputs.n_unknown_pdg
         try:
             (scores[start:stop],) = scorer.session.run([scorer.card.output_name], inputs.arrays)
@@ -198,7 +225,8 @@ def score_events(scorer: OnnxScorer, particles: ParticleBatch) -> np.ndarray:
 
 
 def onnx_filter_ms(scorer: OnnxScorer, particles: ParticleBatch, repeats: int = 3) -> float:
-    """Filter cost per event (input building included) of ``scorer``, best of ``repeats``."""
+    """Filter cost per event (input building, skim features included) of ``scorer``, best
+    of ``repeats``."""
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()

@@ -20,9 +20,8 @@ batches, so the worker builds the features without torch.
 
 >>> from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 >>> from smartbkg_prod.physics.generate import generate_events
->>> from smartbkg_prod.physics.skim import skim
 >>> particles = generate_events("bbbar_generic", 20, seed=1)
->>> raw = raw_skim_features(particles, SimulationConfig(), lambda view: skim(view, SkimConfig()))
+>>> raw = IdealSkim.builtin(SimulationConfig(), SkimConfig()).raw(particles)
 >>> raw.values.shape
 (20, 17)
 """
@@ -36,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from smartbkg_prod.filter.errors import ModelLoadError
 from smartbkg_prod.physics.beams import E_BEAM_CM, lab_to_cm
-from smartbkg_prod.physics.config import SimulationConfig
+from smartbkg_prod.physics.config import SimulationConfig, SkimConfig
 from smartbkg_prod.physics.detector import KAON, RecoBatch
 from smartbkg_prod.physics.events import ParticleBatch
 from smartbkg_prod.physics.ideal import ideal_view
@@ -74,7 +74,8 @@ NO_CANDIDATE_FILL = {
 HARD_TRACK_P_CM = 1.0  # GeV
 NEAR_DELTA_E = 0.05  # GeV
 
-SkimFunction = Callable[[RecoBatch], SkimResult]
+# (generated events, their ideal view) -> the skim's result for every event, in order.
+SkimFunction = Callable[[ParticleBatch, RecoBatch], SkimResult]
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def raw_skim_features(
     docstring). ``skim`` must keep every event, in order, as a skim stage does."""
     started = time.perf_counter()
     view = ideal_view(particles, simulation)
-    result = skim(view)
+    result = skim(particles, view)
     n = particles.n_events
     if result.n_events != n:
         raise ValueError(f"the skim returned {result.n_events} events for {n} given")
@@ -239,11 +240,45 @@ def take_raw(raw: RawSkimFeatures, rows: np.ndarray) -> RawSkimFeatures:
     return RawSkimFeatures(raw.values[rows], raw.best_mode[rows], raw.seconds)
 
 
-def builtin_skim_features(
-    particles: ParticleBatch, simulation: SimulationConfig, skim_config: Any
-) -> RawSkimFeatures:
-    """:func:`raw_skim_features` with the built-in hadronic B-tag skim (training and
-    evaluation in-process; the worker passes its campaign's skim stage instead)."""
-    from smartbkg_prod.physics.skim import skim
+@dataclass(frozen=True)
+class IdealSkim:
+    """Where a hybrid model's features come from: the ideal view with the acceptance of a
+    simulation configuration, and a skim. The worker passes its campaign's simulation
+    section and skim stage; training and evaluation in-process use the built-in skim."""
 
-    return raw_skim_features(particles, simulation, lambda view: skim(view, skim_config))
+    simulation: SimulationConfig
+    skim: SkimFunction
+
+    @classmethod
+    def builtin(
+        cls, simulation: SimulationConfig | None = None, skim_config: SkimConfig | None = None
+    ) -> IdealSkim:
+        """The built-in hadronic B-tag skim (default configurations when not given)."""
+        from smartbkg_prod.physics.skim import skim
+
+        config = SkimConfig() if skim_config is None else skim_config
+        return cls(
+            SimulationConfig() if simulation is None else simulation,
+            lambda _particles, view: skim(view, config),
+        )
+
+    def raw(self, particles: ParticleBatch) -> RawSkimFeatures:
+        return raw_skim_features(particles, self.simulation, self.skim)
+
+
+def model_event_features(
+    metadata: dict[str, Any], ideal_skim: IdealSkim | None = None
+) -> Callable[[ParticleBatch], np.ndarray] | None:
+    """A hybrid model's feature rows of a batch (from ``ideal_skim``, default: the built-in
+    skim with default configurations); None for a graph-only model."""
+    if not metadata.get("net_shape", {}).get("n_event_features", 0):
+        return None
+    try:
+        encoding = SkimFeatureEncoding.from_dict(metadata["skim_features"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelLoadError(
+            f"filter model: skim-feature encoding missing or malformed ({error}); retrain "
+            "with `smartbkg-prod train SPEC --skim-features`"
+        ) from None
+    source = IdealSkim.builtin() if ideal_skim is None else ideal_skim
+    return lambda particles: encoding.encode(source.raw(particles))

@@ -43,7 +43,7 @@ from smartbkg_prod.filter.graph import (
     build_graphs_from_tensors,
     take_events,
 )
-from smartbkg_prod.filter.hybrid import cpu_hybrid_ms, encoded
+from smartbkg_prod.filter.infer import cpu_filter_ms
 from smartbkg_prod.filter.metrics import auc
 from smartbkg_prod.filter.model import FilterNet
 from smartbkg_prod.filter.sampling import SamplingCalibration, fit_calibration
@@ -193,7 +193,9 @@ class _Trainer:
         self.event_features = None
         if features is not None:
             self.feature_encoding = SkimFeatureEncoding.fit(take_raw(features, self.train_ids))
-            self.event_features = encoded(features, self.feature_encoding).to(self.device)
+            self.event_features = torch.from_numpy(self.feature_encoding.encode(features)).to(
+                self.device
+            )
         n_event_features = 0 if self.feature_encoding is None else self.feature_encoding.width
         if initial is None:
             self.net = FilterNet(
@@ -331,9 +333,9 @@ def train_filter(
 ) -> TrainResult:
     """Train on ``events`` (80/20 train/validation split by ``options.seed``).
 
-    With ``features`` (the ideal-detector skim features of ``events``) the network is the
-    hybrid (:mod:`smartbkg_prod.filter.hybrid`); ``feature_builder`` then builds them for
-    the timing events, so t_NN includes the feature cost.
+    With ``features`` (the ideal-detector skim features of ``events``,
+    :mod:`smartbkg_prod.filter.skim_features`) the network is the hybrid;
+    ``feature_builder`` then builds them for the timing events, so t_NN includes their cost.
     """
     options = options or TrainOptions()
     threads = torch.get_num_threads()
@@ -352,7 +354,7 @@ def train_filter(
     timing = np.zeros(events.n_events, dtype=bool)
     timing[trainer.validation_ids[:4096]] = True
     feature_encoding = trainer.feature_encoding
-    filter_ms = cpu_hybrid_ms(
+    filter_ms = cpu_filter_ms(
         trainer.net,
         EncodingTensors(trainer.encoding),
         events.particles.select(timing),
