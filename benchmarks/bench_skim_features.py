@@ -32,7 +32,7 @@ from results_file import machine, write_results
 from smartbkg_prod.filter.checkpoint import load_model
 from smartbkg_prod.filter.data import ChainSettings, LabelledEvents, simulate_ranges
 from smartbkg_prod.filter.graph import EncodingTensors, ParticleTensors
-from smartbkg_prod.filter.infer import cpu_filter_ms
+from smartbkg_prod.filter.infer import cpu_filter_ms, score_tensors
 from smartbkg_prod.filter.metrics import auc
 from smartbkg_prod.filter.sampling import fit_calibration
 from smartbkg_prod.filter.skim_features import (
@@ -176,9 +176,8 @@ def run(args) -> dict:
         rows_ = (
             None if feature_encoding_ is None else torch.from_numpy(feature_encoding_.encode(raw))
         )
-        return score_with_features(
-            net, enc, ParticleTensors.from_batch(events.particles), rows_
-        ).numpy()
+        tensors = ParticleTensors.from_batch(events.particles)
+        return score_tensors(net, enc, tensors, 128, rows_)[0].numpy()
 
     validation_mask = np.zeros(train.n_events, dtype=bool)
     validation_mask[validation_ids] = True
