@@ -12,7 +12,8 @@ GPU run needs only torch, onnxruntime, numpy and pydantic (no Pythia).
     python benchmarks/bench_filter.py cpu --out benchmarks/results/filter_cpu.json
     python benchmarks/bench_filter.py gpu --out benchmarks/results/filter_gpu.json
 
-Targets (issue 4): >= 10,000 events/s on one CPU core (torch.set_num_threads(1)),
+Targets: >= 5,000 events/s on one CPU core with the hybrid model's ideal-detector skim
+features included (issue 22; issue 4 asked 10,000 of the graph model alone),
 >= 1,000,000 events/s on one H100, t_NN / t_gen <= 0.1 in a GPU worker.
 """
 
@@ -37,13 +38,20 @@ from smartbkg_prod.filter.runtime import open_scorer
 from smartbkg_prod.physics.events import ParticleBatch
 
 DATA = Path(__file__).parent / "data" / "filter_events.npz"
+TARGET_EVENTS_PER_S = 5_000
 
 
 def replicate(particles: ParticleBatch, n_events: int) -> ParticleBatch:
     """``n_events`` events made by repeating the sample (copies, as a job would hold)."""
     copies = -(-n_events // particles.n_events)
     batch = ParticleBatch.concatenate([particles] * copies)
-    return batch.select(np.arange(batch.n_events) < n_events)
+    batch = batch.select(np.arange(batch.n_events) < n_events)
+    # Distinct event numbers, as in a job (the skim's candidates name their event by it).
+    return ParticleBatch(
+        **batch.columns(),
+        offsets=batch.offsets,
+        event_number=np.arange(batch.n_events, dtype=np.int64),
+    )
 
 
 def cpu_model_name() -> str:
@@ -79,6 +87,9 @@ def bench_cpu(model: str, events: LabelledEvents, repeats: int = 5) -> dict:
         ),
         "onnxruntime": lambda: runtime.score_events(onnx_scorer, particles),
     }
+    if onnx_scorer.event_features is not None:
+        # The hybrid model's share: the skim on the ideal-detector view and the feature rows.
+        runs["skim_features_alone"] = lambda: onnx_scorer.event_features(particles)
     # Warm-up, and the agreement of the two runtimes on these events.
     torch_scores, onnx_scores = runs["torch"](), runs["onnxruntime"]()
     wall = dict.fromkeys(runs, np.inf)
@@ -113,9 +124,11 @@ def bench_cpu(model: str, events: LabelledEvents, repeats: int = 5) -> dict:
         # The worker's runtime (read by bench_oracle_bound.py as t_NN).
         "filter_ms_per_event": 1e3 / onnx_rate,
         "filter_cpu_ms_per_event": 1e3 / cpu_rates["onnxruntime"],
-        "target_events_per_s": 10_000,
-        "meets_target_wall": onnx_rate >= 10_000,
-        "meets_target_cpu_time": cpu_rates["onnxruntime"] >= 10_000,
+        # Issue 4 asked 10k events/s of the graph model; issue 22 adds the ideal-detector
+        # skim features to t_NN and asks >= 5k events/s per core with them.
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "meets_target_wall": onnx_rate >= TARGET_EVENTS_PER_S,
+        "meets_target_cpu_time": cpu_rates["onnxruntime"] >= TARGET_EVENTS_PER_S,
     }
 
 

@@ -94,6 +94,8 @@ def _best_candidates(result: SkimResult, event_number: np.ndarray) -> dict[str, 
     n_events = len(event_number)
     # Candidates carry event numbers; map them to positions in the batch.
     by_number = np.argsort(event_number, kind="stable")
+    if n_events and np.any(np.diff(event_number[by_number]) == 0):
+        raise ValueError("events need distinct event numbers (candidates name their event by it)")
     found = np.searchsorted(event_number[by_number], candidates["event_number"])
     position = by_number[found.clip(max=max(n_events - 1, 0))]
     abs_delta_e = np.abs(candidates["delta_e"])
