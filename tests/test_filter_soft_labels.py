@@ -104,6 +104,7 @@ def test_train_command_resimulates_and_fine_tunes(tmp_path):
             "2",
             "--init-model",
             "default",
+            "--skim-features",  # the shipped model is the hybrid
             "--json",
             "--out",
             str(tmp_path / "ft.pt"),

@@ -192,7 +192,13 @@ class _Trainer:
         self.feature_encoding = None
         self.event_features = None
         if features is not None:
-            self.feature_encoding = SkimFeatureEncoding.fit(take_raw(features, self.train_ids))
+            if initial is not None and initial.net.shape.n_event_features:
+                # Fine-tuning a hybrid: its inputs keep their meaning (like its vocabulary).
+                self.feature_encoding = SkimFeatureEncoding.from_dict(
+                    initial.metadata["skim_features"]
+                )
+            else:
+                self.feature_encoding = SkimFeatureEncoding.fit(take_raw(features, self.train_ids))
             self.event_features = torch.from_numpy(self.feature_encoding.encode(features)).to(
                 self.device
             )
@@ -206,6 +212,11 @@ class _Trainer:
             )
         elif initial.net.shape.n_event_features == n_event_features:
             self.net = initial.net
+        elif initial.net.shape.n_event_features:
+            raise ValueError(
+                f"{options.init_model} is a hybrid model (skim features): fine-tune it with "
+                "the skim features (train --skim-features) or start from a graph-only model"
+            )
         else:
             self.net = _with_event_features(initial.net, n_event_features)
         self.net = self.net.to(self.device)
