@@ -12,6 +12,7 @@ import torch
 from smartbkg_prod.filter.checkpoint import load_model
 from smartbkg_prod.filter.data import LabelledEvents
 from smartbkg_prod.filter.encoding import GraphEncoding
+from smartbkg_prod.filter.errors import ModelLoadError
 from smartbkg_prod.filter.graph import EncodingTensors, build_graphs
 from smartbkg_prod.filter.infer import cpu_filter_ms, score_events, scoring_model
 from smartbkg_prod.filter.model import FilterNet
@@ -34,6 +35,10 @@ from smartbkg_prod.physics.detector import simulate
 from smartbkg_prod.physics.generate import generate_events
 from smartbkg_prod.physics.ideal import ideal_view
 from smartbkg_prod.physics.skim import skim
+from smartbkg_prod.spec import Campaign
+from smartbkg_prod.stages import StageJob
+from smartbkg_prod.stages.chain import build_chain
+from smartbkg_prod.worker import _ideal_skim
 
 BENCH_EVENTS = Path(__file__).parent.parent / "benchmarks" / "data" / "filter_events.npz"
 
@@ -153,3 +158,46 @@ def _graph_part(net: FilterNet) -> FilterNet:
     state["head_layers.0.weight"] = state["head_layers.0.weight"][:, : net.shape.hidden]
     graph.load_state_dict(state)
     return graph.eval()
+
+
+STAGE_SKIM = "smartbkg-prod stage skim --input {input} --output {output} --config {config}"
+
+
+def test_the_worker_runs_its_campaigns_skim_stage_on_the_ideal_view(tmp_path, generic):
+    # An external skim command reads the ideal view as its reco tree and gives the same
+    # features as the built-in skim in-process; skim: in_simulation has none to run.
+    particles = generic.select(np.arange(3000) < 400)
+    job = StageJob(
+        campaign="ideal",
+        job_index=0,
+        attempt=1,
+        first_event=0,
+        n_events=400,
+        seed=11,
+        workdir=tmp_path / "work",
+    )
+
+    def campaign(stages: dict) -> Campaign:
+        return Campaign(
+            name="ideal",
+            process="bbbar_generic",
+            events=400,
+            events_per_job=400,
+            filter={"mode": "sample", "model": "default"},
+            stages=stages,
+        )
+
+    external = campaign({"skim": {"name": "external", "command": STAGE_SKIM}})
+    raw = _ideal_skim(external, build_chain(external).skim, job).raw(particles)
+    builtin = IdealSkim.builtin(SimulationConfig(), SkimConfig()).raw(particles)
+    assert raw.values[:, 0].sum() > 0
+    assert np.array_equal(raw.values, builtin.values)
+    assert np.array_equal(raw.best_mode, builtin.best_mode)
+    chain_skims = campaign(
+        {
+            "simulation": {"name": "external", "command": "true"},
+            "skim": {"name": "in_simulation"},
+        }
+    )
+    with pytest.raises(ModelLoadError, match="in_simulation"):
+        _ideal_skim(chain_skims, build_chain(chain_skims).skim, job).raw(particles)
