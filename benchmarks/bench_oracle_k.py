@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from results_file import machine, write_results
 
 from smartbkg_prod.filter.data import LabelledEvents, simulate_labelled
@@ -32,6 +33,9 @@ ORACLE_FIRST_SEED = 97_000  # evaluate's oracle seeds
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events-file", type=Path, default=None)
+    parser.add_argument(
+        "--first", type=int, default=None, help="only the first N events (a CPU budget)"
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=424242, help="evaluate's generator seed")
     parser.add_argument("--resimulations", type=int, nargs="+", default=[8, 32, 64])
@@ -44,6 +48,8 @@ def main() -> None:
         events = simulate_labelled(
             "bbbar_generic", args.events, args.seed, SimulationConfig(), SkimConfig()
         )
+    if args.first is not None:
+        events = events.subset(np.arange(events.n_events) < args.first)
     started = time.perf_counter()
     passes = resimulate_passes(
         events.particles, max(args.resimulations), first_seed=ORACLE_FIRST_SEED
