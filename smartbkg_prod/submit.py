@@ -550,7 +550,7 @@ class CampaignRunner:
                 AttemptView(job_input.job.index, job_input.attempt, Phase.PENDING, now), now
             )
             self.inflight[job_input.job.index] = InFlight(job_input, handle, view)
-            identities.append(engine_identity(handle, view))
+            identities.append(handle.identity(view.phase.value, view.since))
         self.store.engine.record_submitted(identities)
 
     def _withdraw(self, job_inputs: list[JobInput], before: dict[int, str], error: SubmitError):
@@ -600,15 +600,7 @@ class CampaignRunner:
     def _adopt(self, adopted: list[tuple[EngineAttempt, JobInput]]) -> None:
         pairs = []
         for record, job_input in adopted:
-            handle = JobHandle(
-                campaign_id=record.campaign_id,
-                job_index=record.job_index,
-                attempt=record.attempt,
-                backend=record.backend,
-                backend_job_id=record.backend_job_id,
-                site=record.site,
-                log=record.log,
-            )
+            handle = JobHandle.from_identity(record)
             view = AttemptView(
                 record.job_index, record.attempt, Phase(record.phase), record.phase_since
             )
@@ -684,21 +676,6 @@ class CampaignRunner:
 
     def _output_problem(self, output: dict) -> str | None:
         return output_problem(OutputFile.model_validate(output), self.verify_outputs)
-
-
-def engine_identity(handle: JobHandle, view: AttemptView) -> EngineAttempt:
-    """What the store keeps of a submitted attempt to find it on the engine again."""
-    return EngineAttempt(
-        campaign_id=handle.campaign_id,
-        job_index=handle.job_index,
-        attempt=handle.attempt,
-        backend=handle.backend,
-        backend_job_id=handle.backend_job_id,
-        site=handle.site,
-        log=handle.log,
-        phase=view.phase.value,
-        phase_since=view.since,
-    )
 
 
 def _unreported(state: JobState) -> tuple[int, str]:

@@ -34,6 +34,7 @@ from smartbkg_prod.backends.polling import PollPolicy
 from smartbkg_prod.files import write_text_atomic
 from smartbkg_prod.plan import Job, JobInput, RetryChanges
 from smartbkg_prod.spec import Campaign, Resources
+from smartbkg_prod.store.engine import EngineAttempt
 from smartbkg_prod.store.ingest import BackendStateRecord
 
 
@@ -51,6 +52,15 @@ class JobHandle(BaseModel):
     # Where the engine writes this attempt down, when the handle alone does not say
     # (HTCondor: the cluster's job event log).
     log: str | None = None
+
+    def identity(self, phase: str, since: float) -> EngineAttempt:
+        """What the store keeps to find the attempt on the engine again (and its phase)."""
+        return EngineAttempt(**self.model_dump(), phase=phase, phase_since=since)
+
+    @classmethod
+    def from_identity(cls, stored: EngineAttempt) -> JobHandle:
+        """The handle of an attempt an earlier driver submitted, as the store kept it."""
+        return cls.model_validate(stored.model_dump(include=set(cls.model_fields)))
 
 
 class JobState(BaseModel):
