@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,9 @@ def test_driver_killed_mid_campaign_follows_its_task_instead_of_submitting_again
     from smartbkg_prod.backends.panda import job_entry
     from smartbkg_prod.store import Store
 
-    spec = write_spec(tmp_path, panda_stack, "pandaresume")
+    # A name of its own: the stack's database outlives test sessions, and the check below
+    # looks for every task of this campaign on the server.
+    spec = write_spec(tmp_path, panda_stack, f"pandaresume-{uuid.uuid4().hex[:8]}")
     first = cli("submit", str(spec), "--backend", "panda", tmp_path=tmp_path)
     # SIGKILL once the first job has been ingested (its report read from the server).
     panda_stack.wait_for(
