@@ -17,7 +17,7 @@ functions; they read no clock, no engine and no store, and are tested without an
 (``tests/test_lifecycle.py``).
 
 :func:`next_step` is the one place where a failed attempt's next step is decided (retry
-as is, retry with other resources, or stop). It is a seam: ``CampaignRunner(next_step=…)``
+as is, retry with other resources, or stop). It is a seam: ``submit_campaign(..., next_step=…)``
 takes any function of the same signature (a ``retry.policy`` that raises memory, excludes a
 site or refuses to retry a deterministic failure), and the driver applies its answer.
 

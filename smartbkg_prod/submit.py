@@ -740,8 +740,10 @@ def submit_campaign(
     poll_interval: float | None = None,
     poll_retries: int = DEFAULT_POLL_RETRIES,
     verify_outputs: VerifyOutputs = "size",
+    next_step: RetryDecider = default_next_step,
 ) -> CampaignStatus:
     """Register ``campaign`` (idempotent) and run whatever of it is not done yet.
+    ``next_step`` decides what follows a failed attempt (:mod:`smartbkg_prod.lifecycle`).
 
     >>> # status = submit_campaign(load_campaign("job_specs/demo.yaml"), progress=True)
     """
@@ -773,6 +775,7 @@ def submit_campaign(
         poll_interval=poll_interval,
         poll_retries=poll_retries,
         verify_outputs=verify_outputs,
+        next_step=next_step,
     )
     return runner.run()
 

@@ -103,6 +103,47 @@ def test_lost_report_is_retried(small_campaign, store, monkeypatch):
     assert store.campaigns.job_attempts(small_campaign.campaign_id)[0] == 2
 
 
+def test_a_retry_policy_plugged_in_as_next_step_decides_each_failed_attempt(
+    small_campaign, store, monkeypatch
+):
+    """The seam of issue 24 a retry policy plugs into: the driver asks ``next_step`` once
+    per failed attempt, stores the attempt as final when it says stop, and submits the next
+    attempt with the changes it returns."""
+    from sqlalchemy import select
+
+    from smartbkg_prod.lifecycle import FailedAttempt, NextStep
+    from smartbkg_prod.plan import RetryChanges
+    from smartbkg_prod.store.tables import AttemptRow, JobRow
+
+    seen: list[FailedAttempt] = []
+
+    def more_memory_or_stop(failed: FailedAttempt, policy) -> NextStep:
+        seen.append(failed)
+        if failed.error_class == "out_of_memory":
+            return NextStep(True, RetryChanges(memory_mb=2 * failed.memory_mb), "more memory")
+        return NextStep(False, reason="not worth another try")
+
+    monkeypatch.setenv(
+        "SMARTBKG_INJECT_FAULT",
+        "raise=OUT_OF_MEMORY@generate:job=1:attempt=1;raise=SIMULATION@simulate:job=2:attempt=1",
+    )
+    status = run(small_campaign, store, next_step=more_memory_or_stop)
+    assert sorted((f.job_index, f.attempt, f.error_class) for f in seen) == [
+        (1, 1, "out_of_memory"),
+        (2, 1, "simulation"),
+    ]
+    assert store.campaigns.job_states(small_campaign.campaign_id) == {0: DONE, 1: DONE, 2: FAILED}
+    assert not status.complete and status.failed_attempts == 2
+    with store.session() as session:
+        memory = session.execute(
+            select(JobRow.job_index, AttemptRow.attempt, AttemptRow.memory_mb)
+            .join(JobRow, AttemptRow.job_id == JobRow.id)
+            .where(JobRow.job_index == 1)
+        ).all()
+    default = small_campaign.resources.memory_mb
+    assert sorted(map(tuple, memory)) == [(1, 1, default), (1, 2, 2 * default)]
+
+
 def test_resume_runs_only_what_is_missing(small_campaign, store, monkeypatch):
     one_try = small_campaign.model_copy(
         update={"retry": small_campaign.retry.model_copy(update={"max_attempts": 1})}
