@@ -139,6 +139,9 @@ class MisbehavingBackend(Backend):
     def cancel(self, handles):
         return self.inner.cancel(handles)
 
+    def adopt(self, attempts):
+        return self.inner.adopt(attempts)
+
 
 def start_submitter(campaign: Campaign, store: Store, directory: Path) -> subprocess.Popen:
     """``smartbkg-prod submit`` of ``campaign`` as its own process (to be killed)."""
