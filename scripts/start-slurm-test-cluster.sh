@@ -50,6 +50,34 @@ cpus="$(nproc)"
 # Leave headroom: the node advertises 3/4 of the machine's memory.
 memory_mb="$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 3 / 4}' /proc/meminfo)"
 
+# --mem is a hard limit where the machine lets slurmd make memory cgroups (task/cgroup with
+# ConstrainRAMSpace, as production clusters run): a job over it is OOM-killed and ends
+# OUT_OF_MEMORY. Without a writable memory controller (or SMARTBKG_SLURM_CGROUP=no) the
+# cluster runs task/none and --mem only books memory. Job ids start at a random number:
+# the cgroups of several private clusters on one machine never share a job path.
+task_plugin=task/none
+select_parameters=CR_Core
+rm -f "$dir/cgroup.conf"
+cgroup_probe="/sys/fs/cgroup/memory/smartbkg-probe-$$"
+if [ "${SMARTBKG_SLURM_CGROUP:-auto}" != no ] && [ -w /sys/fs/cgroup/memory ] &&
+    mkdir "$cgroup_probe" 2>/dev/null; then
+    rmdir "$cgroup_probe"
+    task_plugin=task/cgroup
+    # Memory becomes a consumable resource: --mem is what the job's cgroup may use; a job
+    # without --mem gets DefMemPerCPU (below), not the whole node.
+    select_parameters=CR_Core_Memory
+    cat >"$dir/cgroup.conf" <<EOF
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=/sys/fs/cgroup
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=yes
+AllowedSwapSpace=0
+ConstrainCores=no
+ConstrainDevices=no
+EOF
+fi
+first_job_id=$(( (RANDOM % 30000 + 1) * 1000 ))
+
 cat >"$dir/slurm.conf" <<EOF
 ClusterName=smartbkgtest
 SlurmctldHost=localhost
@@ -68,9 +96,11 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=$select_parameters
+DefMemPerCPU=1000
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=$task_plugin
+FirstJobId=$first_job_id
 MpiDefault=none
 ReturnToService=2
 JobAcctGatherType=jobacct_gather/none

@@ -6,7 +6,10 @@ whose job and attempt match performs ACTION when it reaches STAGE. Actions:
 - ``kill``: the worker sends itself SIGKILL (as a batch system's OOM killer would);
 - ``exit=N``: the worker exits with code N without writing a report (lost report);
 - ``raise=CODE``: the stage fails with the taxonomy's exit code named CODE
-  (e.g. ``raise=STAGE_OUT``), and a proper report is written.
+  (e.g. ``raise=STAGE_OUT``), and a proper report is written;
+- ``alloc=MB``: the worker takes MB megabytes more memory (touched, kept until it exits),
+  as a job whose events need more memory than it asked for: a batch system's memory
+  limit (a cgroup) kills it, or the worker's own check reports OUT_OF_MEMORY.
 
 Stages: ``generate``, ``filter``, ``simulate``, ``skim``, ``write`` (after the output is
 partly written, before it is moved into place), ``report`` (before the report is written).
@@ -46,7 +49,9 @@ class FaultRule:
 
 
 _SYNTAX = "ACTION@STAGE[:job=I][:attempt=A]"
-_ACTION = re.compile(r"^(kill|exit=-?\d+|raise=[A-Z_]+)$")
+_ACTION = re.compile(r"^(kill|exit=-?\d+|raise=[A-Z_]+|alloc=\d+)$")
+# Memory taken by ``alloc=MB`` faults, kept alive until the worker exits.
+_ALLOCATED: list[bytearray] = []
 
 
 def parse_rules(text: str) -> list[FaultRule]:
@@ -64,7 +69,7 @@ def parse_rules(text: str) -> list[FaultRule]:
             and action.removeprefix("raise=") not in ExitCode.__members__
         ):
             raise ValueError(
-                f"{ENV_VAR}: unknown action {action!r} in {chunk!r} (allowed: kill, exit=N, raise=CODE)"
+                f"{ENV_VAR}: unknown action {action!r} in {chunk!r} (allowed: kill, exit=N, raise=CODE, alloc=MB)"
             )
         selectors = dict(item.partition("=")[::2] for item in filters)
         if set(selectors) - {"job", "attempt"} or not all(
@@ -103,6 +108,10 @@ def maybe_inject(stage: str, job: int, attempt: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if rule.action.startswith("exit="):
             os._exit(int(rule.action.removeprefix("exit=")))
+        if rule.action.startswith("alloc="):
+            megabytes = int(rule.action.removeprefix("alloc="))
+            _ALLOCATED.append(bytearray(b"\x01") * (megabytes << 20))  # every page touched
+            return
         if rule.action.startswith("raise="):
             code = ExitCode[rule.action.removeprefix("raise=")]
             raise WorkerError(code, f"injected fault at stage {stage} ({ENV_VAR})")

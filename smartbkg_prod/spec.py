@@ -119,7 +119,24 @@ class BackendConfig(ConfigModel):
 
 
 class RetryPolicy(ConfigModel):
+    """What the driver does when an attempt fails (``smartbkg_prod.recovery.retry_policy``).
+
+    - ``auto`` (default): the driver asks recovery and applies the safe actions itself:
+      more memory (up to ``max_memory_mb``), more walltime (up to ``max_walltime_s``), a
+      split whose parts regenerate exactly the parent's events, excluding a site for that
+      job (never the campaign's only site), a plain retry; a kill is only ever proposed,
+      and the job waits for an operator's review;
+    - ``review``: a failed job waits for an operator's decision (``recover list``);
+    - ``blind``: same-seed retries with the same resources, as engines do.
+
+    Every policy stops at ``max_attempts`` attempts per job. The caps default to
+    3x the campaign's memory and 4x its walltime.
+    """
+
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    policy: Literal["auto", "review", "blind"] = "auto"
+    max_memory_mb: PositiveInt | None = None
+    max_walltime_s: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
 
 
 class Outputs(ConfigModel):
@@ -306,6 +323,19 @@ class Campaign(ConfigModel):
                 f"{self.n_jobs} jobs is more than {MAX_JOBS:,} per campaign; "
                 "raise events_per_job or split the campaign"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _retry_caps_above_requests(self) -> Campaign:
+        for cap, request, name in (
+            (self.retry.max_memory_mb, self.resources.memory_mb, "memory_mb"),
+            (self.retry.max_walltime_s, self.resources.walltime_s, "walltime_s"),
+        ):
+            if cap is not None and cap < request:
+                raise ValueError(
+                    f"retry.max_{name} ({cap}) is below resources.{name} ({request}): "
+                    f"the cap must be at least what every job already asks for"
+                )
         return self
 
     @property

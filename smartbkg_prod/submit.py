@@ -161,9 +161,11 @@ class CampaignRunner:
     The loop asks the backend for events (:meth:`_events`) and applies the attempt
     lifecycle's transitions to them (:meth:`_apply`, :mod:`smartbkg_prod.lifecycle`). What
     follows a failed attempt is ``next_step``'s decision (default
-    :func:`smartbkg_prod.lifecycle.next_step`: the same job again while attempts last). A
-    resumed driver first follows again the attempts an earlier one left on the engine
-    (:meth:`_resume`)."""
+    :func:`smartbkg_prod.lifecycle.next_step`: the same job again while attempts last) under
+    ``retry.policy: blind``; under ``auto`` (the default) and ``review`` it is recovery's,
+    taken once the attempt is stored (:meth:`_after_failures`, it reads the attempt's report
+    and the campaign's record). A resumed driver first follows again the attempts an
+    earlier one left on the engine (:meth:`_resume`)."""
 
     def __init__(
         self,
@@ -286,6 +288,34 @@ class CampaignRunner:
             return self.backend.completions(self._handles())
         return []
 
+    def _after_failures(self, failures: dict[int, int]) -> list[int]:
+        """The jobs to run next for failed attempts (job -> attempts used), as ``retry.policy`` says
+        (:func:`~smartbkg_prod.recovery.retry_policy.after_failures`: ``auto`` applies the
+        safe recovery actions itself, ``review`` leaves every failed job to an operator,
+        ``blind`` retries with the same seed and resources)."""
+        if not failures:
+            return []
+        from smartbkg_prod.recovery.retry_policy import after_failures
+
+        campaign_id = self.campaign.campaign_id
+        steps = after_failures(self.store, self.campaign, failures)
+        # A decision may have given jobs other resources, excluded a site or split a job.
+        self.overrides = self.store.campaigns.job_overrides(campaign_id)
+        self.jobs.update(self.store.campaigns.split_jobs(campaign_id))
+        run_next = []
+        for applied in steps:
+            step = applied.step
+            log.warning(
+                "job %d attempt %d failed: %s (retry.policy %s): %s",
+                step.job_index,
+                step.attempt,
+                step.action.value if step.verdict == "retry" else f"{step.action.value} proposed",
+                self.campaign.retry.policy,
+                step.reason,
+            )
+            run_next += applied.run_next
+        return run_next
+
     def _handles(self) -> list[JobHandle]:
         return [flight.handle for flight in self.inflight.values()]
 
@@ -358,6 +388,10 @@ class CampaignRunner:
             return
         self.failed += 1
         self.bar.advance(0, self.failed)
+        if self.campaign.retry.policy != "blind":
+            # retry.policy auto / review: recovery decides, on the attempt as stored.
+            todo.extend(self._after_failures({index: self.tries[index]}))
+            return
         if not decision.retry:
             log.warning("job %d failed: %s", index, decision.reason)
             return

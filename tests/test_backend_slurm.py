@@ -24,9 +24,10 @@ from smartbkg_prod.backends.slurm import (
 )
 from smartbkg_prod.cli import main
 from smartbkg_prod.plan import JobInput, plan_jobs, read_job_list_entry
+from smartbkg_prod.recovery.records import list_recommendations
 from smartbkg_prod.spec import Campaign, dump_campaign
 from smartbkg_prod.store import Store
-from smartbkg_prod.store.tables import AttemptRow
+from smartbkg_prod.store.tables import AttemptRow, JobRow
 from smartbkg_prod.submit import render_campaign, submit_campaign
 
 pytest_plugins = ["slurm_fixture"]  # the real-cluster fixture `slurm_cluster`
@@ -567,3 +568,36 @@ def test_retry_excludes_the_sites_recovery_names(grid_campaign):
     options = SlurmBackend.from_campaign(changed).sbatch_options(changed, "log")
     assert "--exclude=node7,node9,node3" in options
     assert changed.campaign_id == grid_campaign.campaign_id
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_out_of_memory_job_completes_on_its_second_attempt_with_more_mem(
+    slurm_cluster, tmp_path, monkeypatch
+):
+    """Issue 23: retry.policy auto on a real cluster. Job 1 needs ~110 MB of worker plus
+    350 MB more than its 400 MB request: the cluster's cgroup (task/cgroup,
+    ConstrainRAMSpace) kills it and Slurm says OUT_OF_MEMORY; where the machine gives
+    slurmd no memory cgroup the worker's own check reports it (exit 50). Either way the
+    driver resubmits it with 1.5x --mem, and it completes."""
+    campaign = Campaign(
+        name="slurmoom", process="bbbar_mixed", events=40, events_per_job=20, seed=13,
+        resources={"memory_mb": 400, "walltime_s": 600}, backend={"name": "slurm"},
+        outputs={"directory": str(tmp_path / "out")},
+    )  # fmt: skip
+    monkeypatch.setenv("SMARTBKG_INJECT_FAULT", "alloc=350@simulate:job=1")
+    store = Store(f"sqlite:///{tmp_path / 'oom.db'}")
+    status = submit_campaign(campaign, store=store, poll_interval=0.3)
+    assert status.complete and status.events_generated == 40, slurm_cluster.logs()
+    with store.session() as session:
+        attempts = session.execute(
+            select(AttemptRow.attempt, AttemptRow.memory_mb, AttemptRow.native_code)
+            .join(JobRow, JobRow.id == AttemptRow.job_id)
+            .where(JobRow.job_index == 1)
+            .order_by(AttemptRow.attempt)
+        ).all()
+    enforced = (slurm_cluster.directory / "cgroup.conf").is_file()
+    first_code = "slurm:OUT_OF_MEMORY" if enforced else None  # else the worker's exit 50
+    assert [tuple(a) for a in attempts] == [(1, 400, first_code), (2, 600, None)]
+    (raised,) = list_recommendations(store, campaign_id=campaign.campaign_id)
+    assert raised.decision.operator == "policy:auto" and raised.status == "applied"

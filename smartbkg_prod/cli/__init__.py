@@ -339,8 +339,9 @@ def submit(
     click.echo(format_status(status))
     if not status.complete:
         click.echo(
-            f"campaign incomplete: {status.jobs_by_state['failed']} job(s) failed after all attempts; "
-            "re-run submit to retry them",
+            f"campaign incomplete: {status.jobs_by_state['failed']} job(s) failed and wait for "
+            "a decision (`smartbkg-prod recover list`; accept, `recover apply`, then re-run "
+            "submit)",
             err=True,
         )
         sys.exit(EXIT_FAILED)
@@ -425,11 +426,57 @@ def status(
         for campaign_status in statuses:
             if campaign_status.filter_tuning:
                 _add_in_situ_speedup(store, campaign_status)
-        click.echo(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
+        click.echo(
+            json.dumps(
+                [{**s.model_dump(mode="json"), "recovery": _recovery(store, s)} for s in statuses],
+                indent=2,
+            )
+        )
         return
     if not statuses:
         click.echo(f"no campaigns in {redact_url(store.url)}")
-    click.echo("\n\n".join(format_status(s) for s in statuses))
+    click.echo("\n\n".join(format_status(s) + format_recovery(store, s) for s in statuses))
+
+
+def _recovery(store: Store, campaign_status) -> dict:
+    """The retry policy's automatic decisions and the proposals waiting for an operator."""
+    from smartbkg_prod.recovery.records import policy_activity
+
+    activity = policy_activity(store, campaign_status.campaign_id)
+
+    def entry(r) -> dict:
+        decided = r.decision
+        return {
+            "recommendation_id": r.id,
+            "job_index": r.job_index,
+            "attempt": r.attempt,
+            "failure_code": r.failure_code,
+            "action": (decided.action if decided else r.action).value,
+            "author": decided.operator if decided else r.decided_by,
+            "reason": decided.comment if decided else r.reason,
+            "outcome": decided.outcome if decided else "",
+        }
+
+    return {
+        "automatic_decisions": [entry(r) for r in activity.automatic],
+        "waiting_for_review": [entry(r) for r in activity.waiting],
+    }
+
+
+def format_recovery(store: Store, campaign_status) -> str:
+    """``status`` lines for the retry policy's decisions and the open proposals."""
+    recovery = _recovery(store, campaign_status)
+    lines = [
+        f"recovery   job {d['job_index']} attempt {d['attempt']} {d['failure_code']}: "
+        f"{d['action']} by {d['author']}: {d['reason']}"
+        for d in recovery["automatic_decisions"]
+    ]
+    lines += [
+        f"review     job {d['job_index']} attempt {d['attempt']} {d['failure_code']}: "
+        f"{d['action']} proposed, waiting for an operator (recover show {d['recommendation_id']})"
+        for d in recovery["waiting_for_review"]
+    ]
+    return "".join(f"\n{line}" for line in lines)
 
 
 def _add_in_situ_speedup(store: Store, campaign_status) -> None:

@@ -22,6 +22,7 @@ from smartbkg_prod.recovery.records import (
     campaign_records,
     get_recommendation,
     list_recommendations,
+    policy_activity,
 )
 from smartbkg_prod.recovery.review import (
     accept,
@@ -105,6 +106,16 @@ def list_command(db_url, as_json, status, campaign_id, no_refresh) -> None:
         click.echo(f"no {'' if status == 'all' else status + ' '}recommendations")
     for recommendation in recommendations:
         click.echo(_line(recommendation))
+    if status == "open":
+        automatic = policy_activity(store, campaign_id).automatic
+        if automatic:
+            click.echo("decided by the driver's retry policy (retry.policy: auto):")
+        for recommendation in automatic:
+            decision = recommendation.decision
+            click.echo(
+                f"{_line(recommendation)}\n      {decision.action.value} by {decision.operator}: "
+                f"{decision.comment}" + (f" [{decision.outcome}]" if decision.outcome else "")
+            )
 
 
 @recover.command()

@@ -44,21 +44,21 @@ class AppliedAction(BaseModel):
 
 def apply_decisions(store: Store, campaign_id: str | None = None) -> list[AppliedAction]:
     """Apply every decided, not yet applied recommendation (of one campaign), oldest first."""
-    results = []
-    for recommendation in pending_decisions(store, campaign_id):
-        applied, outcome = _apply(store, recommendation)
-        mark_applied(store, recommendation.id, outcome, applied)
-        results.append(
-            AppliedAction(
-                recommendation_id=recommendation.id,
-                campaign_id=recommendation.campaign_id,
-                job_index=recommendation.job_index,
-                action=recommendation.decision.action,
-                applied=applied,
-                outcome=outcome,
-            )
-        )
-    return results
+    return [apply_decision(store, r) for r in pending_decisions(store, campaign_id)]
+
+
+def apply_decision(store: Store, recommendation: StoredRecommendation) -> AppliedAction:
+    """Apply one decided recommendation and record the outcome."""
+    applied, outcome = _apply(store, recommendation)
+    mark_applied(store, recommendation.id, outcome, applied)
+    return AppliedAction(
+        recommendation_id=recommendation.id,
+        campaign_id=recommendation.campaign_id,
+        job_index=recommendation.job_index,
+        action=recommendation.decision.action,
+        applied=applied,
+        outcome=outcome,
+    )
 
 
 def _apply(store: Store, recommendation: StoredRecommendation) -> tuple[bool, str]:

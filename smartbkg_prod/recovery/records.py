@@ -50,6 +50,7 @@ __all__ = [
     "job_of",
     "list_recommendations",
     "pending_decisions",
+    "policy_activity",
     "record_decision",
     "save_recommendations",
     "training_labels",
@@ -180,6 +181,28 @@ def record_decision(
 
     stored.insert_decision(store, recommendation_id, decide)
     return get_recommendation(store, recommendation_id)
+
+
+class PolicyActivity(BaseModel):
+    """What the driver's retry policy did for a campaign: its automatic decisions (author
+    ``policy:...``, the reason as comment) and the proposals it left for an operator."""
+
+    automatic: list[StoredRecommendation]
+    waiting: list[StoredRecommendation]
+
+
+def policy_activity(store: Store, campaign_id: str | None = None) -> PolicyActivity:
+    """A campaign's (every campaign's) automatic decisions and open proposals, oldest first."""
+    recommendations = list_recommendations(store, campaign_id=campaign_id)
+    return PolicyActivity(
+        automatic=[
+            r
+            for r in recommendations
+            if r.decision is not None
+            and r.decision.operator.startswith(stored.POLICY_AUTHOR_PREFIX)
+        ],
+        waiting=[r for r in recommendations if r.status == OPEN],
+    )
 
 
 def pending_decisions(store: Store, campaign_id: str | None = None) -> list[StoredRecommendation]:

@@ -62,6 +62,8 @@ RETRY_SUCCESS = 0.5
 RETRIED_EVERYWHERE = 3
 # ... and in a failures-only export, a code on every failed job of at least this many jobs.
 ALL_FAILED_JOBS = 4
+# ... and on a campaign's only site, at least this many jobs hit.
+SINGLE_SITE_MIN_JOBS = 3
 PERMANENT_CATEGORIES = ("software", "input")
 SITE_CATEGORIES = ("site", "storage", "gpu", "input", "unknown")
 # Crashes count against a site only when (nearly) all of them happen there.
@@ -224,8 +226,11 @@ def decide(row: dict[str, float]) -> RuleDecision:
         if row.get("no_successes")
         else row.get("code_job_fraction", 0.0) >= MAIN_ERROR_FRACTION
     )
-    # Campaign-wide: at several sites, or on every site there is (one cluster, one queue).
-    everywhere = row.get("code_sites", 0.0) >= 2 or only_site
+    # Campaign-wide: at several sites, or on every site there is (one cluster, one queue)
+    # with several jobs hit (one failure of a three-job campaign is not campaign-wide).
+    everywhere = row.get("code_sites", 0.0) >= 2 or (
+        only_site and row.get("code_jobs", 0.0) >= SINGLE_SITE_MIN_JOBS
+    )
     if (
         not transient
         and known

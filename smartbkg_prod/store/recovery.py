@@ -164,14 +164,20 @@ def mark_applied(store: Store, recommendation_id: int, outcome: str, applied: bo
         decision.outcome = outcome
 
 
+# Decisions recorded under this prefix were taken by the driver's retry policy, not by an
+# operator: they are no training labels (the model would learn the rules back).
+POLICY_AUTHOR_PREFIX = "policy:"
+
+
 def decided_features(store: Store) -> list[tuple[dict[str, float], str]]:
-    """Every recorded decision as (feature row the policy saw, action the operator chose)."""
+    """Every operator's recorded decision as (feature row the policy saw, action chosen)."""
     with store.session() as session:
         return [
             (features, action)
             for features, action in session.execute(
                 select(RecommendationRow.features, DecisionRow.action)
                 .join(DecisionRow, DecisionRow.recommendation_id == RecommendationRow.id)
+                .where(~DecisionRow.operator.startswith(POLICY_AUTHOR_PREFIX))
                 .order_by(DecisionRow.id)
             )
         ]
