@@ -10,7 +10,9 @@ from smartbkg_prod.recovery.classifier import ActionClassifier, evaluate
 from smartbkg_prod.recovery.failures import FailureRecord, latest_failures
 from smartbkg_prod.recovery.features import failure_features
 from smartbkg_prod.recovery.recommend import recommend
+from smartbkg_prod.recovery.retry_policy import next_step
 from smartbkg_prod.recovery.rules import decide
+from smartbkg_prod.spec import Resources, RetryPolicy
 
 
 def attempt(job, site, exit_code=0, attempt=1, campaign="c1", **fields):
@@ -162,10 +164,21 @@ def test_model_replaces_rules_only_with_enough_labels():
     assert recommendation.decided_by == "rules" and "below the rules" in recommendation.reason
 
 
-def test_a_models_kill_without_the_rules_reason_is_left_to_the_rules():
+def test_a_models_kill_proposal_stands_but_is_never_applied_by_the_retry_policy():
+    # Issue 23: guard rails are for safety only; a confident kill proposal is the model's.
     records = [attempt(0, "A", exit_code=60)] + [attempt(i, "B") for i in range(1, 5)]
     rows = [{"category=storage": 1.0}, {"category=memory": 1.0}] * 50
     model = ActionClassifier(n_estimators=5).fit(rows, ["kill", "resubmit"] * 50)
     (recommendation,) = recommend(records, model, "model:x")
-    assert recommendation.action is Action.RESUBMIT and recommendation.decided_by == "rules"
-    assert "a kill needs the rules' reason" in recommendation.reason
+    assert recommendation.action is Action.KILL and recommendation.decided_by == "model:x"
+    step = next_step(recommendation, RetryPolicy(), Resources(), attempts=1, sites=["A", "B"])
+    assert step.verdict == "review" and step.action is Action.KILL
+
+
+def test_a_model_never_excludes_the_only_site():
+    records = [attempt(0, "ONLY", exit_code=60)] + [attempt(i, "ONLY") for i in range(1, 5)]
+    rows = [{"category=storage": 1.0}, {"category=memory": 1.0}] * 50
+    model = ActionClassifier(n_estimators=5).fit(rows, ["exclude_site", "resubmit"] * 50)
+    (recommendation,) = recommend(records, model, "model:x")
+    assert recommendation.action is not Action.EXCLUDE_SITE
+    assert "the only site is never excluded" in recommendation.reason

@@ -82,6 +82,21 @@ def test_an_image_that_one_site_cannot_pull_while_it_runs_elsewhere_excludes_tha
     assert decided.changes.exclude_sites == ["T2_A"]
 
 
+def test_a_single_pull_failure_at_a_site_while_the_image_runs_elsewhere_is_not_a_kill():
+    records = successes(24, sites=("T2_B", "T2_C")) + [
+        attempt(0, "T2_A", native="HoldReasonCode=35/0", log_lines=[HOLD_35])
+    ]
+    assert action_of(records).action is Action.EXCLUDE_SITE
+
+
+def test_an_image_failure_that_follows_the_job_from_site_to_site_is_a_kill_proposal():
+    records = successes(24, sites=("T2_A", "T2_B", "T2_C")) + [
+        attempt(0, site, attempt=n + 1, native="HoldReasonCode=35/0", log_lines=[HOLD_35])
+        for n, site in enumerate(("T2_A", "T2_B"))
+    ]
+    assert action_of(records).action is Action.KILL
+
+
 def test_an_image_that_fails_everywhere_is_a_kill_proposal():
     assert action_of(pull_failures(("T2_A", "T2_B", "T2_C"))).action is Action.KILL
 
@@ -99,6 +114,15 @@ def test_every_job_of_a_single_site_campaign_failing_alike_is_a_kill_proposal():
     text = "ModuleNotFoundError: No module named 'smartbkg_prod.stages.basf2'"
     records = [attempt(j, "hpc-a", native="slurm:FAILED 1:0", log_lines=[text]) for j in range(8)]
     assert action_of(records).action is Action.KILL
+
+
+def test_an_unknown_code_with_the_same_text_on_every_job_of_one_site_is_a_stop_proposal():
+    # WMCore WMExceptions.py 127: "Command not found".
+    records = [attempt(j, "hpc-a", 127, log_lines=[f"/var/spool/slurmd/job{4100 + j}/"
+               "slurm_script: line 9: cmsRun: command not found"]) for j in range(6)]  # fmt: skip
+    assert action_of(records).action is Action.KILL
+    varied = [attempt(j, "hpc-a", 127, log_lines=[f"error {chr(97 + j)}"]) for j in range(6)]
+    assert action_of(varied).action is not Action.KILL
 
 
 def test_one_jobs_input_failing_at_three_sites_is_that_inputs_fault():
@@ -138,6 +162,13 @@ def test_a_walltime_kill_with_nothing_done_while_siblings_are_fast_is_resubmitte
     decided = action_of([*fast, timeout(0)])
     assert decided.action is Action.RESUBMIT
     assert "hang" in decided.reason
+
+
+def test_a_hang_is_seen_without_the_walltime_used_in_the_export():
+    fast = successes(20, walltime_used_s=1200, walltime_requested_s=14400)
+    hung = attempt(0, native="slurm:TIMEOUT", walltime_requested_s=14400, n_events=1000,
+                   events_processed=0)  # fmt: skip
+    assert action_of([*fast, hung]).action is Action.RESUBMIT
 
 
 def test_a_slow_job_that_progressed_gets_more_walltime():

@@ -196,5 +196,8 @@ def test_an_automatic_split_regenerates_exactly_the_parents_events(tmp_path, sto
     status = submit_campaign(campaign, store=store, poll_interval=0.05)
     assert status.complete and status.events_generated == 600
     states = store.campaigns.job_states(campaign.campaign_id)
-    assert states[1] == CANCELLED and sorted(store.campaigns.split_jobs(campaign.campaign_id)) == [3, 4]
+    assert states[1] == CANCELLED and sorted(store.campaigns.split_jobs(campaign.campaign_id)) == [
+        3,
+        4,
+    ]
     assert np.array_equal(event_numbers(campaign), np.arange(600))

@@ -30,6 +30,7 @@ All campaign counts are computed with numpy group-bys over every record at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -77,6 +78,7 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "code_jobs",
     "code_job_fraction",
     "code_failed_job_share",
+    "code_same_text_share",
     "category_job_fraction",
     "campaign_failure_rate",
     "campaign_sites",
@@ -136,6 +138,13 @@ def _sibling_walltime(campaign: np.ndarray, walltime: np.ndarray, done: np.ndarr
     for key in np.unique(campaign[known]):  # one median per campaign, not per record
         medians[key] = np.median(walltime[known & (campaign == key)])
     return medians[campaign]
+
+
+def _text_key(record: FailureRecord) -> str:
+    """A failure's first log line with its numbers blanked (job ids, hosts, times differ
+    between jobs that fail the same way)."""
+    first = record.log_lines[0] if record.log_lines else ""
+    return re.sub(r"\d+", "#", first.strip().lower())[:160]
 
 
 def _optional(values: Sequence[float | None]) -> np.ndarray:
@@ -203,7 +212,15 @@ def failure_features(
 
     # How long the campaign's successful jobs took: a job that hit its limit with nothing
     # done while its siblings finish in a fraction of it hung; more time will not help.
-    walltime_used = _optional([r.walltime_used_s for r in records])
+    # A walltime kill without the time used recorded ran its whole request.
+    walltime_used = _optional(
+        [
+            r.walltime_requested_s
+            if r.walltime_used_s is None and r.failed and r.category == "walltime"
+            else r.walltime_used_s
+            for r in records
+        ]
+    )
     sibling_walltime = _sibling_walltime(campaign, walltime_used, ~failed)
     failed_jobs = _distinct(campaign, job, failed)
 
@@ -246,6 +263,10 @@ def failure_features(
         "code_jobs": _distinct(campaign_code, job, failed),
         "code_job_fraction": _ratio(_distinct(campaign_code, job, failed), campaign_jobs),
         "code_failed_job_share": _ratio(_distinct(campaign_code, job, failed), failed_jobs),
+        "code_same_text_share": _ratio(
+            _distinct(_group(campaign_code, _ids([_text_key(r) for r in records])), job, failed),
+            _distinct(campaign_code, job, failed),
+        ),
         "category_job_fraction": _ratio(_distinct(campaign_category, job, failed), campaign_jobs),
         "campaign_failure_rate": _ratio(campaign_failures, campaign_attempts),
         "campaign_sites": _distinct(campaign, site, everything),

@@ -64,6 +64,8 @@ RETRIED_EVERYWHERE = 3
 ALL_FAILED_JOBS = 4
 # ... and on a campaign's only site, at least this many jobs hit.
 SINGLE_SITE_MIN_JOBS = 3
+# ... and, for a code no table explains, with the same log text on this share of them.
+SAME_TEXT_SHARE = 0.9
 PERMANENT_CATEGORIES = ("software", "input")
 SITE_CATEGORIES = ("site", "storage", "gpu", "input", "unknown")
 # Crashes count against a site only when (nearly) all of them happen there.
@@ -73,6 +75,7 @@ CRASH_OTHER_SITES_RATE = 0.01
 # successful walltime, is a hang (HTCondor/PanDA operators resubmit these, see pilot
 # LOOPINGJOB), not a shortage of walltime.
 HANG_SIBLING_RATIO = 3.0
+HANG_PROGRESS = 0.01  # "nothing done": under 1 % of the job's events
 # A failure that follows one job over this many sites, and no other job, is the job's own.
 FOLLOWS_JOB_SITES = 3
 JOB_OWN_CATEGORIES = ("input", "storage", "software", "unknown")
@@ -106,7 +109,8 @@ def _resource(row: dict[str, float], kind: str, split_above: float) -> RuleDecis
     siblings = row.get("sibling_walltime_ratio")
     if (
         kind == "walltime"
-        and progress == 0.0
+        and progress is not None
+        and progress < HANG_PROGRESS
         and siblings is not None
         and siblings >= HANG_SIBLING_RATIO
     ):
@@ -151,18 +155,20 @@ def decide(row: dict[str, float]) -> RuleDecision:
             0.75,
             f"{code}: preempted (the resource took its slot back): retry; the site is not at fault",
         )
-    confined = (
+    # An image or architecture failure is the site's while the campaign runs at other
+    # sites and the failure has not followed this job from site to site.
+    runs_elsewhere = (
         not only_site
-        and row.get("code_sites", 1.0) <= 1
-        and row.get("site_code_failures", 0.0) >= REPEATED
         and row.get("other_sites_successes", 0.0) > 0
+        and row.get("job_code_sites", 1.0) < REPEATED
     )
     if row.get("deterministic"):
-        if confined and row.get("site_dependent", 0.0):
+        if runs_elsewhere and row.get("site_dependent", 0.0):
             return RuleDecision(
                 Action.EXCLUDE_SITE, 0.7,
-                f"{code} fails only at this site ({row['site_code_failures']:.0f} times) while the "
-                "campaign runs elsewhere: the site cannot run what the others run; exclude it",
+                f"{code} failed {row.get('site_code_failures', 1):.0f} time(s) here while the "
+                "campaign runs at other sites: this site cannot run what the others run "
+                "(pull, image, architecture); exclude it for the job",
             )  # fmt: skip
         return RuleDecision(
             Action.KILL, 0.8,
@@ -244,6 +250,23 @@ def decide(row: dict[str, float]) -> RuleDecision:
             Action.KILL, 0.8,
             f"a non-transient {category} failure hits {row.get('code_jobs', 0):.0f} jobs at "
             f"{where}: campaign-wide, retries will not fix it; kill (stop) proposed for review",
+        )  # fmt: skip
+    # A code no table explains, with the same text on the jobs of a campaign's only site:
+    # a one-site campaign cannot tell an incident from its own fault, and a stop proposal
+    # costs a look where retries would burn every attempt.
+    if (
+        only_site
+        and category == "unknown"
+        and not transient
+        and widespread
+        and row.get("code_jobs", 0.0) >= SINGLE_SITE_MIN_JOBS
+        and row.get("code_same_text_share", 0.0) >= SAME_TEXT_SHARE
+        and not recovers_elsewhere
+    ):
+        return RuleDecision(
+            Action.KILL, 0.6,
+            f"{code} with the same text on {row['code_jobs']:.0f} jobs of the campaign's only "
+            "site: campaign-wide; stop proposed for review",
         )  # fmt: skip
     never_recovers = retry_success == 0.0 and row.get("code_retried", 0.0) >= REPEATED
     if (
