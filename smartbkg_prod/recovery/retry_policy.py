@@ -72,12 +72,19 @@ class NextStep(BaseModel):
     reason: str
 
 
-def memory_cap(retry: RetryPolicy, resources: Resources) -> int:
-    return retry.max_memory_mb or int(resources.memory_mb * MAX_MEMORY_FACTOR)
+# What a raise changes: the RetryChanges field, its unit, the failure record's request.
+RAISES = {
+    Action.RESUBMIT_MORE_MEMORY: ("memory_mb", "MB", "memory_requested_mb"),
+    Action.RESUBMIT_MORE_WALLTIME: ("walltime_s", "s", "walltime_requested_s"),
+}
+DEFAULT_CAP_FACTOR = {"memory_mb": MAX_MEMORY_FACTOR, "walltime_s": MAX_WALLTIME_FACTOR}
 
 
-def walltime_cap(retry: RetryPolicy, resources: Resources) -> int:
-    return retry.max_walltime_s or int(resources.walltime_s * MAX_WALLTIME_FACTOR)
+def cap_of(field: str, retry: RetryPolicy, resources: Resources) -> int:
+    """``retry.max_memory_mb`` / ``max_walltime_s``, or its default (3x / 4x the request)."""
+    return getattr(retry, f"max_{field}") or int(
+        getattr(resources, field) * DEFAULT_CAP_FACTOR[field]
+    )
 
 
 def next_step(
@@ -113,34 +120,23 @@ def next_step(
             "review", action, changes,
             f"{attempts} of {retry.max_attempts} attempts used; proposed for review: {said}",
         )  # fmt: skip
-    if action is Action.RESUBMIT_MORE_MEMORY:
-        cap = memory_cap(retry, resources)
-        used = recommendation.record.memory_requested_mb or resources.memory_mb
-        raised = min(changes.memory_mb or cap, cap)
-        if raised <= used:
+    if action in RAISES:
+        field, unit, requested = RAISES[action]
+        cap = cap_of(field, retry, resources)
+        had = getattr(recommendation.record, requested) or getattr(resources, field)
+        wanted = getattr(changes, field) or cap
+        raised = min(wanted, cap)
+        kind = field.split("_")[0]
+        if raised <= had:
             return step(
                 "review", action, changes,
-                f"needs more than the {used:.0f} MB it had, and retry.max_memory_mb is "
-                f"{cap} MB: left for review ({said})",
+                f"needs more {kind} than the {had:.0f} {unit} it had, and retry.max_{field} is "
+                f"{cap} {unit}: left for review ({said})",
             )  # fmt: skip
-        capped = " (capped by retry.max_memory_mb)" if raised < (changes.memory_mb or 0) else ""
+        capped = f" (capped by retry.max_{field})" if raised < wanted else ""
         return step(
-            "retry", action, RetryChanges(memory_mb=raised),
-            f"memory {used:.0f} -> {raised} MB{capped}: {said}",
-        )  # fmt: skip
-    if action is Action.RESUBMIT_MORE_WALLTIME:
-        cap = walltime_cap(retry, resources)
-        used = recommendation.record.walltime_requested_s or resources.walltime_s
-        raised = min(changes.walltime_s or cap, cap)
-        if raised <= used:
-            return step(
-                "review", action, changes,
-                f"needs more than its {used:.0f} s, and retry.max_walltime_s is {cap} s: "
-                f"left for review ({said})",
-            )  # fmt: skip
-        return step(
-            "retry", action, RetryChanges(walltime_s=raised),
-            f"walltime {used:.0f} -> {raised} s: {said}",
+            "retry", action, RetryChanges(**{field: raised}),
+            f"{kind} {had:.0f} -> {raised} {unit}{capped}: {said}",
         )  # fmt: skip
     if action is Action.EXCLUDE_SITE:
         remaining = set(sites) - set(changes.exclude_sites)
