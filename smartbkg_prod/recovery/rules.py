@@ -64,6 +64,7 @@ RETRIED_EVERYWHERE = 3
 ALL_FAILED_JOBS = 4
 # ... and on a campaign's only site, at least this many jobs hit.
 SINGLE_SITE_MIN_JOBS = 3
+SINGLE_SITE_FRACTION = 0.5
 # ... and, for a code no table explains, with the same log text on this share of them.
 SAME_TEXT_SHARE = 0.9
 PERMANENT_CATEGORIES = ("software", "input")
@@ -234,8 +235,12 @@ def decide(row: dict[str, float]) -> RuleDecision:
     )
     # Campaign-wide: at several sites, or on every site there is (one cluster, one queue)
     # with several jobs hit (one failure of a three-job campaign is not campaign-wide).
+    # One site cannot show a code following the campaign from site to site: it takes most
+    # of the jobs (or every failed one, without successes) to say so.
     everywhere = row.get("code_sites", 0.0) >= 2 or (
-        only_site and row.get("code_jobs", 0.0) >= SINGLE_SITE_MIN_JOBS
+        only_site
+        and row.get("code_jobs", 0.0) >= SINGLE_SITE_MIN_JOBS
+        and (row.get("no_successes") or row.get("code_job_fraction", 0.0) >= SINGLE_SITE_FRACTION)
     )
     if (
         not transient
