@@ -381,6 +381,119 @@ add(c, "slurm", 7, "FAILED with the OOM handler's message (our slurm backend's n
     "the cgroup's OOM killer ended the step (slurmstepd says so): more --mem",
     f"{OOM_STEPD}; {SACCT}")  # fmt: skip
 
+# -- Second batch, written after the rules were changed for the first 30 and before any
+# further change: the same principles in other engines' words (a check that they
+# generalise beyond the cases they were written against).
+c = "heldout-31"
+add(c, "htcondor", 1, "segfault signal whose log says bad_alloc, at the memory request", [
+    *successes(c, range(1, 25), POOL, **MEM4),
+    line(c, 0, "CHTC", ExitBySignal=True, ExitSignal=11, peak_rss_mb=3900,
+         events_generated=800, error_message=BAD_ALLOC, **MEM4),
+], 0, "resubmit_more_memory",
+    "signal 11, but the allocator failed first (bad_alloc) at 97.5% of the request: memory",
+    f"{HOLDCODES}; {LIBSTDCXX}")  # fmt: skip
+
+c = "heldout-32"
+add(c, "local", 1, "Python MemoryError in an unexpected-exception exit, at the request", [
+    *successes(c, range(1, 8), ("local",), memory_requested_mb=2000, n_events=500),
+    local(c, 0, 1, "UNEXPECTED", "Traceback (most recent call last):\n  ...\nMemoryError",
+          peak_rss_mb=1990, memory_requested_mb=2000, n_events=500, events_generated=400),
+], 0, "resubmit_more_memory",
+    "the uncaught exception is a MemoryError at 99.5% of the memory asked for", WORKER)  # fmt: skip
+
+c = "heldout-33"
+add(c, "slurm", 1, "an isolated Python error whose text mentions a zoom level", [
+    *successes(c, range(1, 25), ("hpc-a",), **MEM4),
+    slurm(c, 0, "FAILED 1:0", peak_rss_mb=800, error_message="ValueError: zoom level must be "
+          "positive (histogram booking)", **MEM4),
+], 0, "resubmit",
+    "one job among 24 successes; nothing says memory ('zoom' is not 'oom'): one more try",
+    SACCT)  # fmt: skip
+
+c = "heldout-34"
+add(c, "panda", 2, "apptainer cannot reach the registry from one queue", [
+    *[pilot(c, j, "AGLT2", "1306/255", "FATAL: Unable to handle docker://registry.cern.ch/"
+            "smartbkg/worker:1.4 uri: failed to get checksum for docker://registry.cern.ch/"
+            "smartbkg/worker:1.4: pinging container registry registry.cern.ch: dial tcp: "
+            "lookup registry.cern.ch: no such host") for j in range(0, 10, 2)],
+    *successes(c, range(1, 10, 2), ("BNL_PROD", "CERN-PROD", "MWT2")),
+    *successes(c, range(10, 40), ("BNL_PROD", "CERN-PROD", "MWT2")),
+], 0, "exclude_site",
+    "the queue's nodes cannot resolve the registry; three queues pull the image: exclude it",
+    f"{PILOT} (1306 SINGULARITYGENERALFAILURE); {APPTAINER}")  # fmt: skip
+
+c = "heldout-35"
+add(c, "local", 2, "an image built for another architecture on the only machine", [
+    line(c, j, "local", exit_code=1, native_code="exit:1", backend="local",
+         error_message="exec /usr/local/bin/smartbkg-prod: exec format error")
+    for j in range(4)
+], 0, "kill",
+    "the image cannot run on this (the only) machine, for every job: fix the image",
+    "docker run: 'exec format error' (an image of another architecture)")  # fmt: skip
+
+c = "heldout-36"
+add(c, "slurm", 3, "every job of a one-cluster campaign cannot find its script", [
+    slurm(c, j, "FAILED 2:0", error_message="python3: can't open file '/opt/smartbkg/run.py': "
+          "[Errno 2] No such file or directory") for j in range(5)
+], 0, "kill",
+    "five of five jobs, the same missing file on the only cluster: the campaign is broken",
+    SACCT)  # fmt: skip
+
+c = "heldout-37"
+add(c, "htcondor", 4, "illegal instruction by signal at one site (ExitBySignal, ExitSignal 4)", [
+    *[line(c, j, "OSG_Nebraska", ExitBySignal=True, ExitSignal=4) for j in range(0, 12, 2)],
+    *successes(c, range(1, 12, 2), ("CHTC", "OSG_UCSD", "FNAL_GPGrid")),
+    *successes(c, range(12, 36), ("CHTC", "OSG_UCSD", "FNAL_GPGrid")),
+], 0, "exclude_site",
+    "SIGILL on every job at one site and nowhere else: its CPUs, not the code",
+    f"{HOLDCODES}; signal(7)")  # fmt: skip
+
+c = "heldout-38"
+add(c, "local", 5, "worker walltime alarm with no event done, siblings take a minute", [
+    *successes(c, range(1, 8), ("local",), wall_seconds=60, walltime_requested_s=3600,
+               n_events=500, events_generated=500),
+    local(c, 0, 51, "WALLTIME", "walltime limit reached (SIGALRM)", wall_seconds=3600,
+          walltime_requested_s=3600, n_events=500, events_generated=0),
+], 0, "resubmit",
+    "its siblings need a minute; it did nothing in an hour: hung, resubmit", WORKER)  # fmt: skip
+
+c = "heldout-39"
+add(c, "slurm", 6, "cancelled due to preemption on the scavenger cluster only", [
+    *[slurm(c, j, "CANCELLED", site="hpc-scavenger", error_message="slurmstepd: error: *** JOB "
+            f"{4100 + j} ON node03 CANCELLED AT 2026-11-03T02:11:40 DUE TO PREEMPTION ***")
+      for j in range(0, 10, 2)],
+    *successes(c, range(1, 10, 2), ("hpc-a",)), *successes(c, range(10, 30), ("hpc-a",)),
+], 0, "resubmit",
+    "preempted by the scavenger partition's owners: retry, the cluster is fine", STEPD)  # fmt: skip
+
+c = "heldout-40"
+add(c, "panda", 6, "SIGTERM from an opportunistic queue that evicts its pilots", [
+    *[pilot(c, j, "OSG_OPPORTUNISTIC", 1201, "Job killed by signal: SIGTERM (the resource "
+            "evicted the pilot)") for j in range(0, 12, 2)],
+    *successes(c, range(1, 12, 2), QUEUES), *successes(c, range(12, 40), QUEUES),
+    *successes(c, range(40, 43), ("OSG_OPPORTUNISTIC",)),
+], 0, "resubmit",
+    "an opportunistic resource evicting pilots does what it says it will: retry",
+    f"{PILOT} (1201 SIGTERM)")  # fmt: skip
+
+c = "heldout-41"
+add(c, "local", 7, "docker runtime exit 137 without OOMKilled, memory at the limit", [
+    *successes(c, range(1, 8), ("local",), memory_requested_mb=2000, n_events=500),
+    line(c, 0, "local", exit_code=137, native_code="signal:9", backend="local",
+         peak_rss_mb=1995, memory_requested_mb=2000, n_events=500, events_generated=300),
+], 0, "resubmit_more_memory",
+    "killed by signal 9 with its memory at the limit: the limit's enforcement",
+    DOCKER_RUNTIME)  # fmt: skip
+
+c = "heldout-42"
+add(c, "htcondor", 7, "the htcondor backend's exit notation for a worker's own code", [
+    *successes(c, range(1, 25), POOL),
+    line(c, 0, "OSG_UCSD", exit_code=60, native_code="exit:60",
+         error_message="stage-out: cannot move output into place: No space left on device"),
+], 0, "resubmit",
+    "one stage-out failure among many successes (exit:60 is the worker's STAGE_OUT): retry",
+    "smartbkg_prod/backends/htcondor.py (exit:N)")  # fmt: skip
+
 
 def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
