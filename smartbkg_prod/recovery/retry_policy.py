@@ -188,15 +188,7 @@ def after_failures(store: Store, campaign: Campaign, attempts: dict[int, int]) -
     retry = campaign.retry
     campaign_id = campaign.campaign_id
     if retry.policy == "blind":
-        steps = []
-        for index, used in sorted(attempts.items()):
-            step = blind_step(index, used, used, retry)
-            if step.verdict == "review":
-                set_job_state(store, campaign_id, [index], FAILED)
-            steps.append(
-                AppliedStep(step=step, run_next=[index] if step.verdict == "retry" else [])
-            )
-        return steps
+        return _blind(store, campaign_id, attempts, retry)
     records = campaign_records(store, campaign_id)
     policy = current_policy(store)
     recommendations = {
@@ -219,7 +211,9 @@ def after_failures(store: Store, campaign: Campaign, attempts: dict[int, int]) -
             strict=True,
         )
     )
-    applied = []
+    # A failure recovery has no record of (nothing stored for it) is retried as is.
+    unseen = {i: used for i, used in attempts.items() if i not in recommendations}
+    applied = _blind(store, campaign_id, unseen, retry)
     for index, recommendation in sorted(recommendations.items()):
         if retry.policy == "review":
             step = NextStep(
@@ -245,3 +239,15 @@ def after_failures(store: Store, campaign: Campaign, attempts: dict[int, int]) -
             run_next = []
         applied.append(AppliedStep(step=step, run_next=run_next, recommendation_id=ids[index]))
     return applied
+
+
+def _blind(
+    store: Store, campaign_id: str, attempts: dict[int, int], retry: RetryPolicy
+) -> list[AppliedStep]:
+    steps = []
+    for index, used in sorted(attempts.items()):
+        step = blind_step(index, used, used, retry)
+        if step.verdict == "review":
+            set_job_state(store, campaign_id, [index], FAILED)
+        steps.append(AppliedStep(step=step, run_next=[index] if step.verdict == "retry" else []))
+    return steps
