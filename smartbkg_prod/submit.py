@@ -160,11 +160,12 @@ class CampaignRunner:
 
     The loop asks the backend for events (:meth:`_events`) and applies the attempt
     lifecycle's transitions to them (:meth:`_apply`, :mod:`smartbkg_prod.lifecycle`). What
-    follows a failed attempt is ``next_step``'s decision (default
-    :func:`smartbkg_prod.lifecycle.next_step`: the same job again while attempts last) under
-    ``retry.policy: blind``; under ``auto`` (the default) and ``review`` it is recovery's,
-    taken once the attempt is stored (:meth:`_after_failures`, it reads the attempt's report
-    and the campaign's record). A resumed driver first follows again the attempts an
+    follows a failed attempt is the campaign's ``retry.policy``'s: under ``blind``
+    :func:`smartbkg_prod.lifecycle.next_step`'s (the same job again while attempts last);
+    under ``auto`` (the default) and ``review`` recovery's, taken once the attempt is stored
+    (:meth:`_after_failures`: it reads the attempt's report and the campaign's record). A
+    ``next_step`` given here (same signature as the lifecycle's) decides instead, under
+    any policy. A resumed driver first follows again the attempts an
     earlier one left on the engine (:meth:`_resume`)."""
 
     def __init__(
@@ -178,7 +179,7 @@ class CampaignRunner:
         poll_interval: float | None = None,
         poll_retries: int = DEFAULT_POLL_RETRIES,
         verify_outputs: VerifyOutputs = "size",
-        next_step: RetryDecider = default_next_step,
+        next_step: RetryDecider | None = None,
     ):
         self.campaign = campaign
         self.store = store
@@ -388,7 +389,7 @@ class CampaignRunner:
             return
         self.failed += 1
         self.bar.advance(0, self.failed)
-        if self.campaign.retry.policy != "blind":
+        if self.next_step is None and self.campaign.retry.policy != "blind":
             # retry.policy auto / review: recovery decides, on the attempt as stored.
             todo.extend(self._after_failures({index: self.tries[index]}))
             return
@@ -455,7 +456,7 @@ class CampaignRunner:
         )
 
     def _decide(self, failure: FailedAttempt) -> NextStep:
-        return self.next_step(failure, self.campaign.retry)
+        return (self.next_step or default_next_step)(failure, self.campaign.retry)
 
     # -- launching ----------------------------------------------------------------------
 
@@ -774,10 +775,11 @@ def submit_campaign(
     poll_interval: float | None = None,
     poll_retries: int = DEFAULT_POLL_RETRIES,
     verify_outputs: VerifyOutputs = "size",
-    next_step: RetryDecider = default_next_step,
+    next_step: RetryDecider | None = None,
 ) -> CampaignStatus:
     """Register ``campaign`` (idempotent) and run whatever of it is not done yet.
-    ``next_step`` decides what follows a failed attempt (:mod:`smartbkg_prod.lifecycle`).
+    ``next_step`` decides what follows a failed attempt (:mod:`smartbkg_prod.lifecycle`)
+    instead of the campaign's ``retry.policy``.
 
     >>> # status = submit_campaign(load_campaign("job_specs/demo.yaml"), progress=True)
     """
