@@ -80,10 +80,16 @@ def bench_cpu(model: str, events: LabelledEvents, repeats: int = 5) -> dict:
     onnx_scorer = open_scorer(model, "cpu", threads=1)
     particles = replicate(events.particles, 20_000)
     tensors = ParticleTensors.from_batch(particles)
+    # "from tensors": every input ready, the hybrid's feature rows too (built once here).
+    rows = (
+        None
+        if onnx_scorer.event_features is None
+        else torch.from_numpy(onnx_scorer.event_features(particles))
+    )
     runs = {
         "torch": lambda: score_events(torch_scorer, particles),
         "torch_from_tensors": lambda: score_tensors(
-            torch_scorer.model.net, torch_scorer.encoding, tensors, CPU_CHUNK_EVENTS
+            torch_scorer.model.net, torch_scorer.encoding, tensors, CPU_CHUNK_EVENTS, rows
         ),
         "onnxruntime": lambda: runtime.score_events(onnx_scorer, particles),
     }
