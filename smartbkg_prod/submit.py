@@ -612,8 +612,8 @@ class CampaignRunner:
 
     def _resume(self) -> None:
         """Attempts an earlier driver left open: those the engine may still run (their
-        identity stored, on this backend) are followed again; the others are ingested from
-        their reports or closed as lost."""
+        identity stored, or found by the backend's :meth:`~Backend.locate`, on this backend)
+        are followed again; the others are ingested from their reports or closed as lost."""
         campaign_id = self.campaign.campaign_id
         known = {(a.job_index, a.attempt): a for a in self.store.engine.open(campaign_id)}
         adopted = []
@@ -621,6 +621,8 @@ class CampaignRunner:
             for attempt in sorted(numbers):
                 record = known.get((index, attempt))
                 job_input = self._job_input(index, attempt)
+                if record is None and attempt == max(numbers):
+                    record = self._locate(job_input)
                 if (
                     record is not None
                     and record.backend == self.backend.name
@@ -631,6 +633,22 @@ class CampaignRunner:
                     self._close_unfollowed(job_input)
         if adopted:
             self._adopt(adopted)
+
+    def _locate(self, job_input: JobInput) -> EngineAttempt | None:
+        """An open attempt without stored identity (the earlier driver was killed between
+        the engine taking it and the store write): asked of the engine by what names it,
+        before it may be called lost. What the engine finds is stored now."""
+        handle = self.backend.locate(job_input)
+        if handle is None:
+            return None
+        index, attempt = job_input.job.index, job_input.attempt
+        log.warning("found job %d attempt %d on %s by its name", index, attempt, self.backend.name)
+        self.store.attempts.set_backend_job_id(
+            self.campaign.campaign_id, index, attempt, handle.backend_job_id
+        )
+        record = handle.identity(Phase.SUBMITTED.value, time.time())
+        self.store.engine.record_submitted([record])
+        return record
 
     def _adopt(self, adopted: list[tuple[EngineAttempt, JobInput]]) -> None:
         pairs = []

@@ -138,6 +138,12 @@ class Backend(ABC):
         (an event log to read, a report to fetch) set it up again here."""
         return None
 
+    def locate(self, job_input: JobInput) -> JobHandle | None:
+        """The handle of an attempt whose identity never reached the store (the driver
+        died between the engine taking it and the store write), found on the engine by what
+        names the attempt deterministically; None where the engine cannot be asked so."""
+        return None
+
     def remove(self, handles: Sequence[JobHandle], timeout_s: float = 60.0) -> list[JobHandle]:
         """Cancel ``handles`` and check with the engine that they are gone (ended, or
         unknown to it); returns those still there after ``timeout_s``."""

@@ -48,6 +48,15 @@ class LocalBackend(Backend):
         for handle, job_input in attempts:
             self._adopted[handle.backend_job_id] = str(job_file_path(job_input))
 
+    def locate(self, job_input: JobInput) -> JobHandle | None:
+        """A live worker of the attempt's job file (the process group leader our submit
+        started), found in /proc."""
+        job_file = str(job_file_path(job_input))
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and worker_running(int(entry.name), job_file, leader=True):
+                return attempt_handle(job_input, self.name, entry.name, site="local")
+        return None
+
     def submit(self, campaign: Campaign, jobs: Sequence[JobInput]) -> list[JobHandle]:
         handles = []
         for job_input in jobs:
@@ -120,11 +129,20 @@ class LocalBackend(Backend):
         return [*files, script]
 
 
-def worker_running(pid: int, job_file: str) -> bool:
-    """Whether ``pid`` is a live (not zombie) worker process of ``job_file``."""
+def worker_running(pid: int, job_file: str, leader: bool = False) -> bool:
+    """Whether ``pid`` is a live (not zombie) worker process of ``job_file`` (with
+    ``leader``: the leader of its process group, as :meth:`LocalBackend.submit` starts it,
+    not a child it forked)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return os.fsencode(job_file) in cmdline and stat.rsplit(") ", 1)[-1][:1] != "Z"
+    # After the command name: state, ppid, process group, ...
+    state, _, group = stat.rsplit(") ", 1)[-1].split()[:3]
+    worker = [os.fsencode(arg) for arg in worker_command(job_file)[1:]]
+    return _contains(cmdline, worker) and state != "Z" and (not leader or int(group) == pid)
+
+
+def _contains(words: list[bytes], run: list[bytes]) -> bool:
+    return any(words[i : i + len(run)] == run for i in range(len(words) - len(run) + 1))

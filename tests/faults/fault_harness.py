@@ -142,6 +142,9 @@ class MisbehavingBackend(Backend):
     def adopt(self, attempts):
         return self.inner.adopt(attempts)
 
+    def locate(self, job_input):
+        return self.inner.locate(job_input)
+
 
 def start_submitter(campaign: Campaign, store: Store, directory: Path) -> subprocess.Popen:
     """``smartbkg-prod submit`` of ``campaign`` as its own process (to be killed)."""

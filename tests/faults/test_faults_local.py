@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from smartbkg_prod.backends.local import LocalBackend
 from smartbkg_prod.errors import StoreError, SubmitError
 from smartbkg_prod.monitor.collect import collect_directory
-from smartbkg_prod.plan import campaign_output_dir
+from smartbkg_prod.plan import JobInput, campaign_output_dir, plan_jobs
 from smartbkg_prod.report import read_report
 from smartbkg_prod.store import DONE, RUNNING, Store
 from smartbkg_prod.store.tables import AttemptRow, JobRow
@@ -536,6 +536,40 @@ def test_submitter_killed_and_restarted(campaign, store, tmp_path, fault_table, 
     assert [path.name.split(".")[-3] for path in reports] == ["attempt1"] * 3, reports
     assert run(campaign, store, verify_outputs="sha256").complete
     assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
+
+
+def test_a_worker_whose_pid_never_reached_the_store_is_found_by_its_job_file(campaign, store):
+    """The submitter SIGKILLed after starting a worker but before storing its pid (issue 24):
+    the attempt is open without identity while its worker runs. The next submitter finds
+    the worker by its job file and follows it instead of running the job a second time."""
+    output_dir = campaign_output_dir(campaign)
+    output_dir.mkdir(parents=True)
+    jobs = plan_jobs(campaign)
+    store.campaigns.register(campaign, jobs, output_dir)
+    job_input = JobInput(
+        job=jobs[2],
+        campaign=campaign,
+        attempt=store.attempts.start(jobs[2], "local"),
+        output_dir=str(output_dir),
+        backend="local",
+    )
+    # What the kill leaves: a real worker of attempt 1, and no pid or identity stored.
+    [orphan] = LocalBackend().submit(campaign, [job_input])
+    pid = int(orphan.backend_job_id)
+    assert store.engine.open(campaign.campaign_id) == [] and pid_alive(pid)
+    try:
+        status = run(campaign, store)
+    finally:
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    assert status.complete and status.events_generated == campaign.events
+    assert store.campaigns.job_attempts(campaign.campaign_id) == {0: 1, 1: 1, 2: 1}
+    reports = sorted(output_dir.glob("*.report.json"))
+    assert [path.name.split(".")[-3] for path in reports] == ["attempt1"] * 3, reports
+    [found] = [
+        record for record in store.engine.attempts(campaign.campaign_id) if record.job_index == 2
+    ]
+    assert (found.backend_job_id, found.phase) == (str(pid), "finished")
 
 
 # -- the backend's poll ------------------------------------------------------------------------
