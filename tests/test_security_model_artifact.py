@@ -134,6 +134,12 @@ def test_the_recorded_onnx_file_is_a_name_in_the_model_folder_never_a_path(model
 
 
 def test_recorded_inputs_that_differ_from_the_onnx_files_are_refused(model_copy):
+    edit_sidecar(model_copy, lambda sidecar: sidecar["onnx"]["inputs"].append("beam_spot"))
+    assert_refused(model_copy, "beam_spot", "differ")
+
+
+def test_an_input_recorded_twice_is_refused(model_copy):
+    # The shipped hybrid already has event_features: a second one is no longer the same inputs.
     edit_sidecar(model_copy, lambda sidecar: sidecar["onnx"]["inputs"].append("event_features"))
     assert_refused(model_copy, "event_features", "differ")
 

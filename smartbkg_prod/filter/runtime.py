@@ -115,7 +115,8 @@ def open_scorer(
     else:
         session = _session(card, options, providers)
     session_inputs = tuple(node.name for node in session.get_inputs())
-    if not set(session_inputs) == set(card.input_names) == set(builder_inputs):
+    # Compared as sorted lists: a name recorded twice or missing is a mismatch too.
+    if not sorted(session_inputs) == sorted(card.input_names) == sorted(builder_inputs):
         raise model_error(
             card.path,
             f"inputs of {card.onnx_path.name} {list(session_inputs)}, recorded "
