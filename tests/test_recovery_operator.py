@@ -6,21 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from failure_records import attempt
 
 from smartbkg_prod.recovery.actions import Action
-from smartbkg_prod.recovery.failures import FailureRecord, read_failure_export
+from smartbkg_prod.recovery.failures import read_failure_export
 from smartbkg_prod.recovery.recommend import recommend
 from smartbkg_prod.recovery.review import recommend_from_file
 from smartbkg_prod.recovery.taxonomy import parse_native
-
-
-def attempt(job, site="T2_A", exit_code=0, attempt=1, native=None, **fields):
-    code = parse_native(native)[0] if native else None
-    return FailureRecord(
-        campaign_id="c", job_index=job, attempt=attempt, site=site, exit_code=exit_code,
-        native_source=code.source if code else None, native_code=code.code if code else None,
-        native_subcode=code.subcode if code else None, **fields,
-    )  # fmt: skip
 
 
 def successes(n, sites=("T2_A", "T2_B", "T2_C"), start=100):

@@ -9,27 +9,18 @@ containers/image manifest-list error apptainer prints.
 from __future__ import annotations
 
 import pytest
+from failure_records import attempt
 
 from smartbkg_prod.recovery.actions import Action
-from smartbkg_prod.recovery.failures import FailureRecord
 from smartbkg_prod.recovery.recommend import recommend
 from smartbkg_prod.recovery.symptoms import keyword_groups
-from smartbkg_prod.recovery.taxonomy import Category, describe, parse_native, parse_native_code
+from smartbkg_prod.recovery.taxonomy import Category, describe, parse_native_code
 
 BAD_ALLOC = (
     "terminate called after throwing an instance of 'std::bad_alloc'  what():  std::bad_alloc"
 )
 HOLD_35 = "Cannot start container: invalid image name: registry.cern.ch/smartbkg/worker:1.4"
 SIGILL = "A fatal system signal has occurred: illegal instruction"  # CMSSW InitRootHandlers
-
-
-def attempt(job, site="T2_A", exit_code=0, attempt=1, native=None, **fields):
-    code = parse_native(native)[0] if native else None
-    return FailureRecord(
-        campaign_id="c", job_index=job, attempt=attempt, site=site, exit_code=exit_code,
-        native_source=code.source if code else None, native_code=code.code if code else None,
-        native_subcode=code.subcode if code else None, **fields,
-    )  # fmt: skip
 
 
 def successes(n, sites=("T2_A", "T2_B", "T2_C"), start=100, **fields):

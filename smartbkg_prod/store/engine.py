@@ -21,11 +21,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from smartbkg_prod.lifecycle import OPEN_PHASES
 from smartbkg_prod.store.database import Database
 from smartbkg_prod.store.tables import EngineAttemptRow
-
-# Phases in which the engine may still run an attempt (smartbkg_prod.lifecycle.OPEN_PHASES).
-OPEN_PHASES = ("pending", "submitted", "queued", "running", "held")
 
 
 class EngineAttempt(BaseModel):
@@ -89,7 +87,7 @@ class EngineRecords:
 
     def open(self, campaign_id: str) -> list[EngineAttempt]:
         """Attempts of a campaign the engine may still run, as their identity was stored."""
-        return self._select(campaign_id, EngineAttemptRow.phase.in_(OPEN_PHASES))
+        return self._select(campaign_id, EngineAttemptRow.phase.in_(sorted(OPEN_PHASES)))
 
     def attempts(self, campaign_id: str) -> list[EngineAttempt]:
         """Every attempt of a campaign with its stored identity and phase."""
